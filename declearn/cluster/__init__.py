@@ -1,0 +1,1 @@
+"""(to be written: start/stop/attach clusters of MPI engines)"""

@@ -1,0 +1,19 @@
+"""Communication: the :class:`Communicator` protocol and its two backends.
+
+``SimComm(n)`` runs all n nodes in this process (node dim first); ``MPIComm()`` is one node per
+MPI rank. mpi4py is imported only when an MPIComm is created.
+"""
+
+from declearn.comm.base import (
+    Communicator,
+    Traffic,
+    get_default_timeout,
+    set_default_timeout,
+)
+from declearn.comm.sim import SimComm
+from declearn.comm.mpi import MPIComm
+
+__all__ = [
+    "Communicator", "SimComm", "MPIComm", "Traffic", "get_default_timeout",
+    "set_default_timeout",
+]

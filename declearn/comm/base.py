@@ -1,0 +1,195 @@
+r"""The Communicator protocol: the only thing that differs between the two backends.
+
+An algorithm is written once against a :class:`Communicator` and runs on both:
+
+* :class:`~declearn.comm.sim.SimComm` (one process): a *node-local* tensor has the node as its
+  leading dim, ``x[i]`` is node i's value, shape ``(n, *s)``.
+* :class:`~declearn.comm.mpi.MPIComm` (one MPI rank per node): a node-local tensor is the
+  rank's own value, shape ``(*s)``.
+
+Arithmetic between node-local tensors is plain torch broadcasting, so ``x - lr * g`` means the
+same on both; only the methods below communicate. Their results agree: the SimComm result's
+row i equals the MPIComm result on rank i.
+
+Semantics, with ``W = topology.W`` (row i = receiver) and node-local ``x``:
+
+* ``allreduce(x, op)``: every node gets ``sum_j x_j`` (op="sum") or ``(1/n) sum_j x_j`` ("mean").
+* ``broadcast(x, root)``: every node gets ``x_root``.
+* ``allgather(x)``: every node gets the stack ``[x_0, ..., x_{n-1}]``, shape ``(n, *s)``.
+* ``barrier()``: returns once every node has called it.
+* ``neighbor_allreduce(x, topology, weights=...)``: node i gets ``sum_j W[i, j] x_j``.
+  ``weights="receiver"`` requires row-stochastic W (each receiver forms a convex combination);
+  ``weights="sender"`` requires column-stochastic W (each sender splits its mass: push-sum).
+  The value computed is the same ``W @ X`` either way; the choice says which normalisation
+  the algorithm relies on and is checked. A per-iteration topology is passed as
+  ``topology.at(k)``.
+* ``neighbor_allgather(x, topology)``: node i gets ``(D_in, *s)`` where ``D_in`` is the largest
+  in-degree of the topology; slot s holds ``x_j`` for the s-th in-neighbor j of i (ascending,
+  self excluded), slots past i's in-degree are zero.
+* ``neighbor_alltoall(m, topology)``: a different message to each out-neighbor. Node i passes
+  ``m_i`` of shape ``(D_out, *s)``, slot s addressed to its s-th out-neighbor (ascending, self
+  excluded; slots past its out-degree are ignored). Node i gets ``(D_in, *s)``: slot s holds
+  the message its s-th in-neighbor addressed to i, zero past i's in-degree.
+
+Every blocking operation of MPIComm has a deadline (``timeout`` seconds; default from
+:func:`get_default_timeout`) and raises :class:`~declearn.errors.CollectiveTimeoutError`
+naming the ranks that did not arrive. SimComm never waits, and accepts ``timeout`` for
+symmetry.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from declearn.errors import TopologyError
+
+__all__ = [
+    "Communicator",
+    "Traffic",
+    "get_default_timeout",
+    "set_default_timeout",
+    "REDUCE_OPS",
+    "WEIGHT_MODES",
+]
+
+REDUCE_OPS = ("sum", "mean")
+WEIGHT_MODES = ("receiver", "sender")
+
+_DEFAULT_TIMEOUT = [float(os.environ.get("DECLEARN_TIMEOUT", "60"))]
+
+
+def get_default_timeout() -> float:
+    """Seconds a blocking operation waits before raising (env ``DECLEARN_TIMEOUT``, else 60)."""
+    return _DEFAULT_TIMEOUT[0]
+
+
+def set_default_timeout(seconds: float) -> None:
+    """Set the deadline of every later blocking operation that does not pass its own."""
+    seconds = float(seconds)
+    if not seconds > 0:
+        raise ValueError(f"The timeout must be a positive number of seconds, got {seconds!r}.")
+    _DEFAULT_TIMEOUT[0] = seconds
+
+
+@dataclass
+class Traffic:
+    """Messages and bytes *sent* so far, per node (an array of length n under SimComm, a
+    number under MPIComm), counting every point-to-point message of the logical algorithm
+    (an allreduce counts as the ``2 (n - 1) / n`` payload of a ring allreduce)."""
+
+    messages: np.ndarray | int = 0
+    bytes: np.ndarray | float = 0
+    by_op: dict = field(default_factory=dict)
+
+
+class Communicator(abc.ABC):
+    """What every backend offers; see the module docstring for the exact semantics."""
+
+    #: True for the one-process simulator, False for real processes.
+    is_simulator: bool = False
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Number of nodes n."""
+
+    @property
+    @abc.abstractmethod
+    def rank(self):
+        """This node's index: an int under MPIComm; under SimComm the node-local tensor
+        ``arange(n)`` (node i holds i)."""
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> torch.device:
+        """Where node-local tensors live."""
+
+    @property
+    def traffic(self) -> Traffic:
+        """Messages and bytes sent so far (see :class:`Traffic`)."""
+        return self._traffic
+
+    def reset_traffic(self) -> None:
+        self._traffic = self._new_traffic()
+
+    @abc.abstractmethod
+    def _new_traffic(self) -> Traffic: ...
+
+    @abc.abstractmethod
+    def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None): ...
+
+    @abc.abstractmethod
+    def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None): ...
+
+    @abc.abstractmethod
+    def allgather(self, x: torch.Tensor, *, timeout: float | None = None): ...
+
+    @abc.abstractmethod
+    def barrier(self, *, timeout: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def neighbor_allreduce(
+        self, x: torch.Tensor, topology, *, weights: str = "receiver",
+        timeout: float | None = None,
+    ): ...
+
+    @abc.abstractmethod
+    def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None): ...
+
+    @abc.abstractmethod
+    def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None): ...
+
+    # ------------------------------------------------------------ shared argument checks
+    def _check_topology(self, topology, weights: str | None = None):
+        """Return the static Topology to use, or raise an error that says what to do."""
+        from declearn.topology.base import DynamicTopology, Topology
+
+        if isinstance(topology, DynamicTopology):
+            raise TopologyError(
+                f"{topology.name} is a dynamic topology: pass the one of the current iteration, "
+                "topology.at(k)."
+            )
+        if not isinstance(topology, Topology):
+            raise TopologyError(
+                f"Expected a declearn Topology, got {type(topology).__name__}. Build one with "
+                "declearn.topology (e.g. ring(n)) or Topology.from_matrix(W)."
+            )
+        if topology.n != self.size:
+            raise TopologyError(
+                f"The topology {topology.name} has n={topology.n} nodes but the communicator "
+                f"has {self.size}; build the topology with n={self.size}."
+            )
+        if weights is not None:
+            if weights not in WEIGHT_MODES:
+                raise ValueError(
+                    f"weights must be 'receiver' (rows of W sum to 1) or 'sender' (columns sum "
+                    f"to 1, push-sum), got {weights!r}."
+                )
+            topology.check_weights(weights)
+        return topology
+
+    @staticmethod
+    def _check_op(op: str) -> str:
+        if op not in REDUCE_OPS:
+            raise ValueError(f"op must be one of {REDUCE_OPS}, got {op!r}.")
+        return op
+
+    def _check_root(self, root) -> int:
+        if isinstance(root, bool) or not isinstance(root, (int, np.integer)) \
+                or not 0 <= root < self.size:
+            raise ValueError(f"root must be a rank in 0..{self.size - 1}, got {root!r}.")
+        return int(root)
+
+    @staticmethod
+    def _check_tensor(x, what: str = "x") -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"{what} must be a torch.Tensor, got {type(x).__name__}; "
+                "wrap numbers with torch.as_tensor(...)."
+            )
+        return x

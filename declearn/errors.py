@@ -1,0 +1,78 @@
+"""Errors raised by declearn.
+
+Every error says what went wrong and what to do about it. They derive from the builtin
+exception a user would expect (ValueError for bad input, TimeoutError for a deadline), so
+``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DeclearnError",
+    "TopologyError",
+    "CommError",
+    "CollectiveTimeoutError",
+    "CollectiveMismatchError",
+    "CommunicatorOutOfSyncError",
+    "ClusterError",
+]
+
+
+class DeclearnError(Exception):
+    """Base class of every error declearn raises on purpose."""
+
+
+class TopologyError(DeclearnError, ValueError):
+    """A topology cannot be built or used as asked (bad n, weights, shape, parameters)."""
+
+
+class CommError(DeclearnError):
+    """A communication operation failed."""
+
+
+class CollectiveTimeoutError(CommError, TimeoutError):
+    """A blocking communication did not complete before its deadline.
+
+    Attributes
+    ----------
+    op : str
+        Name of the operation, e.g. ``"allreduce"``.
+    missing : tuple[int, ...]
+        Ranks this rank was still waiting for when the deadline passed.
+    timeout : float
+        The deadline in seconds.
+    rank : int
+        The rank that raised.
+    """
+
+    def __init__(self, op: str, missing, timeout: float, rank: int, hint: str = ""):
+        self.op = op
+        self.missing = tuple(int(r) for r in missing)
+        self.timeout = float(timeout)
+        self.rank = int(rank)
+        who = ", ".join(str(r) for r in self.missing) or "unknown ranks"
+        plural = "s" if len(self.missing) != 1 else ""
+        msg = (
+            f"{op} timed out after {self.timeout:g} s on rank {self.rank}: "
+            f"rank{plural} {who} did not arrive. Every rank must call the same collective "
+            f"operations in the same order (look for an `if rank == ...:` around a collective)."
+        )
+        if hint:
+            msg += " " + hint
+        super().__init__(msg)
+
+    def __reduce__(self):
+        return (type(self), (self.op, self.missing, self.timeout, self.rank))
+
+
+class CollectiveMismatchError(CommError, ValueError):
+    """Ranks called the same collective with tensors of different shapes or dtypes,
+    or called different collectives at the same point."""
+
+
+class CommunicatorOutOfSyncError(CommError, RuntimeError):
+    """A communicator was used after a timed-out collective left the ranks out of step."""
+
+
+class ClusterError(DeclearnError, RuntimeError):
+    """A cluster of engines could not be started, reached or stopped."""

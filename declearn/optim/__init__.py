@@ -1,0 +1,1 @@
+"""(issue 3) optim for declearn."""
