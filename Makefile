@@ -1,0 +1,44 @@
+# The two commands of the README:
+#   make lab    create the environment (first time only) and open JupyterLab on tutorials/
+#   make test   create the environment (first time only) and run every test
+#
+# The environment is a virtualenv in $(VENV) with declearn installed in editable mode, MPI
+# included (the mpich wheel puts mpiexec into $(VENV)/bin: no compiler, no system MPI).
+# PyTorch: $(TORCH) is installed only when the environment has no torch yet, so a build you
+# installed yourself (CUDA, ROCm, CPU-only) is kept. Override it, e.g. `make lab TORCH=torch`.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.declearn-installed
+export PATH := $(BIN):$(PATH)
+
+.PHONY: env lab test bench doctor clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "declearn needs Python >= 3.10, found " + sys.version.split()[0]'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	cd tutorials && $(BIN)/jupyter lab
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+doctor: $(STAMP)
+	$(BIN)/declearn doctor
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts
