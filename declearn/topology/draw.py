@@ -1,3 +1,352 @@
-"""(to be written)"""
+"""Pictures of topologies: the graph for small n, the matrix W as a heatmap for large n.
 
-__all__ = []
+``draw(topology)`` returns a matplotlib ``Figure`` built without pyplot, so no figure is left
+open and nothing is shown twice in a notebook; ``repr_png(topology)`` renders it to PNG bytes
+(how a topology displays itself in Jupyter).
+
+Picture conventions: an edge ``j -> i`` is drawn when ``W[i, j] > 0`` (j sends to i), its width
+grows with the weight, and it carries an arrowhead at the receiver when W is not symmetric.
+Layouts: circulant and dynamic topologies on a circle (node 0 on top, clockwise), grids on
+their grid, trees top-down from the root, stars around their center, geometric graphs at their
+points, anything else with a spring layout of fixed seed (same picture every time).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from declearn.errors import TopologyError
+from declearn.topology.base import DynamicTopology, Topology
+
+__all__ = ["draw", "repr_png", "layout_positions"]
+
+#: Beyond this many nodes ``draw`` shows the heatmap of W instead of the graph.
+GRAPH_MAX_NODES = 64
+#: Beyond this many nodes the heatmap sums W over square blocks (one pixel per block).
+HEATMAP_MAX_PIXELS = 512
+LAYOUTS = ("circle", "grid", "tree", "star", "spring")
+
+
+def draw(
+    topology,
+    ax=None,
+    k: int = 0,
+    layout=None,
+    *,
+    heatmap: bool | None = None,
+    labels: bool | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] = (4.2, 4.4),
+):
+    """Draw ``topology`` (step ``k`` of a dynamic one) and return the matplotlib Figure.
+
+    ``ax``: draw into this Axes (its figure is returned) instead of a new Figure.
+    ``layout``: None (automatic), one of ``"circle"``, ``"grid"``, ``"tree"``, ``"star"``,
+    ``"spring"``, or node positions (an ``(n, 2)`` array or a ``{node: (x, y)}`` dict).
+    ``heatmap``: draw W as an image (default: when ``n > 64``). ``labels``: write node
+    numbers (default: when ``n <= 32``). ``title``: replaces the default title (name, n,
+    degree, rho; "step k of period p" for a dynamic topology).
+    """
+    if not isinstance(topology, (Topology, DynamicTopology)):
+        raise TopologyError(
+            f"draw() takes a Topology or DynamicTopology, got {type(topology).__name__}."
+        )
+    step = topology.at(k)
+    if ax is None:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, layout="constrained")
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    if heatmap is None:
+        heatmap = step.n > GRAPH_MAX_NODES
+    if heatmap:
+        _draw_heatmap(ax, step, fig)
+    else:
+        pos = layout_positions(topology, layout, k=k)
+        _draw_graph(ax, step, pos, labels=step.n <= 32 if labels is None else bool(labels))
+    ax.set_title(_title(topology, k) if title is None else title, fontsize=9)
+    return fig
+
+
+def repr_png(topology, **kwargs) -> bytes:
+    """PNG bytes of :func:`draw` ``(topology, **kwargs)`` (Agg renderer, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = draw(topology, **kwargs)
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------- layouts
+def layout_positions(topology, layout=None, *, k: int = 0) -> np.ndarray:
+    """Node positions, an ``(n, 2)`` array scaled into ``[-1, 1]^2`` (see :func:`draw`)."""
+    step = topology.at(k)
+    n = step.n
+    if layout is not None and not isinstance(layout, str):
+        pos = _explicit_positions(layout, n)
+    else:
+        if layout is None:
+            layout = _auto_layout(topology, step)
+        if layout not in LAYOUTS and layout != "cached":
+            raise TopologyError(
+                f"Unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}, or pass node "
+                "positions as an (n, 2) array."
+            )
+        pos = {
+            "cached": lambda: np.asarray(_cached_pos(topology, step), dtype=np.float64),
+            "circle": lambda: _circle(n),
+            "grid": lambda: _grid(step),
+            "tree": lambda: _tree(step),
+            "star": lambda: _star(step),
+            "spring": lambda: _spring(step),
+        }[layout]()
+    return _normalise(pos)
+
+
+def _auto_layout(topology, step: Topology) -> str:
+    if _cached_pos(topology, step) is not None:
+        return "cached"
+    if getattr(step, "parent", None) is not None:
+        return "tree"
+    if "shape" in step.params or "shape" in topology.params:
+        return "grid"
+    if topology.is_dynamic or step.shifts is not None or step.n <= 3:
+        return "circle"
+    if _star_center(step) is not None:
+        return "star"
+    return "spring"
+
+
+def _cached_pos(topology, step):
+    for t in (step, topology):
+        pos = t._cache.get("pos")
+        if pos is not None:
+            return pos
+    return None
+
+
+def _explicit_positions(layout, n: int) -> np.ndarray:
+    if isinstance(layout, dict):
+        missing = [i for i in range(n) if i not in layout]
+        if missing:
+            raise TopologyError(f"layout misses the position of node(s) {missing[:5]}.")
+        layout = [layout[i] for i in range(n)]
+    pos = np.asarray(layout, dtype=np.float64)
+    if pos.shape != (n, 2):
+        raise TopologyError(f"layout positions must have shape ({n}, 2), got {pos.shape}.")
+    return pos
+
+
+def _circle(n: int) -> np.ndarray:
+    theta = np.pi / 2 - 2 * np.pi * np.arange(n) / n  # node 0 on top, clockwise
+    return np.stack([np.cos(theta), np.sin(theta)], axis=1) if n > 1 else np.zeros((1, 2))
+
+
+def _grid(step: Topology) -> np.ndarray:
+    n = step.n
+    shape = step.params.get("shape")
+    if shape is None:
+        nrow = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+        shape = (nrow, n // nrow)
+    nrow, ncol = (int(v) for v in shape)
+    if nrow * ncol != n:
+        raise TopologyError(f"grid layout shape {shape} does not hold n = {n} nodes.")
+    r, c = np.divmod(np.arange(n), ncol)
+    return np.stack([c, -r], axis=1).astype(np.float64)
+
+
+def _tree(step: Topology) -> np.ndarray:
+    """Top-down tree: leaves evenly spaced in depth-first order, parents above the mean of
+    their children. Uses ``step.parent`` if present, else a BFS tree from node 0."""
+    n = step.n
+    parent = getattr(step, "parent", None)
+    if parent is None:
+        from scipy.sparse.csgraph import breadth_first_order
+
+        from declearn.topology.analysis import _csr
+
+        A = _csr(step)
+        _, pred = breadth_first_order(A + A.T, 0, directed=False, return_predecessors=True)
+        parent = np.where(pred < 0, -1, pred)
+        if np.count_nonzero(parent < 0) != 1:
+            return _spring(step)
+    parent = np.asarray(parent)
+    children: list[list[int]] = [[] for _ in range(n)]
+    for c in np.nonzero(parent >= 0)[0]:
+        children[int(parent[c])].append(int(c))
+    root = int(np.nonzero(parent < 0)[0][0])
+    x, y = np.zeros(n), np.zeros(n)
+    next_leaf = 0
+    stack = [(root, 0, False)]
+    while stack:  # iterative post-order: place leaves, then parents
+        node, depth, done = stack.pop()
+        y[node] = -depth
+        if done:
+            x[node] = np.mean([x[c] for c in children[node]])
+        elif children[node]:
+            stack.append((node, depth, True))
+            stack.extend((c, depth + 1, False) for c in reversed(children[node]))
+        else:
+            x[node], next_leaf = next_leaf, next_leaf + 1
+    # Fill the square: spread leaves over the width and levels over the height.
+    return np.stack([_spread(x), _spread(y)], axis=1)
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    lo, hi = v.min(), v.max()
+    return 2.0 * (v - lo) / (hi - lo) - 1.0 if hi > lo else np.zeros_like(v)
+
+
+def _star_center(step: Topology) -> int | None:
+    n = step.n
+    if n < 4:
+        return None
+    deg = np.maximum(step.in_degrees, step.out_degrees)
+    center = int(np.argmax(deg))
+    others = np.delete(deg, center)
+    return center if deg[center] == n - 1 and np.all(others == 1) else None
+
+
+def _star(step: Topology) -> np.ndarray:
+    center = _star_center(step)
+    if center is None:
+        return _spring(step)
+    n = step.n
+    pos = np.zeros((n, 2))
+    leaves = np.delete(np.arange(n), center)
+    pos[leaves] = _circle(n - 1)
+    return pos
+
+
+def _spring(step: Topology) -> np.ndarray:
+    import networkx as nx
+
+    G = nx.Graph()
+    G.add_nodes_from(range(step.n))
+    off = step.rows != step.indices
+    G.add_edges_from(zip(step.rows[off].tolist(), step.indices[off].tolist()))
+    pos = nx.spring_layout(G, seed=0)
+    return np.array([pos[i] for i in range(step.n)], dtype=np.float64)
+
+
+def _normalise(pos: np.ndarray) -> np.ndarray:
+    pos = pos - (pos.max(axis=0) + pos.min(axis=0)) / 2.0
+    span = np.abs(pos).max()
+    return pos / span if span > 0 else pos
+
+
+# ---------------------------------------------------------------------- painting
+def _draw_graph(ax, step: Topology, pos: np.ndarray, *, labels: bool) -> None:
+    from matplotlib.collections import EllipseCollection, LineCollection, PolyCollection
+
+    n = step.n
+    if n > 1:  # node radius from the typical distance to the nearest node
+        d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+        np.fill_diagonal(d, np.inf)
+        spacing = float(np.median(d.min(axis=1)))
+    else:
+        spacing = 1.0
+    r = float(np.clip(0.32 * spacing, 0.025, 0.11))
+    off = step.rows != step.indices
+    dst, src, w = step.rows[off], step.indices[off], step.data[off]  # edge src -> dst
+    directed = not step.is_symmetric
+    if not directed:
+        keep = src < dst
+        dst, src, w = dst[keep], src[keep], w[keep]
+    if w.size:
+        crowd = min(1.0, 6.0 / math.sqrt(w.size))  # thinner lines when there are many
+        width = (0.6 + 2.4 * w / w.max()) * crowd
+        a, b = pos[src], pos[dst]
+        vec = b - a
+        length = np.linalg.norm(vec, axis=1, keepdims=True)
+        unit = vec / np.where(length > 0, length, 1.0)
+        if directed:
+            # Both directions of a pair get a small sideways offset so neither hides the other.
+            key = set(zip(src.tolist(), dst.tolist()))
+            both = np.array([(j, i) in key for i, j in zip(src.tolist(), dst.tolist())])
+            normal = np.stack([unit[:, 1], -unit[:, 0]], axis=1)
+            shift = normal * (0.3 * r) * both[:, None]
+            a, b = a + shift, b + shift
+            tip = b - unit * r
+            head = min(1.2 * r, 0.08)
+            base = tip - unit * head
+            side = normal * head * 0.45
+            heads = np.stack([tip, base + side, base - side], axis=1)
+            ax.add_collection(PolyCollection(heads, facecolors="0.25", edgecolors="none",
+                                             zorder=2))
+            b = base
+        segments = np.stack([a + unit * r, b], axis=1)
+        ax.add_collection(LineCollection(segments, linewidths=width, colors="0.45", zorder=1,
+                                         alpha=max(0.35, crowd)))
+    selfw = np.array([step.self_weight(i) for i in range(n)]) if n <= 256 else np.zeros(n)
+    ax.add_collection(EllipseCollection(
+        np.full(n, 2 * r), np.full(n, 2 * r), np.zeros(n), units="xy", offsets=pos,
+        offset_transform=ax.transData, facecolors=_node_colors(selfw), edgecolors="0.15",
+        linewidths=0.8, zorder=3,
+    ))
+    if labels:
+        size = float(np.clip(r * 90, 5, 10))
+        for i, (x, y) in enumerate(pos):
+            ax.text(x, y, str(i), ha="center", va="center", fontsize=size, zorder=4)
+    pad = r + 0.08
+    ax.set_xlim(-1 - pad, 1 + pad)
+    ax.set_ylim(-1 - pad, 1 + pad)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+
+
+def _node_colors(self_weights: np.ndarray) -> np.ndarray:
+    # Light blue, darker for a node that keeps more of its own value.
+    t = np.clip(self_weights, 0.0, 1.0)[:, None]
+    light, dark = np.array([0.88, 0.93, 1.0, 1.0]), np.array([0.55, 0.70, 0.93, 1.0])
+    return light + (dark - light) * t
+
+
+def _draw_heatmap(ax, step: Topology, fig) -> None:
+    n = step.n
+    if n <= HEATMAP_MAX_PIXELS:
+        img = step.W
+        label = "W[i, j]"
+    else:
+        bins = HEATMAP_MAX_PIXELS
+        img = np.zeros((bins, bins))
+        np.add.at(img, (step.rows * bins // n, step.indices * bins // n), step.data)
+        img /= (n / bins)  # mean row mass per pixel row
+        label = f"W summed over {n / bins:.3g} x {n / bins:.3g} blocks (per row)"
+    im = ax.imshow(img, cmap="viridis", interpolation="nearest", extent=(-0.5, n - 0.5, n - 0.5,
+                                                                           -0.5))
+    ax.set_xlabel("sender j")
+    ax.set_ylabel("receiver i")
+    fig.colorbar(im, ax=ax, shrink=0.8, label=label)
+
+
+def _title(topology, k: int) -> str:
+    n = topology.n
+    r = _cheap_rho(topology)
+    rho_s = "rho=?" if r is None else f"rho={r:.3g}"
+    if topology.is_dynamic:
+        when = (f"step {k} of period {topology.period}" if topology.period
+                else f"step {k} (random)")
+        deg = topology.at(k).degree
+        return f"{topology.name}: {when}\nn={n}, degree={deg}, {rho_s} (per step, effective)"
+    return f"{topology.name}\nn={n}, degree={topology.degree}, {rho_s}"
+
+
+def _cheap_rho(topology) -> float | None:
+    """rho when it is cached or quick to get (circulant, or small n); else None."""
+    if "rho" in topology._cache:
+        return topology._cache["rho"]
+    cheap = topology.n <= 1024 or (not topology.is_dynamic and topology.shifts is not None)
+    if topology.is_dynamic and topology.period and topology.period > 64:
+        cheap = False
+    try:
+        return float(topology.rho) if cheap else None
+    except (ArithmeticError, RuntimeError, np.linalg.LinAlgError):
+        return None  # e.g. Lanczos did not converge: a picture must not fail for its caption
