@@ -1,1 +1,33 @@
-"""(to be written: start/stop/attach clusters of MPI engines)"""
+"""Clusters of MPI engines for notebooks: start, attach, restart, stop.
+
+```python
+import declearn
+cluster = declearn.cluster.start(4)      # controller + 4 engines = one MPI job, %%px ready
+cluster.view.apply_sync(lambda: rank)    # [0, 1, 2, 3]: the view is ordered by MPI rank
+cluster.stop()                           # ends every process it started
+```
+
+Each engine has ``rank``, ``size``, ``local_rank`` and ``device`` in its namespace, one GPU
+pinned by local rank where GPUs exist, and the same Python as this kernel (``MPIComm()`` works
+there). ``declearn cluster start -n 4`` starts a cluster that outlives the shell; notebooks use
+it with :func:`attach`. Gotchas handled here: ``%px`` runs on a *blocking* view (a non-blocking
+one prints nothing), engines are addressed by MPI rank (never by engine id), and a killed engine
+takes its whole MPI job down, which :meth:`Cluster.restart` brings back.
+"""
+
+from declearn.cluster.checks import ClusterRequestError
+from declearn.cluster.handle import Cluster
+from declearn.cluster.launch import (
+    DEFAULT_PROFILE,
+    attach,
+    list_clusters,
+    resolve_profile_dir,
+    start,
+    stop_clusters,
+)
+from declearn.cluster.mpiexec import MPIRuntime, find_mpiexec, mpi_runtime
+
+__all__ = [
+    "start", "attach", "Cluster", "list_clusters", "stop_clusters", "resolve_profile_dir",
+    "DEFAULT_PROFILE", "ClusterRequestError", "MPIRuntime", "find_mpiexec", "mpi_runtime",
+]

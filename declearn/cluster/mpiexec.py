@@ -72,13 +72,21 @@ def _probe(mpiexec: str) -> MPIRuntime:
         flavor = "unknown"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     # Hydra prints a "Version: x.y.z" line under a header; others print the version first.
-    first = next((ln for ln in lines if ln.lower().startswith("version:")), lines[0] if lines else "")
-    return MPIRuntime(mpiexec=mpiexec, flavor=flavor, version_text=first)
+    first = next((ln for ln in lines if ln.lower().startswith("version:")),
+                 lines[0] if lines else "")
+    return MPIRuntime(mpiexec=mpiexec, flavor=flavor, version_text=" ".join(first.split()))
 
 
 def mpi_runtime() -> MPIRuntime:
     """The MPI launcher and its flavor; raises ClusterError with the fix if none is found."""
     path = find_mpiexec()
+    env = os.environ.get("DECLEARN_MPIEXEC")
+    if path is None and env:
+        raise ClusterError(
+            f"DECLEARN_MPIEXEC={env!r} is not an executable file. Point it at an mpiexec "
+            "(e.g. the one in your virtual environment's bin/), or unset it so declearn looks "
+            "next to this Python and on PATH (pip install mpich provides one)."
+        )
     if path is None:
         raise ClusterError(
             "No mpiexec found. Install the MPI runtime wheel into this environment "

@@ -1,0 +1,187 @@
+"""The ``declearn`` command.
+
+::
+
+    declearn cluster start -n 4 [--profile declearn]   # a cluster that outlives this command
+    declearn cluster status [--profile declearn]       # what runs: engines, ranks
+    declearn cluster stop [--profile declearn] [--all]
+    declearn doctor [--quick]                          # is this machine ready for the chapters?
+
+A notebook uses a cluster started here with ``cluster = declearn.cluster.attach()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def _gpus(text: str):
+    value = {"auto": "auto", "yes": True, "true": True, "no": False, "false": False}.get(
+        text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError("--gpus takes auto, yes or no")
+    return value
+
+
+def _add_profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None,
+                   help="IPython profile name (default: declearn), in $IPYTHONDIR")
+    p.add_argument("--profile-dir", default=None, help="explicit profile directory")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("declearn-tutorials")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="declearn", description="Decentralized optimization and learning, in JupyterLab.")
+    parser.add_argument("--version", action="version", version=f"declearn {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cluster = sub.add_parser("cluster", help="start, inspect or stop clusters of MPI engines")
+    csub = cluster.add_subparsers(dest="action", required=True)
+
+    p = csub.add_parser("start", help="start a cluster that keeps running after this command")
+    p.add_argument("-n", type=int, default=4, help="number of engines = MPI ranks (default 4)")
+    _add_profile_args(p)
+    p.add_argument("--cluster-id", default="",
+                   help="name of the cluster in the profile (default: '', which plain "
+                        "ipyparallel.Client(profile=...) also finds)")
+    p.add_argument("--timeout", type=float, default=120, help="seconds to wait for engines")
+    p.add_argument("--oversubscribe", action="store_true",
+                   help="allow more engines than max(4, cores)")
+    p.add_argument("--gpus", type=_gpus, default="auto", help="auto (default), yes or no")
+    p.add_argument("--ip", default="127.0.0.1",
+                   help="controller address; '*' for engines on other hosts")
+    p.add_argument("--mpi-args", default="", help="extra mpiexec arguments, one quoted string")
+    p.add_argument("--no-resource-check", action="store_true",
+                   help="skip the local core/memory rules (engines on other hosts)")
+
+    p = csub.add_parser("status", help="list the clusters of a profile, their engines, ranks")
+    _add_profile_args(p)
+
+    p = csub.add_parser("stop", help="stop clusters started with `declearn cluster start`")
+    _add_profile_args(p)
+    p.add_argument("--cluster-id", default=None, help="stop only this cluster")
+    p.add_argument("--all", action="store_true",
+                   help="also stop clusters that a live notebook/Python process started")
+
+    p = sub.add_parser("doctor", help="check Python, MPI, engines, GPUs and JupyterLab widgets")
+    p.add_argument("--quick", action="store_true", help="skip starting a 2-engine cluster")
+    p.add_argument("--timeout", type=float, default=60,
+                   help="seconds allowed to each check that launches processes")
+    return parser
+
+
+def _cluster_start(args) -> int:
+    from declearn.cluster import start
+    from declearn.errors import ClusterError
+
+    try:
+        cluster = start(
+            args.n, profile=args.profile, profile_dir=args.profile_dir,
+            cluster_id=args.cluster_id, timeout=args.timeout,
+            oversubscribe=True if args.oversubscribe else None, gpus=args.gpus,
+            mpi_args=shlex.split(args.mpi_args), activate=False, ip=args.ip,
+            check_resources=not args.no_resource_check, persistent=True,
+        )
+    except ClusterError as exc:
+        print(f"declearn cluster start: {exc}", file=sys.stderr)
+        return 1
+    print(repr(cluster).replace("attached", "running in the background"))
+    profile = f"profile_dir={args.profile_dir!r}" if args.profile_dir else (
+        f"profile={args.profile!r}" if args.profile else "")
+    cid = f"cluster_id={args.cluster_id!r}" if args.cluster_id else ""
+    call = ", ".join(a for a in (profile, cid) if a)
+    print(f"In a notebook: cluster = declearn.cluster.attach({call})")
+    print("Stop it with: declearn cluster stop"
+          + (f" --profile {args.profile}" if args.profile else "")
+          + (f" --profile-dir {args.profile_dir}" if args.profile_dir else ""))
+    cluster.stop(shutdown=False)
+    return 0
+
+
+def _cluster_status(args) -> int:
+    from declearn.cluster import list_clusters
+
+    clusters = list_clusters(args.profile, profile_dir=args.profile_dir)
+    where = args.profile_dir or f"profile {args.profile or 'declearn'}"
+    if not clusters:
+        print(f"No cluster in {where}. Start one with: declearn cluster start -n 4")
+        return 1
+    running = 0
+    for c in clusters:
+        name = repr(c["cluster_id"])
+        if not c["running"]:
+            print(f"cluster {name}: NOT running (stale files; `declearn cluster stop` cleans up)")
+            continue
+        running += 1
+        expected = f" of {c['n']}" if c["n"] else ""
+        if c["ranks"] is None:
+            ranks = "ranks unknown (engines busy)" if c["engines"] else "no engines"
+        else:
+            ranks = "engine id -> rank: " + ", ".join(
+                f"{eid}->{r}" for eid, r in sorted(c["ranks"].items(), key=lambda kv: kv[1]))
+        print(f"cluster {name}: running, {c['engines']}{expected} engines, {ranks}"
+              + (f", started by {c['started_by']}" if c["started_by"] else ""))
+    print(f"({where}: {c['profile_dir']})")
+    return 0 if running else 1
+
+
+def _cluster_stop(args) -> int:
+    import psutil
+
+    from declearn.cluster import list_clusters, stop_clusters
+    from declearn.cluster.launch import forget_stale, resolve_profile_dir
+    from declearn.cluster.record import ClusterRecord
+
+    pdir = resolve_profile_dir(args.profile, args.profile_dir)
+    clusters = list_clusters(profile_dir=pdir, query_timeout=1.0)
+    if args.cluster_id is not None:
+        clusters = [c for c in clusters if c["cluster_id"] == args.cluster_id]
+        if not clusters:
+            print(f"No cluster {args.cluster_id!r} in {pdir}.")
+            return 1
+    stopped, skipped = [], []
+    for c in clusters:
+        cid = c["cluster_id"]
+        record = ClusterRecord.load(pdir, cid)
+        owner_alive = (record is not None and not record.persistent
+                       and record.pid != os.getpid() and psutil.pid_exists(record.pid))
+        if c["running"] and owner_alive and not args.all and args.cluster_id is None:
+            skipped.append(cid)
+            print(f"Skipping cluster {cid!r}: process {record.pid} (a notebook?) started it and "
+                  "still runs; pass --all or --cluster-id to stop it anyway.")
+            continue
+        stopped += stop_clusters(profile_dir=pdir, cluster_id=cid)
+    forget_stale(pdir)
+    if stopped:
+        print("Stopped cluster(s) " + ", ".join(repr(c) for c in stopped) + f" in {pdir}.")
+    elif not skipped:
+        print(f"No cluster running in {pdir}.")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        from declearn.doctor import run_doctor
+
+        return run_doctor(quick=args.quick, timeout=args.timeout)
+    handler = {"start": _cluster_start, "status": _cluster_status, "stop": _cluster_stop}
+    return handler[args.action](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

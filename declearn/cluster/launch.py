@@ -1,0 +1,374 @@
+"""Start a cluster of MPI engines from Python, attach to a running one, list or stop them.
+
+A cluster is one ipyparallel controller (listening on 127.0.0.1 unless ``ip`` says otherwise)
+plus n engines launched as ONE MPI job, ``mpiexec -n n python -m ipyparallel.engine --mpi``,
+with the ``mpiexec`` that :func:`~declearn.cluster.mpiexec.find_mpiexec` finds (passed by full
+path: a Jupyter kernel may not have the virtual environment on PATH). Engines run the same
+Python as the caller, so whatever is importable here (declearn, torch) is importable there.
+
+Start-up is faster than ipyparallel's defaults: no fixed 1 s delay between controller and
+engines (the engines get the connection info once the controller has written it), and the
+controller pings heartbeats every 0.5 s instead of 3 s. An engine counts as registered only
+after its first heartbeat, so the default costs up to 3 s per start for nothing; the
+unregistration window stays at ipyparallel's 30 s (60 missed pings).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+
+from declearn.cluster.checks import check_capacity, check_engine_count, check_gpus
+from declearn.cluster.handle import Cluster, shutdown_cluster, wait_for_engines
+from declearn.cluster.mpiexec import mpi_runtime, mpiexec_env
+from declearn.cluster.processes import cluster_processes, end_processes
+from declearn.cluster.record import ClusterRecord
+from declearn.errors import ClusterError
+
+__all__ = ["start", "attach", "list_clusters", "stop_clusters", "forget_stale",
+           "resolve_profile_dir", "DEFAULT_PROFILE"]
+
+#: The IPython profile declearn uses unless told otherwise (kept apart from profile_default).
+DEFAULT_PROFILE = "declearn"
+HEARTBEAT_MS = 500
+HEARTBEAT_MISSES = 60
+
+
+def resolve_profile_dir(profile: str | None = None, profile_dir: str | None = None) -> str:
+    """The profile directory to use, created if missing: ``profile_dir`` if given, else
+    ``$IPYTHONDIR/profile_<profile>`` (default profile: ``declearn``)."""
+    from IPython.core.profiledir import ProfileDir, ProfileDirError
+    from IPython.paths import get_ipython_dir
+
+    if profile_dir:
+        profile_dir = os.path.abspath(os.path.expanduser(profile_dir))
+        return ProfileDir.create_profile_dir(profile_dir).location
+    name = profile or DEFAULT_PROFILE
+    try:
+        return ProfileDir.find_profile_dir_by_name(get_ipython_dir(), name).location
+    except ProfileDirError:
+        return ProfileDir.create_profile_dir_by_name(get_ipython_dir(), name).location
+
+
+def _launch_args(runtime, mpi_args, oversubscribe: bool) -> list[str]:
+    """mpiexec arguments: the user's, plus what this MPI needs (oversubscription, root,
+    Open MPI's default one-core binding undone so torch sees every core)."""
+    args = [str(a) for a in mpi_args]
+    extra = list(runtime.root_args())
+    if oversubscribe:
+        extra += runtime.oversubscribe_args()
+    if runtime.flavor == "openmpi" and not any(a.startswith("--bind-to") for a in args):
+        extra += ["--bind-to", "none"]
+    return [a for a in extra if a not in args] + args
+
+
+def _config(runtime, mpi_args):
+    from traitlets.config import Config
+
+    cfg = Config()
+    cfg.MPILauncher.mpi_cmd = [runtime.mpiexec]
+    cfg.MPILauncher.mpi_args = list(mpi_args)
+    # Hydra finds its proxy next to mpiexec; the kernel's PATH may not have that directory.
+    path = mpiexec_env(runtime.mpiexec)["PATH"]
+    cfg.MPIEngineSetLauncher.environment = {"PATH": path}
+    return cfg
+
+
+def _ipp_logger(level: int) -> logging.Logger:
+    """ipyparallel's launchers log every engine's full output when the engines stop (exit
+    code 1 after SIGTERM), into the kernel's log, i.e. into the notebook. declearn reports
+    real failures itself (with that output), so ipyparallel only speaks for errors."""
+    log = logging.getLogger("declearn.cluster.ipyparallel")
+    log.setLevel(level)
+    return log
+
+
+def _ipp_cluster(**kwargs):
+    import ipyparallel as ipp
+
+    return ipp.Cluster(engines="mpi", log=_ipp_logger(logging.ERROR), **kwargs)
+
+
+def _running_cluster_ids(profile_dir: str) -> list[str]:
+    pattern = os.path.join(profile_dir, "security", "cluster-*.json")
+    prefix = os.path.join(profile_dir, "security", "cluster-")
+    return sorted(path[len(prefix):-len(".json")] for path in glob.glob(pattern))
+
+
+def start(
+    n: int = 4,
+    *,
+    profile: str | None = None,
+    cluster_id: str | None = None,
+    timeout: float = 120,
+    oversubscribe: bool | None = None,
+    gpus="auto",
+    mpi_args=(),
+    activate: bool = True,
+    ip: str = "127.0.0.1",
+    profile_dir: str | None = None,
+    controller_args=(),
+    check_resources: bool = True,
+    persistent: bool = False,
+) -> Cluster:
+    """Start a controller and ``n`` MPI engines, wait until all are registered, set them up,
+    and return a :class:`Cluster` handle (which stops them all on ``stop()`` / ``with`` exit /
+    interpreter exit).
+
+    Parameters
+    ----------
+    n : int
+        Number of engines = MPI ranks.
+    profile, profile_dir : str, optional
+        IPython profile (default ``"declearn"`` in ``$IPYTHONDIR``) or an explicit directory.
+    cluster_id : str, optional
+        Name of this cluster in the profile (default: a fresh time-based id).
+    timeout : float
+        Seconds allowed until every engine is registered and set up.
+    oversubscribe : bool or None
+        None: up to ``max(4, cores)`` engines; True: any number; False: at most ``cores``.
+    gpus : "auto", True or False
+        One GPU per engine by local rank where GPUs exist ("auto"), required (True), or none.
+    mpi_args : sequence of str
+        Extra ``mpiexec`` arguments (host files, ``-ppn``...).
+    activate : bool
+        Make ``%px``/``%%px`` run on this cluster's (blocking, rank-ordered) view.
+    ip : str
+        Address the controller listens on; ``"*"`` for engines on other hosts.
+    controller_args : sequence of str
+        Extra ``ipcontroller`` arguments (e.g. ``["--usethreads"]`` to save memory).
+    check_resources : bool
+        Apply the local core/memory rules of :mod:`declearn.cluster.checks` (turn off when the
+        engines run elsewhere).
+    persistent : bool
+        Keep the cluster running after this Python process exits (``declearn cluster start``
+        uses it); the handle returned then does not own the cluster.
+    """
+    n = check_engine_count(n)
+    gpus = check_gpus(gpus)
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ClusterError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+    runtime = mpi_runtime()
+    if check_resources:
+        over = check_capacity(n, oversubscribe=oversubscribe)
+    else:
+        over = oversubscribe is True
+    args = _launch_args(runtime, mpi_args, over or oversubscribe is True)
+    pdir = resolve_profile_dir(profile, profile_dir)
+    if cluster_id is not None and cluster_id in _running_cluster_ids(pdir):
+        if _attachable(pdir, cluster_id):
+            raise ClusterError(
+                f"A cluster with id {cluster_id!r} already runs in {pdir}. Use it with "
+                f"declearn.cluster.attach(profile_dir={pdir!r}, cluster_id={cluster_id!r}), or "
+                f"stop it first (`declearn cluster stop --profile-dir {pdir}`)."
+            )
+        _forget(pdir, cluster_id)
+
+    kwargs = dict(n=n, profile_dir=pdir, delay=0, engine_timeout=int(timeout) + 1,
+                  controller_ip=ip, shutdown_atexit=not persistent,
+                  controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}",
+                                   f"--HeartMonitor.max_heartmonitor_misses={HEARTBEAT_MISSES}",
+                                   *map(str, controller_args)],
+                  config=_config(runtime, args))
+    if cluster_id is not None:
+        kwargs["cluster_id"] = str(cluster_id)
+    ipp_cluster = _ipp_cluster(**kwargs)
+    record = ClusterRecord(profile_dir=pdir, cluster_id=ipp_cluster.cluster_id, n=n,
+                           mpiexec=runtime.mpiexec, mpi_args=args, gpus=gpus, ip=ip,
+                           started_by="cli" if persistent else "python", persistent=persistent)
+    deadline = time.monotonic() + timeout
+    handle = None
+    try:
+        ipp_cluster.start_controller_sync()
+        ipp_cluster.start_engines_sync(n)
+        record.save()
+        client = ipp_cluster.connect_client_sync()
+        handle = Cluster(ipp_cluster, client, n=n, owned=not persistent, gpus=gpus,
+                         timeout=timeout, activate=activate)
+        ids = wait_for_engines(client, n, deadline, ipp_cluster,
+                               what=f"Starting {n} engines with {runtime.mpiexec}")
+        handle._setup(deadline, ids)
+    except BaseException:
+        if handle is not None:
+            handle.stop(shutdown=True)
+        else:
+            shutdown_cluster(ipp_cluster)
+            record.remove()
+        raise
+    return handle
+
+
+def _load(pdir: str, cluster_id: str):
+    """ipyparallel's Cluster for the cluster file, configured as declearn started it."""
+    import ipyparallel as ipp
+
+    record = ClusterRecord.load(pdir, cluster_id)
+    kwargs = dict(log=_ipp_logger(logging.CRITICAL), shutdown_atexit=False)
+    if record is not None:
+        from declearn.cluster.mpiexec import MPIRuntime
+
+        runtime = MPIRuntime(record.mpiexec, "unknown", "")
+        kwargs["config"] = _config(runtime, record.mpi_args)
+    path = os.path.join(pdir, "security", f"cluster-{cluster_id}.json")
+    return ipp.Cluster.from_file(path, **kwargs), record
+
+
+def _attachable(pdir: str, cluster_id: str) -> bool:
+    """Whether the controller of that cluster file still runs."""
+    try:
+        ipp_cluster, _ = _load(pdir, cluster_id)
+    except Exception:
+        return False
+    return ipp_cluster.controller is not None and ipp_cluster.controller.running
+
+
+def _forget(pdir: str, cluster_id: str) -> None:
+    """Remove the files of a cluster whose controller is gone, ending its leftovers."""
+    end_processes(cluster_processes(pdir, cluster_id))
+    for path in (os.path.join(pdir, "security", f"cluster-{cluster_id}.json"),
+                 ClusterRecord.path_for(pdir, cluster_id)):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
+def forget_stale(pdir: str) -> list[str]:
+    """Remove the files of clusters whose controller is gone (and end their leftovers), and
+    declearn records without an ipyparallel cluster file; return the ids cleaned."""
+    cleaned = [cid for cid in _running_cluster_ids(pdir) if not _attachable(pdir, cid)]
+    prefix = os.path.join(pdir, "security", "declearn-cluster-")
+    for path in glob.glob(prefix + "*.json"):
+        cid = path[len(prefix):-len(".json")]
+        if cid not in _running_cluster_ids(pdir):
+            cleaned.append(cid)
+    for cid in cleaned:
+        _forget(pdir, cid)
+    return sorted(set(cleaned))
+
+
+def _pick_cluster_id(pdir: str, cluster_id: str | None) -> str:
+    ids = _running_cluster_ids(pdir)
+    if cluster_id is not None:
+        if cluster_id not in ids:
+            raise ClusterError(
+                f"No cluster with id {cluster_id!r} in {pdir} (running there: {ids or 'none'}). "
+                "Start one with `declearn cluster start -n 4` or declearn.cluster.start(4)."
+            )
+        return cluster_id
+    live = [cid for cid in ids if _attachable(pdir, cid)]
+    if not live:
+        raise ClusterError(
+            f"No running cluster in {pdir}. Start one with `declearn cluster start -n 4` "
+            "(it keeps running for every notebook), or declearn.cluster.start(4) from here."
+        )
+    if len(live) > 1:
+        raise ClusterError(
+            f"Several clusters run in {pdir}: {live}; pass cluster_id=... to choose one."
+        )
+    return live[0]
+
+
+def attach(
+    profile: str | None = None,
+    cluster_id: str | None = None,
+    *,
+    profile_dir: str | None = None,
+    timeout: float = 60,
+    activate: bool = True,
+) -> Cluster:
+    """Connect to a cluster that is already running (for example one started with
+    ``declearn cluster start``), set its engines up, and return a :class:`Cluster` that does
+    NOT own it: ``stop()`` disconnects and leaves it running for others; ``stop(shutdown=True)``
+    or ``declearn cluster stop`` ends it. ``cluster_id=None`` picks the only running cluster
+    of the profile (default profile ``declearn``)."""
+    pdir = resolve_profile_dir(profile, profile_dir)
+    cid = _pick_cluster_id(pdir, cluster_id)
+    ipp_cluster, record = _load(pdir, cid)
+    if ipp_cluster.controller is None or not ipp_cluster.controller.running:
+        raise ClusterError(
+            f"The controller of cluster {cid!r} in {pdir} is not running (a stale file). "
+            "`declearn cluster stop` cleans it up; then start a new cluster."
+        )
+    if record is not None:
+        n = record.n
+    else:
+        n = sum(es.n for es in ipp_cluster.engines.values())
+    deadline = time.monotonic() + timeout
+    client = ipp_cluster.connect_client_sync()
+    if not n:
+        n = len(client.ids)
+    handle = Cluster(ipp_cluster, client, n=n, owned=False,
+                     gpus=record.gpus if record else "auto", timeout=timeout,
+                     activate=activate)
+    try:
+        ids = wait_for_engines(client, n, deadline, ipp_cluster,
+                               what=f"Attaching to cluster {cid!r}")
+        handle._setup(deadline, ids)
+    except BaseException:
+        handle.stop(shutdown=False)
+        raise
+    return handle
+
+
+def list_clusters(profile: str | None = None, *, profile_dir: str | None = None,
+                  query_timeout: float = 5.0) -> list[dict]:
+    """What runs in a profile: per cluster file, ``cluster_id, running, engines`` (registered
+    count), ``ranks`` (engine id -> MPI rank, or None if the engines were too busy to answer
+    within ``query_timeout``), ``n`` (expected) and ``started_by``."""
+    from declearn.cluster.engine_side import engine_identity
+
+    pdir = resolve_profile_dir(profile, profile_dir)
+    out = []
+    for cid in _running_cluster_ids(pdir):
+        entry = {"cluster_id": cid, "profile_dir": pdir, "running": False, "engines": 0,
+                 "ranks": None, "n": None, "started_by": None}
+        try:
+            ipp_cluster, record = _load(pdir, cid)
+        except Exception:
+            out.append(entry)
+            continue
+        if record is not None:
+            entry.update(n=record.n, started_by=record.started_by)
+        controller = ipp_cluster.controller
+        entry["running"] = controller is not None and controller.running
+        if entry["running"]:
+            client = ipp_cluster.connect_client_sync()
+            try:
+                ids = client.ids
+                entry["engines"] = len(ids)
+                if ids:
+                    ranks = client[ids].apply_async(engine_identity).get(timeout=query_timeout)
+                    entry["ranks"] = {eid: r for eid, (r, _) in zip(ids, ranks, strict=True)}
+            except Exception:
+                pass
+            finally:
+                client.close()
+        out.append(entry)
+    return out
+
+
+def stop_clusters(profile: str | None = None, cluster_id: str | None = None, *,
+                  profile_dir: str | None = None) -> list[str]:
+    """Stop the cluster ``cluster_id`` of a profile, or all of them; return the ids stopped.
+    Stale files (controller gone) are cleaned up too."""
+    pdir = resolve_profile_dir(profile, profile_dir)
+    ids = _running_cluster_ids(pdir)
+    if cluster_id is not None:
+        ids = [cid for cid in ids if cid == cluster_id]
+    stopped = []
+    for cid in ids:
+        try:
+            ipp_cluster, _ = _load(pdir, cid)
+        except Exception:
+            _forget(pdir, cid)
+            continue
+        was_running = ipp_cluster.controller is not None or bool(ipp_cluster.engines)
+        shutdown_cluster(ipp_cluster)
+        _forget(pdir, cid)
+        if was_running:
+            stopped.append(cid)
+    return stopped
+
