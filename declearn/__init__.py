@@ -8,20 +8,25 @@ unrelated federated-learning package named ``declearn`` on PyPI is a different p
 
 from importlib import import_module
 
-from declearn import errors, topology
-from declearn.comm import Communicator, MPIComm, SimComm
-
 __version__ = "0.1.0"
 __all__ = [
     "Communicator", "MPIComm", "SimComm", "errors", "topology", "comm", "cluster",
     "algorithms", "problems", "optim", "__version__",
 ]
 
-_LAZY = ("cluster", "algorithms", "problems", "optim", "comm")
+_SUBPACKAGES = ("errors", "topology", "comm", "cluster", "algorithms", "problems", "optim")
+_FROM_COMM = ("Communicator", "MPIComm", "SimComm")
 
 
 def __getattr__(name):
-    # Subpackages with heavy imports (ipyparallel, ...) load on first use.
-    if name in _LAZY:
+    # Everything loads on first use, so `import declearn` (and the CLI) stays quick: torch
+    # comes with declearn.comm, ipyparallel with declearn.cluster.
+    if name in _SUBPACKAGES:
         return import_module(f"declearn.{name}")
+    if name in _FROM_COMM:
+        return getattr(import_module("declearn.comm"), name)
     raise AttributeError(f"module 'declearn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
