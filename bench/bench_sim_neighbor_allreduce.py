@@ -12,7 +12,8 @@ of up to k interleaved rounds, wall clock):
 Each row prints the times and ``sim/best`` (target <= 1.0) and ``sim/copy`` (target <= 3 for
 n >= 256). ``sim`` and the plain expressions return a new tensor at each call, ``copy`` does
 not: above 32 MiB glibc hands out fresh pages that the OS zero-fills on first touch, which
-``--tune-allocator`` (:func:`declearn.comm.sim.tune_cpu_allocator`) avoids. Sizes are capped
+the malloc setting of :mod:`declearn.comm.memory` avoids (SimComm applies it, process-wide,
+so the plain expressions benefit too; ``--default-allocator`` keeps glibc's defaults). Sizes are capped
 at n * d <= 2^24 elements (128 MiB per float64 tensor, well under 2 GB for everything alive
 at once); dense matmuls above 4e9 flops are skipped (a quarter second or more each).
 
@@ -20,7 +21,7 @@ Usage::
 
     python bench/bench_sim_neighbor_allreduce.py            # full run, a few minutes
     python bench/bench_sim_neighbor_allreduce.py --quick    # under a minute
-    python bench/bench_sim_neighbor_allreduce.py --tune-allocator   # see tune_cpu_allocator
+    python bench/bench_sim_neighbor_allreduce.py --default-allocator  # glibc's defaults
 
 The machine may be shared: rerun rows that look off (``--only ring --n 256 --d 100000``).
 """
@@ -35,7 +36,8 @@ import warnings
 
 import torch
 
-from declearn.comm.sim import SimComm, tune_cpu_allocator
+from declearn.comm.memory import ensure_cpu_allocator_tuned
+from declearn.comm.sim import SimComm
 from declearn.comm.sim_kernels import mix_plan
 from declearn.errors import TopologyError
 from declearn.topology import make
@@ -142,11 +144,12 @@ def main(argv=None):
     ap.add_argument("--n", nargs="*", type=int, help="node counts")
     ap.add_argument("--d", nargs="*", type=int, help="per-node sizes")
     ap.add_argument("--threads", nargs="*", type=int, help="torch thread counts")
-    ap.add_argument("--tune-allocator", action="store_true",
-                    help="call declearn.comm.sim.tune_cpu_allocator() first")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="keep glibc's malloc defaults (DECLEARN_TUNE_ALLOCATOR=0)")
     args = ap.parse_args(argv)
-    if args.tune_allocator:
-        print("tune_cpu_allocator():", tune_cpu_allocator())
+    if args.default_allocator:
+        os.environ["DECLEARN_TUNE_ALLOCATOR"] = "0"
+    print("malloc tuned for reuse (declearn.comm.memory):", ensure_cpu_allocator_tuned())
     all_threads = torch.get_num_threads()
     if args.quick:
         ns, ds, reps, budget = [16, 256, 4096], [100, 10_000], 3, 0.05

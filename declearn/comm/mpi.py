@@ -60,8 +60,8 @@ rank abandoned a native collective, replaces ``coll`` by a fresh duplicate of ``
 only, never pickles); CUDA tensors go through CUDA-aware MPI, pinned-host staging or NCCL
 (:mod:`declearn.comm.gpu`). Receive buffers of ``neighbor_allreduce`` are cached per
 (neighbor slot, dtype, shape) and the combine uses in-place torch ops. Results are fresh
-tensors on the input's device (large CPU ones numpy-backed, see :func:`_empty`); they never
-require grad.
+tensors on the input's device (large CPU ones reuse freed memory, see
+:mod:`declearn.comm.memory`); they never require grad.
 
 An MPIComm is not thread-safe: call it from one thread per rank (the engine's).
 """
@@ -96,6 +96,7 @@ from declearn.comm.gpu import (
     as_bytes,
     cuda_aware_mpi,
 )
+from declearn.comm.memory import ensure_cpu_allocator_tuned
 from declearn.errors import (
     CollectiveMismatchError,
     CollectiveTimeoutError,
@@ -191,30 +192,9 @@ def _fingerprint(topo) -> int:
     return fp
 
 
-#: CPU results from this size up are allocated through numpy (see :func:`_empty`).
-_NUMPY_ALLOC_MIN = 8 << 20
-
-
 def _empty(shape, like: torch.Tensor) -> torch.Tensor:
-    """A new uninitialised tensor of ``shape`` with the dtype and device of ``like``.
-
-    Every operation returns a fresh tensor. A large CPU tensor from torch's allocator gets
-    fresh pages from the OS that fault in (zero-filled) one at a time on first touch, which
-    cost more than the data movement itself (45 ms vs 20 ms for the 64 MiB combine measured
-    here); numpy asks for huge pages for large arrays, so large results are numpy-backed
-    torch tensors (ordinary tensors, except that they cannot be ``resize_``-d).
-    """
-    if like.device.type == "cpu":
-        numel = 1
-        for d in shape:
-            numel *= int(d)
-        if numel * like.element_size() >= _NUMPY_ALLOC_MIN:
-            try:
-                np_dtype = torch.empty(0, dtype=like.dtype).numpy().dtype
-            except TypeError:  # a dtype numpy lacks
-                pass
-            else:
-                return torch.from_numpy(np.empty(tuple(int(d) for d in shape), np_dtype))
+    """A new uninitialised tensor of ``shape`` with the dtype and device of ``like`` (large
+    CPU ones reuse freed memory thanks to :mod:`declearn.comm.memory`)."""
     return torch.empty(tuple(shape), dtype=like.dtype, device=like.device)
 
 
@@ -348,6 +328,8 @@ class MPIComm(Communicator):
         self._rank = self._p2p.Get_rank()
         self._size = self._p2p.Get_size()
         self._device = self._place(wanted)
+        if self._device.type == "cpu":
+            ensure_cpu_allocator_tuned()
         tag_ub = MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767
         slots = (int(tag_ub) - _TAG_BASE) // 2
         self._epoch_slots = 64 if slots >= 64 * 4096 else 4

@@ -38,14 +38,13 @@ with ``b`` the bytes of one node's value ``x[i]`` (of one slot ``m[i, r]`` for a
 
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 
 import numpy as np
 import torch
 
 from declearn.comm.base import WEIGHT_MODES, Communicator, Traffic
+from declearn.comm.memory import ensure_cpu_allocator_tuned
 from declearn.comm.sim_kernels import (
     KERNELS,
     allgather_plan,
@@ -56,7 +55,7 @@ from declearn.comm.sim_kernels import (
 )
 from declearn.topology.base import Topology, check_n
 
-__all__ = ["SimComm", "tune_cpu_allocator"]
+__all__ = ["SimComm"]
 
 
 class SimComm(Communicator):
@@ -83,6 +82,8 @@ class SimComm(Communicator):
                  kernel: str = "auto"):
         self._n = check_n(n)
         self._device = _canonical_device(device)
+        if self._device.type == "cpu":
+            ensure_cpu_allocator_tuned()  # see declearn.comm.memory
         if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype.is_complex):
             raise TypeError(
                 f"dtype must be a floating torch dtype such as torch.float64 or torch.float32, "
@@ -314,26 +315,3 @@ def _canonical_device(device) -> torch.device:
             f"Cannot place tensors on device {device!r} here ({exc}). Use device='cpu', or "
             "check torch.cuda.is_available() for a GPU."
         ) from None
-
-
-def tune_cpu_allocator() -> bool:
-    """Let new large CPU tensors reuse freed memory instead of fresh pages (Linux glibc only).
-
-    Every SimComm op returns a new tensor. glibc serves blocks above 32 MiB with fresh
-    ``mmap`` pages that the OS zero-fills one page at a time on first touch; measured on the
-    development VM, ``torch.empty_like(x).copy_(x)`` then costs 2-6x ``out.copy_(x)`` for
-    20-200 MB tensors. Raising glibc's mmap and trim thresholds keeps freed blocks in the heap
-    for the next allocation (then 1.0-1.2x). The change is process-wide and the process then
-    keeps freed memory for reuse instead of returning it to the OS. Returns True if applied.
-    (``THP_MEM_ALLOC_ENABLE=1`` in the environment before torch starts is a milder
-    alternative: huge pages, about 1.3-1.9x.)
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = libc.mallopt(m_mmap_threshold, 1 << 30) == 1
-        return ok and libc.mallopt(m_trim_threshold, (1 << 31) - 1) == 1
-    except (OSError, AttributeError):
-        return False

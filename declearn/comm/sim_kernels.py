@@ -27,7 +27,7 @@ Three mixing kernels, all giving ``W @ X`` up to rounding:
 
 How ``"auto"`` chooses, from measurements on the 2-core AMD EPYC development VM (torch 2.13
 CPU, MKL, float64, one thread, best of 5-7; times as multiples of ``out.copy_(x)`` into a
-preallocated ``out``, allocator tuned as in :func:`declearn.comm.sim.tune_cpu_allocator`):
+preallocated ``out``, allocator tuned as in :mod:`declearn.comm.memory`):
 
 * Circulant W with S shifts (self included), large tensors (n d >= 2.6e5): slices cost
   about S passes (S = 2: 1.8-2.6x copy, ring S = 3: 2.2-3.9x) against 3-6x for CSR; at
