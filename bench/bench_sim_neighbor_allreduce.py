@@ -14,7 +14,7 @@ n >= 256). ``sim`` and the plain expressions return a new tensor at each call, `
 not: above 32 MiB glibc hands out fresh pages that the OS zero-fills on first touch, which
 the malloc setting of :mod:`declearn.comm.memory` avoids (SimComm applies it, process-wide,
 so the plain expressions benefit too; ``--default-allocator`` keeps glibc's defaults). Sizes are capped
-at n * d <= 2^24 elements (128 MiB per float64 tensor, well under 2 GB for everything alive
+at n * d <= 2.6e7 elements (208 MB per float64 tensor, under 2 GB for everything alive
 at once); dense matmuls above 4e9 flops are skipped (a quarter second or more each).
 
 Usage::
@@ -42,7 +42,7 @@ from declearn.comm.sim_kernels import mix_plan
 from declearn.errors import TopologyError
 from declearn.topology import make
 
-MAX_ELEMENTS = 1 << 24
+MAX_ELEMENTS = 26_000_000
 MAX_DENSE_FLOPS = 4e9
 
 

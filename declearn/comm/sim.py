@@ -39,6 +39,7 @@ with ``b`` the bytes of one node's value ``x[i]`` (of one slot ``m[i, r]`` for a
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,8 +51,8 @@ from declearn.comm.sim_kernels import (
     allgather_plan,
     alltoall_plan,
     gather_slots,
-    mix,
     mix_plan,
+    mixer,
 )
 from declearn.topology.base import Topology, check_n
 
@@ -94,6 +95,7 @@ class SimComm(Communicator):
             raise ValueError(f"kernel must be 'auto' or one of {KERNELS}, got {kernel!r}.")
         self.kernel = kernel
         self._const: dict = {}
+        self._mixers: dict = {}  # id(topology) -> _Mixer, see neighbor_allreduce
         self.reset_traffic()
 
     # ------------------------------------------------------------------ identity
@@ -243,13 +245,28 @@ class SimComm(Communicator):
     ):
         """``W @ X``: node i gets ``sum_j W[i, j] x[j]``. ``weights="receiver"`` checks that
         the rows of W sum to 1, ``"sender"`` that its columns do (push-sum)."""
-        x = self._check_local(x)
+        m = self._mixers.get(id(topology))
+        if not (
+            m is not None and m.topology is topology and m.weights == weights
+            and type(x) is torch.Tensor and x.shape == m.shape and x.dtype == m.dtype
+            and x.get_device() == m.device_index and not x.requires_grad
+        ):  # not the same call as last time: check everything, then remember it
+            x = self._check_local(x)  # detached
+            m = self._new_mixer(x, topology, weights)
+        out = m.fn(x)
+        self._record("neighbor_allreduce", m.out_degrees, m.nbytes)
+        return out
+
+    def _new_mixer(self, x, topology, weights) -> "_Mixer":
         topo = self._checked_topology(topology, weights)
         self._check_inexact(x, "neighbor_allreduce")
-        d = x.numel() // self._n
-        out = mix(x, mix_plan(topo, self._device, x.dtype, self.kernel, d))
-        self._record_neighbors("neighbor_allreduce", topo, _node_bytes(x))
-        return out
+        plan = mix_plan(topo, self._device, x.dtype, self.kernel, x.numel() // self._n)
+        m = _Mixer(topo, weights, x.shape, x.dtype, x.get_device(), mixer(plan, x.shape),
+                   topo.out_degrees, _node_bytes(x))
+        if len(self._mixers) >= 256:  # a run cycles through few topologies; stay bounded
+            self._mixers.clear()
+        self._mixers[id(topo)] = m
+        return m
 
     def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None):
         """Node i gets ``(D_in, *s)``: slot t is its t-th in-neighbor's value, zero past its
@@ -315,3 +332,18 @@ def _canonical_device(device) -> torch.device:
             f"Cannot place tensors on device {device!r} here ({exc}). Use device='cpu', or "
             "check torch.cuda.is_available() for a GPU."
         ) from None
+
+
+class _Mixer(NamedTuple):
+    """A checked neighbor_allreduce call: same topology object, weights mode, shape, dtype and
+    device next time means the same plan, with no check to redo (the object is kept, so its
+    id cannot be reused while the entry lives)."""
+
+    topology: Topology
+    weights: str
+    shape: torch.Size
+    dtype: torch.dtype
+    device_index: int
+    fn: object
+    out_degrees: np.ndarray
+    nbytes: int

@@ -61,6 +61,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "mixer",
     "KERNELS",
     "CIRCULANT_MAX_SHIFTS",
     "CIRCULANT_MIN_ELEMENTS_PER_SHIFT",
@@ -236,6 +237,18 @@ def mix(x: torch.Tensor, plan: MixPlan) -> torch.Tensor:
     else:
         out = plan.matrix @ X
     return out if flat else out.view(x.shape)
+
+
+def mixer(plan: MixPlan, shape: torch.Size):
+    """``mix(., plan)`` specialised for node-local tensors of ``shape`` (and the plan's dtype):
+    a callable ``f(x) -> W @ X`` with every decision taken here once, for hot loops."""
+    if plan.kernel == "circulant" or math.prod(shape) == 0 or plan.compute_dtype != plan.dtype:
+        return lambda x: mix(x, plan)
+    if len(shape) <= 2:
+        return plan.matrix.matmul
+    flat = (shape[0], math.prod(shape[1:]))
+    matmul = plan.matrix.matmul
+    return lambda x: matmul(x.reshape(flat)).view(shape)
 
 
 def _mix_circulant(x: torch.Tensor, out: torch.Tensor, shifts) -> None:
