@@ -30,7 +30,7 @@ import numpy as np
 
 from declearn.errors import TopologyError
 
-__all__ = ["Topology", "DynamicTopology", "check_n"]
+__all__ = ["BaseTopology", "Topology", "DynamicTopology", "check_n"]
 
 #: Tolerance for "rows (columns) sum to 1" and symmetry checks.
 STOCHASTIC_ATOL = 1e-9
@@ -51,7 +51,35 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return a
 
 
-class Topology:
+class BaseTopology:
+    """What static and dynamic topologies share: n, a name, ``at(k)``, rho and display."""
+
+    n: int
+    name: str
+    _cache: dict
+
+    @property
+    def rho(self) -> float:
+        """``||W - 11^T/n||_2`` for a static topology; the effective per-step contraction of a
+        dynamic one (see :func:`declearn.topology.analysis.rho`)."""
+        if "rho" not in self._cache:
+            from declearn.topology.analysis import rho as _rho
+
+            self._cache["rho"] = float(_rho(self))
+        return self._cache["rho"]
+
+    @property
+    def spectral_gap(self) -> float:
+        """``1 - rho``."""
+        return 1.0 - self.rho
+
+    def _repr_png_(self):
+        from declearn.topology.draw import repr_png
+
+        return repr_png(self)
+
+
+class Topology(BaseTopology):
     """A static mixing pattern over nodes ``0..n-1``, given by its matrix ``W`` (row = receiver).
 
     Build one with a family function (``declearn.topology.ring(8)``), from a matrix
@@ -335,20 +363,6 @@ class Topology:
             self._cache["connected"] = bool(k == 1)
         return self._cache["connected"]
 
-    @property
-    def rho(self) -> float:
-        """``||W - 11^T/n||_2``: the worst-case per-step contraction of the disagreement."""
-        if "rho" not in self._cache:
-            from declearn.topology.analysis import rho as _rho
-
-            self._cache["rho"] = float(_rho(self))
-        return self._cache["rho"]
-
-    @property
-    def spectral_gap(self) -> float:
-        """``1 - rho``."""
-        return 1.0 - self.rho
-
     # ------------------------------------------------------------------ helpers
     def lazy(self) -> "Topology":
         """The lazy topology ``(I + W) / 2``: same graph, eigenvalues moved into [0, 1]."""
@@ -367,11 +381,6 @@ class Topology:
         from declearn.topology.draw import draw
 
         return draw(self, ax=ax, **kwargs)
-
-    def _repr_png_(self):
-        from declearn.topology.draw import repr_png
-
-        return repr_png(self)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.params.items())
@@ -424,7 +433,7 @@ class Topology:
             )
 
 
-class DynamicTopology:
+class DynamicTopology(BaseTopology):
     """A sequence of topologies ``W(0), W(1), ...``; ``.at(k)`` gives the one of iteration k.
 
     Subclasses implement :meth:`_step` (which must be a pure function of ``k`` and the
@@ -463,19 +472,6 @@ class DynamicTopology:
         steps = self.period or 64
         return max(self.at(k).degree for k in range(steps))
 
-    @property
-    def rho(self) -> float:
-        """Effective per-step contraction; see :func:`declearn.topology.analysis.rho`."""
-        if "rho" not in self._cache:
-            from declearn.topology.analysis import rho as _rho
-
-            self._cache["rho"] = float(_rho(self))
-        return self._cache["rho"]
-
-    @property
-    def spectral_gap(self) -> float:
-        return 1.0 - self.rho
-
     def product(self, start: int = 0, length: int | None = None) -> np.ndarray:
         """``W(start + length - 1) @ ... @ W(start)`` (length defaults to the period)."""
         from declearn.topology.analysis import product
@@ -486,11 +482,6 @@ class DynamicTopology:
         from declearn.topology.draw import draw
 
         return draw(self, ax=ax, k=k, **kwargs)
-
-    def _repr_png_(self):
-        from declearn.topology.draw import repr_png
-
-        return repr_png(self)
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.params.items())

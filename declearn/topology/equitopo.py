@@ -109,19 +109,7 @@ def d_equistatic(
     measured ``||W - J||_2`` (``topology.rho``) is then still far below 1.
     The same ``(M, seed)`` gives the same graph on every rank.
     """
-    n = check_n(n)
-    params = {"M": M, "eps": eps, "p": p, "seed": seed}
-    if n == 1:
-        return Topology.from_circulant(1, {0: 1.0}, name="d_equistatic", params=params)
-    us = equistatic_indices(n, M=M, eps=eps, p=p, seed=seed)
-    params["M"] = int(us.size)
-    shifts: dict[int, float] = {0: 1.0 / n}
-    w = (n - 1) / (n * us.size)
-    for u in us:
-        s = (n - int(u)) % n
-        shifts[s] = shifts.get(s, 0.0) + w
-    return Topology.from_circulant(n, shifts, name="d_equistatic", params=params,
-                                   weights="doubly")
+    return _equistatic(n, M=M, eps=eps, p=p, seed=seed, symmetric=False)
 
 
 @family("u_equistatic")
@@ -135,19 +123,26 @@ def u_equistatic(
     Undirected, circulant, symmetric, doubly stochastic, degree ``<= 2M``; the same
     ``||W - J||_2 < eps`` guarantee (see :func:`d_equistatic` for the defaults).
     """
+    return _equistatic(n, M=M, eps=eps, p=p, seed=seed, symmetric=True)
+
+
+def _equistatic(n, *, M, eps, p, seed, symmetric: bool) -> Topology:
+    """Average of the basis matrices ``A^(u_m)`` (and their transposes if ``symmetric``) as
+    circulant shifts: ``A^(u)`` has weight ``1/n`` on shift 0 and ``(n-1)/n`` on shift
+    ``-u`` (node i receives from i + u); ``A^(u)^T`` puts it on shift ``+u``."""
     n = check_n(n)
+    name = "u_equistatic" if symmetric else "d_equistatic"
     params = {"M": M, "eps": eps, "p": p, "seed": seed}
     if n == 1:
-        return Topology.from_circulant(1, {0: 1.0}, name="u_equistatic", params=params)
+        return Topology.from_circulant(1, {0: 1.0}, name=name, params=params)
     us = equistatic_indices(n, M=M, eps=eps, p=p, seed=seed)
     params["M"] = int(us.size)
     shifts: dict[int, float] = {0: 1.0 / n}
-    w = (n - 1) / (2.0 * n * us.size)
+    w = (n - 1) / (n * us.size * (2 if symmetric else 1))
     for u in us:
-        for s in ((n - int(u)) % n, int(u)):  # A^(u) then its transpose
+        for s in ((n - int(u)) % n, int(u)) if symmetric else ((n - int(u)) % n,):
             shifts[s] = shifts.get(s, 0.0) + w
-    return Topology.from_circulant(n, shifts, name="u_equistatic", params=params,
-                                   weights="doubly")
+    return Topology.from_circulant(n, shifts, name=name, params=params, weights="doubly")
 
 
 class _EquiDyn(DynamicTopology):
