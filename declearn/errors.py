@@ -15,6 +15,7 @@ __all__ = [
     "CollectiveMismatchError",
     "CommunicatorOutOfSyncError",
     "ClusterError",
+    "DivergenceError",
 ]
 
 
@@ -76,3 +77,27 @@ class CommunicatorOutOfSyncError(CommError, RuntimeError):
 
 class ClusterError(DeclearnError, RuntimeError):
     """A cluster of engines could not be started, reached or stopped."""
+
+
+class DivergenceError(DeclearnError, FloatingPointError):
+    """An algorithm's iterates blew up (NaN, inf, or growth past a bound).
+
+    Attributes: ``algorithm`` (its name), ``iteration``, ``metric`` and ``value`` (what blew
+    up), ``lr`` (the step size, if it has one).
+    """
+
+    def __init__(self, algorithm: str, iteration: int, metric: str, value: float, lr=None,
+                 bound: float | None = None):
+        self.algorithm, self.iteration = algorithm, int(iteration)
+        self.metric, self.value, self.lr, self.bound = metric, float(value), lr, bound
+        what = f"{metric} = {value:.3g}" + (f" (past the bound {bound:.3g})" if bound else "")
+        msg = f"{algorithm} diverged at iteration {self.iteration}: {what}."
+        if isinstance(lr, (int, float)):
+            msg += f" Try a smaller step size: lr={lr:g} now, e.g. lr={lr / 2:g}."
+        elif lr is not None:
+            msg += " Try a smaller step size."
+        super().__init__(msg)
+
+    def __reduce__(self):
+        return (type(self), (self.algorithm, self.iteration, self.metric, self.value, self.lr,
+                             self.bound))

@@ -40,6 +40,7 @@ symmetry.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -116,6 +117,18 @@ class Communicator(abc.ABC):
 
     def reset_traffic(self) -> None:
         self._traffic = self._new_traffic()
+
+    @contextlib.contextmanager
+    def untracked(self):
+        """Operations inside the block do not count in ``traffic``: for measuring a run
+        (its consensus error, its loss) without charging the algorithm for it."""
+        saved = self.traffic  # reading it folds in any count a backend still holds
+        self.reset_traffic()
+        try:
+            yield self
+        finally:
+            _ = self.traffic
+            self._traffic = saved
 
     @abc.abstractmethod
     def _new_traffic(self) -> Traffic: ...
