@@ -17,6 +17,8 @@ Semantics, with ``W = topology.W`` (row i = receiver) and node-local ``x``:
 * ``broadcast(x, root)``: every node gets ``x_root``.
 * ``allgather(x)``: every node gets the stack ``[x_0, ..., x_{n-1}]``, shape ``(n, *s)``.
 * ``barrier()``: returns once every node has called it.
+* ``iallreduce(x, op)``: starts an allreduce and returns a :class:`Pending` whose ``wait()``
+  gives the result, so local work can overlap the communication.
 * ``neighbor_allreduce(x, topology, weights=...)``: node i gets ``sum_j W[i, j] x_j``.
   ``weights="receiver"`` requires row-stochastic W (each receiver forms a convex combination);
   ``weights="sender"`` requires column-stochastic W (each sender splits its mass: push-sum).
@@ -51,6 +53,8 @@ from declearn.errors import TopologyError
 
 __all__ = [
     "Communicator",
+    "Pending",
+    "Completed",
     "Traffic",
     "get_default_timeout",
     "set_default_timeout",
@@ -86,6 +90,30 @@ class Traffic:
     messages: np.ndarray | int = 0
     bytes: np.ndarray | float = 0
     by_op: dict = field(default_factory=dict)
+
+
+class Pending(abc.ABC):
+    """A communication in flight: ``wait()`` returns its result once complete (within the
+    op's deadline); ``done()`` says, without blocking, whether it has completed."""
+
+    @abc.abstractmethod
+    def wait(self) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def done(self) -> bool: ...
+
+
+class Completed(Pending):
+    """A communication that has already completed (what a blocking backend returns)."""
+
+    def __init__(self, value: torch.Tensor):
+        self._value = value
+
+    def wait(self) -> torch.Tensor:
+        return self._value
+
+    def done(self) -> bool:
+        return True
 
 
 class Communicator(abc.ABC):
@@ -135,6 +163,13 @@ class Communicator(abc.ABC):
 
     @abc.abstractmethod
     def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None): ...
+
+    def iallreduce(self, x: torch.Tensor, op: str = "mean", *,
+                   timeout: float | None = None) -> Pending:
+        """Start ``allreduce(x, op)`` and return at once; ``.wait()`` gives its result. The
+        local computation between the two overlaps the communication where the backend can
+        (this default completes it before returning)."""
+        return Completed(self.allreduce(x, op, timeout=timeout))
 
     @abc.abstractmethod
     def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None): ...
