@@ -26,6 +26,7 @@ cancelled; whatever does not complete at once goes, with the buffers it uses, in
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -119,89 +120,100 @@ def wait_until(done: Callable[[], bool], deadline: Deadline, spin: float = SPIN_
 
 
 class RequestSet:
-    """The MPI requests of one operation, each with a note (for instance ``("recv", rank)``).
+    """The MPI requests of one operation, each with a note (for instance ``("recv", rank)``),
+    and the buffers they use (``keep``: referenced as long as the set lives).
 
-    :meth:`wait` tests them with :meth:`mpi4py.MPI.Request.Testsome` under a deadline and
-    calls ``on_done(note)`` for each one that completes; the callback may :meth:`add` new
-    requests (a payload receive posted once its header has arrived). Buffers passed as
-    ``keep`` stay referenced as long as their request is pending.
+    Requests complete *in place*: MPI sets a completed request to ``MPI.REQUEST_NULL``, so
+    the i-th request keeps its index and its note (the first ``count`` requests can be
+    waited for alone, e.g. the headers before the payloads). :meth:`test` is one
+    ``MPI.Request.Testall``. A request that completes with an error (``MPI_ERR_TRUNCATE``:
+    the message was larger than the receive buffer; MPI drops the rest and the sender
+    completes) counts as completed; its note and exception are kept in ``failed`` for the
+    caller to judge.
     """
+
+    __slots__ = ("_MPI", "requests", "notes", "keep", "failed")
 
     def __init__(self, MPI):
         self._MPI = MPI
         self.requests: list = []
         self.notes: list = []
         self.keep: list = []
+        self.failed: list = []  # (note, MPI.Exception) of requests that ended in an error
 
     def add(self, request, note: Any, keep: Any = None) -> None:
         self.requests.append(request)
         self.notes.append(note)
-        self.keep.append(keep)
+        if keep is not None:
+            self.keep.append(keep)
+
+    def extend(self, requests: list, notes: Iterable, keep: Any = None) -> None:
+        """Add ``requests`` with their ``notes`` (same order) and the buffers ``keep``."""
+        self.requests += requests
+        self.notes += notes
+        if keep is not None:
+            self.keep.append(keep)
 
     def __len__(self) -> int:
-        return len(self.requests)
+        """Number of requests not completed yet."""
+        self._test_each(len(self.requests))
+        return sum(1 for request in self.requests if request)
 
-    def pending(self) -> list:
-        """Notes of the requests not completed yet."""
-        return list(self.notes)
+    def pending(self, count: int | None = None) -> list:
+        """Notes of the requests (of the first ``count``) not completed yet (each is tested:
+        a Testall that returns False leaves every request as it was)."""
+        self._test_each(len(self.requests[:count]))
+        pairs = zip(self.requests[:count], self.notes[:count])
+        return [note for request, note in pairs if request]
 
-    def _complete(self, done, on_done) -> None:
-        """Drop the requests at indices ``done`` (they completed) and report their notes."""
-        requests, notes, keep = self.requests, self.notes, self.keep
-        if len(done) == len(requests):
-            finished = notes
-            self.requests, self.notes, self.keep = [], [], []
-        else:
-            finished = [notes[i] for i in done]
-            done = set(done)
-            rest = [i for i in range(len(requests)) if i not in done]
-            self.requests = [requests[i] for i in rest]
-            self.notes = [notes[i] for i in rest]
-            self.keep = [keep[i] for i in rest]
-        if on_done is not None:
-            for note in finished:
-                on_done(note)
+    def test(self, count: int | None = None) -> bool:
+        """True when every request (or each of the first ``count``) has completed."""
+        requests = self.requests if count is None else self.requests[:count]
+        try:
+            return self._MPI.Request.Testall(requests)
+        except self._MPI.Exception:  # some request ended in an error: find which, one by one
+            return self._test_each(len(requests))
 
-    def wait(self, deadline: Deadline, on_done: Callable[[Any], None] | None = None,
-             spin: float = SPIN_S) -> bool:
-        """Wait for every request (including any that ``on_done`` adds). True when all have
-        completed, False if the deadline passed first (the rest stay in the set)."""
-        # The loop is written out (no helper calls) because its speed matters: ranks that
-        # share a core take turns through these tests, so a slower turn is a slower transfer.
-        testsome = self._MPI.Request.Testsome
-        monotonic = time.monotonic
-        yield_core = _yield
-        expires = deadline.expires
-        spin_until = monotonic() + spin
-        sleep = FIRST_SLEEP_S
-        while self.requests:
-            done = testsome(self.requests)
-            if done:
-                self._complete(done, on_done)
+    def _test_each(self, count: int) -> bool:
+        """Test the first ``count`` requests one by one (recording those that end in an
+        error); True when all of them have completed."""
+        done = True
+        for i in range(count):
+            request = self.requests[i]
+            if not request:
                 continue
-            now = monotonic()
-            if now >= expires:
-                done = testsome(self.requests)
-                if done:
-                    self._complete(done, on_done)
-                return not self.requests
-            if now < spin_until:
-                yield_core()
-            else:
-                time.sleep(sleep)
-                sleep = min(2.0 * sleep, MAX_SLEEP_S)
-        return True
+            try:
+                done = request.Test() and done
+            except self._MPI.Exception as exc:
+                self.failed.append((self.notes[i], exc))
+                self.requests[i] = self._MPI.REQUEST_NULL  # completed (in error) and freed
+        return done
+
+    def wait(self, deadline: Deadline, spin: float = SPIN_S, count: int | None = None) -> bool:
+        """Wait for every request (or the first ``count``): True when they have completed,
+        False if the deadline passed first (the rest stay pending)."""
+        if self.test(count):  # often done already: skip setting up the loop
+            return True
+        return wait_until(functools.partial(self.test, count), deadline, spin)
+
+    def cancel(self, index: int) -> None:
+        """Cancel the receive at ``index`` (a message that will never come); it completes
+        at the next :meth:`test`."""
+        if self.requests[index]:
+            self.requests[index].Cancel()
 
     def abandon(self, graveyard: "Graveyard") -> None:
         """Give up on every pending request: cancel the receives, and hand whatever MPI may
-        still touch (with its buffers) to ``graveyard``."""
-        for request, note, keep in zip(self.requests, self.notes, self.keep):
+        still touch (with the buffers) to ``graveyard``."""
+        for request, note in zip(self.requests, self.notes):
+            if not request:
+                continue
             if isinstance(note, tuple) and note and str(note[0]).startswith("recv"):
                 try:
                     request.Cancel()
                 except Exception:  # noqa: BLE001 - a failed cancel leaves it to the graveyard
                     pass
-            graveyard.bury(request, keep)
+            graveyard.bury(request, self.keep)
         self.requests, self.notes, self.keep = [], [], []
 
 
@@ -230,11 +242,14 @@ class Graveyard:
         """Forget the requests that have completed; return how many are still pending."""
         if not self.requests:
             return 0
-        try:
-            done = set(self._MPI.Request.Testsome(self.requests) or ())
-        except Exception:  # noqa: BLE001 - an errored request is finished as far as we care
-            done = set(range(len(self.requests)))
-        pairs = [(r, k) for i, (r, k) in enumerate(zip(self.requests, self.keep)) if i not in done]
+        pairs = []
+        for request, keep in zip(self.requests, self.keep):
+            try:
+                done = not request or request.Test()
+            except Exception:  # noqa: BLE001 - ended in an error (a truncated receive): done
+                done = True
+            if not done:
+                pairs.append((request, keep))
         self.requests = [r for r, _ in pairs]
         self.keep = [k for _, k in pairs]
         return len(self.requests)

@@ -27,7 +27,10 @@ The MPI planes give MPIComm, for one operation (a :class:`Session`):
 ``send(t, key)`` (an MPI buffer holding ``t``'s bytes, ready to send), ``recv(dst, key)`` (an
 MPI buffer whose bytes end up in ``dst`` once :meth:`Session.finish` has run) and
 ``typed_send`` / ``typed_recv`` (typed MPI buffers for a reduction). Buffers are cached per
-``(key, dtype, shape)`` so the hot path allocates nothing.
+``(key, dtype, shape)`` so the hot path allocates nothing. A plane whose ``direct`` is True
+(:class:`HostPlane`) hands MPI the tensors' own memory and has nothing to finish, so MPIComm
+may skip the session and hand MPI views of the tensors itself (neighbor_allreduce keeps the
+views of its cached receive buffers).
 """
 
 from __future__ import annotations
@@ -194,6 +197,10 @@ class HostPlane:
 
     name = "host"
     uses_mpi = True
+    #: The session's buffers are views of the tensors themselves and ``finish`` does
+    #: nothing, so a caller may hand MPI such views itself (and keep those of tensors it
+    #: reuses) instead of opening a session for each operation.
+    direct = True
 
     def __init__(self, cache: BufferCache):
         self.cache = cache
@@ -233,6 +240,7 @@ class CudaAwarePlane(HostPlane):
     """CUDA tensors handed to a CUDA-aware MPI (after a stream synchronisation)."""
 
     name = "cuda-aware"
+    direct = False  # the stream must be synchronised before MPI touches the memory
 
     def session(self) -> Session:
         return _CudaAwareSession(self)
@@ -272,6 +280,7 @@ class StagedPlane(HostPlane):
     """CUDA tensors copied through cached pinned host buffers."""
 
     name = "staged"
+    direct = False  # received bytes land in pinned buffers, copied out by finish()
 
     def session(self) -> Session:
         return _StagedSession(self)
@@ -309,6 +318,7 @@ class NcclPlane:
 
     name = "nccl"
     uses_mpi = False
+    direct = False
 
     def __init__(self, cache: BufferCache):
         self.cache = cache

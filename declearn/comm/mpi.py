@@ -32,13 +32,17 @@ the topology, data plane and ``seq``.
   there and sees the same n headers, so all ranks take the same decision: raise
   :class:`~declearn.errors.CollectiveMismatchError` naming the ranks and their shapes, or
   start the native nonblocking collective and wait for it (barrier: the exchange itself).
-* Neighbor operations send header and payload to each out-neighbor at once, and receive the
-  header of each in-neighbor; the payload receive is posted when its header has arrived and
-  matches. A mismatching in-neighbor's payload is received into scratch memory of the size its
-  header announces (so no sender is left blocked) and the rank raises CollectiveMismatchError.
-  Only the ranks that see a mismatch raise; either way every message was consumed, so the
-  communicator stays in sync. A rank that skips a neighbor operation makes only its neighbors
-  time out.
+* Neighbor operations run in one round. Each rank posts, for every in-neighbor, the receive
+  of its header and the receive of its payload, sized for a peer that matches (same header,
+  so the same number of bytes); then it sends its header and payload to every out-neighbor.
+  When every header has arrived and equals its own, it waits for the rest. A mismatching
+  in-neighbor's payload still lands in the receive posted for it: whole if it fits, else
+  truncated (MPI reports ``MPI_ERR_TRUNCATE``, drops the rest and completes the send); if its
+  header says it sends no payload (a global operation, the NCCL plane), that receive is
+  cancelled. No sender is left blocked, and the rank raises CollectiveMismatchError. Only the
+  ranks that see a mismatch raise; either way every message was consumed, so the
+  communicator stays in sync. A rank that skips a neighbor operation makes only its
+  neighbors time out.
 
 *Deadlines.* Every wait is a Python polling loop (:mod:`declearn.comm.deadline`) bounded by
 ``timeout`` (per call, else the communicator's, else
@@ -56,12 +60,18 @@ rank abandoned a native collective, replaces ``coll`` by a fresh duplicate of ``
 (``Idup``, deadline-bounded). If that duplication times out, the engines must be restarted.
 :func:`resync_all` resyncs every live MPIComm of the process (an engine-side helper).
 
-*Data planes.* CPU tensors go to MPI as zero-copy numpy views (upper-case mpi4py methods
-only, never pickles); CUDA tensors go through CUDA-aware MPI, pinned-host staging or NCCL
-(:mod:`declearn.comm.gpu`). Receive buffers of ``neighbor_allreduce`` are cached per
-(neighbor slot, dtype, shape) and the combine uses in-place torch ops. Results are fresh
-tensors on the input's device (large CPU ones reuse freed memory, see
-:mod:`declearn.comm.memory`); they never require grad.
+*Data planes.* CPU tensors go to MPI as zero-copy views of their memory (upper-case mpi4py
+methods only, never pickles); CUDA tensors go through CUDA-aware MPI, pinned-host staging or
+NCCL (:mod:`declearn.comm.gpu`). Results are fresh tensors on the input's device (large CPU
+ones reuse freed memory, see :mod:`declearn.comm.memory`); they never require grad.
+
+*Call plans.* A neighbor operation derives a lot from its arguments: the rank's neighbors and
+weights, its header, the receive buffers. The first call with a given (operation, topology
+object, weights, shape, dtype, device) checks the arguments and builds a
+:class:`_NeighborCall` with all of it; later such calls reuse it and only fill in ``seq``. For
+``neighbor_allreduce`` it holds the receive buffers (one per in-neighbor slot) and their MPI
+views; the combine uses in-place torch ops. Call plans and buffers are dropped when an
+operation is abandoned (MPI may still write into them) and by resync.
 
 An MPIComm is not thread-safe: call it from one thread per rank (the engine's).
 """
@@ -70,6 +80,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import weakref
 import zlib
 from dataclasses import dataclass
@@ -119,6 +130,8 @@ _HLEN = 10 + _MAXDIM
 _H_DIMS = 10
 _PLANE_MPI, _PLANE_NCCL = 0, 1
 
+_MAX_CALLS = 256  # call plans kept per communicator (see _NeighborCall)
+
 _CTRL_TAG = 1
 _TAG_BASE = 16
 _CTRL_LEN = 4
@@ -165,8 +178,11 @@ def resync_all(*, timeout: float | None = None) -> int:
 @dataclass(frozen=True)
 class _Plan:
     """What rank ``rank`` needs of a topology: its in-neighbors with their weights
-    ``W[rank, j]``, its self weight, its out-neighbors, the largest in/out degrees and a
-    fingerprint of the whole matrix."""
+    ``W[rank, j]``, its self weight, its out-neighbors, the largest in/out degrees, a
+    fingerprint of the whole matrix, and the notes of a neighbor exchange's requests in the
+    order :meth:`MPIComm._exchange_neighbors` posts them: the header receives (slot s at
+    index s), the payload receives (slot s at index ``len(in_nbrs) + s``), then a header
+    send and a payload send per out-neighbor."""
 
     in_nbrs: tuple
     in_w: tuple
@@ -175,6 +191,54 @@ class _Plan:
     d_in: int
     d_out: int
     fingerprint: int
+    notes: tuple
+
+
+class _NeighborCall:
+    """The *call plan* of a neighbor operation: what it derives from (operation, topology,
+    weights, shape, dtype, device, data plane) on this rank, built by the first such call and
+    reused by the next ones, so that the hot path re-derives nothing.
+
+    ``plan`` is the topology's :class:`_Plan`; ``hdr`` this rank's header (only ``seq``
+    changes from call to call, see :meth:`header`); ``hdrs`` the array the in-neighbors'
+    headers land in (row s: slot s); ``nbytes`` the payload bytes per message; ``moved`` the
+    bytes the call sends and receives (for the wait's spin, see
+    :func:`~declearn.comm.deadline.spin_for`). neighbor_allreduce also keeps its receive
+    buffers ``bufs`` (one per in-neighbor slot, from the communicator's BufferCache) and,
+    for CPU tensors, their MPI views ``views``.
+
+    The arrays are reused, so the communicator drops every call plan when an operation is
+    abandoned (MPI may still use them) and in resync. ``topo`` keeps the topology alive:
+    the cache is keyed by its ``id``.
+    """
+
+    __slots__ = ("topo", "plan", "hdr", "hdrs", "nbytes", "moved", "bufs", "views")
+
+    def __init__(self, topo, plan: _Plan, hdr: np.ndarray, nbytes: int):
+        self.topo = topo
+        self.plan = plan
+        self.hdr = hdr
+        self.hdrs = np.zeros((len(plan.in_nbrs), _HLEN), np.int64)
+        self.nbytes = nbytes
+        self.moved = (len(plan.in_nbrs) + len(plan.out_nbrs)) * nbytes
+        self.bufs: list = []
+        self.views: list | None = None
+
+    def header(self, seq: int) -> np.ndarray:
+        """This rank's header for operation ``seq``."""
+        self.hdr[_H_SEQ] = seq
+        return self.hdr
+
+
+_NEIGHBOR_OPS = frozenset(_OP_CODE[op] for op in _OPS if op.startswith("neighbor_"))
+
+
+def _sends_payload(h) -> bool:
+    """Whether the rank that sent header ``h`` also sends us a payload on the payload tag,
+    of ``h[_H_BYTES]`` bytes (possibly 0): it called a neighbor operation on the MPI data
+    plane (a global operation, or the NCCL plane, sends none)."""
+    return (int(h[_H_MAGIC]) == _MAGIC and int(h[_H_OP]) in _NEIGHBOR_OPS
+            and int(h[_H_PLANE]) == _PLANE_MPI)
 
 
 def _fingerprint(topo) -> int:
@@ -237,35 +301,27 @@ def _ranks_text(ranks) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
-class _OpState:
-    """One operation in flight: its deadline, its MPI requests and any native collective."""
+class _Operation:
+    """One operation in flight (its deadline, its MPI requests and any native collective),
+    and the context manager that runs it (see :meth:`MPIComm._operation`)."""
 
-    __slots__ = ("name", "deadline", "requests", "native", "spin")
+    __slots__ = ("comm", "name", "deadline", "requests", "native", "spin")
 
-    def __init__(self, name, deadline, requests, spin):
+    def __init__(self, comm, name, deadline, requests, spin):
+        self.comm = comm
         self.name = name
         self.deadline = deadline
         self.requests = requests
         self.spin = spin  # seconds of yielding before sleeping (see deadline.spin_for)
         self.native = None  # (kind, request or works, buffers) while a collective runs
 
-
-class _Operation:
-    """Context manager of one operation (a class: cheaper than a generator on the hot path)."""
-
-    __slots__ = ("comm", "state")
-
-    def __init__(self, comm, state):
-        self.comm = comm
-        self.state = state
-
-    def __enter__(self) -> _OpState:
-        return self.state
+    def __enter__(self) -> "_Operation":
+        return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
             if exc is not None:
-                self.comm._abandon(self.state, exc)
+                self.comm._abandon(self, exc)
         finally:
             self.comm._seq += 1
         return False
@@ -318,6 +374,7 @@ class MPIComm(Communicator):
                 f"got {data_plane!r}."
             )
         self._MPI = MPI
+        self._address_buffer = MPI.buffer.fromaddress  # zero-copy view of a CPU tensor
         self._timeout = None if timeout is None else resolve_timeout(timeout)
         self.data_plane = data_plane
         base = self._check_comm(MPI, comm)
@@ -345,6 +402,7 @@ class MPIComm(Communicator):
         self._graveyard = Graveyard(MPI)
         self._bufs = BufferCache()
         self._headers: dict = {}  # header templates by operation signature
+        self._calls: dict = {}  # neighbor call plans (_NeighborCall), see _neighbor_call
         self._host = HostPlane(self._bufs)
         self._gpu = None
         self._traffic = self._new_traffic()
@@ -570,88 +628,57 @@ class MPIComm(Communicator):
     def neighbor_allreduce(self, x: torch.Tensor, topology, *, weights: str = "receiver",
                            timeout: float | None = None):
         x = self._tensor(x, floating="neighbor_allreduce")
-        plan = self._plan(topology, weights)
         plane = self._plane(x)
-        nbytes = x.numel() * x.element_size()
-        moved = (len(plan.in_nbrs) + len(plan.out_nbrs)) * nbytes
-        with self._operation("neighbor_allreduce", timeout, moved) as state:
-            bufs = [
-                self._bufs.get(("neighbor_allreduce", slot), x.shape, x.dtype, x.device)
-                for slot in range(len(plan.in_nbrs))
-            ]
+        call = self._neighbor_call("neighbor_allreduce", topology, x, plane, weights)
+        plan = call.plan
+        with self._operation("neighbor_allreduce", timeout, call.moved) as state:
             if plan.in_nbrs or plan.out_nbrs:
-                hdr = self._header(
-                    "neighbor_allreduce", x.shape, x.dtype, extra=WEIGHT_MODES.index(weights),
-                    topo=plan.fingerprint, nbytes=nbytes, plane=plane,
-                )
-                if plane.uses_mpi:
-                    io = plane.session()
-                    buf = io.send(x, "x") if plan.out_nbrs else None
-                    self._exchange_neighbors(
-                        state, plan, hdr, [(p, buf) for p in plan.out_nbrs], bufs.__getitem__,
-                        io,
-                    )
+                if plane.direct:  # CPU: MPI reads x's and writes the cached buffers' memory
+                    state.requests.keep.append(x)  # x stays alive while MPI may read it
+                    send = self._address_buffer(x.data_ptr(), x.nbytes)
+                    self._exchange_neighbors(state, call, [send] * len(plan.out_nbrs),
+                                             call.views)
                 else:
-                    self._exchange_neighbors_nccl(
-                        state, plan, hdr, [(p, x) for p in plan.out_nbrs], bufs.__getitem__,
-                    )
-            out = torch.mul(x, plan.self_w, out=_empty(x.shape, x))
-            for buf, w in zip(bufs, plan.in_w):
+                    self._move_neighbors(state, call, plane, [x] * len(plan.out_nbrs),
+                                         call.bufs)
+            out = torch.mul(x, plan.self_w)  # a fresh tensor
+            for buf, w in zip(call.bufs, plan.in_w):
                 out.add_(buf, alpha=w)
-        self._count("neighbor_allreduce", len(plan.out_nbrs), len(plan.out_nbrs) * nbytes)
+        self._count("neighbor_allreduce", len(plan.out_nbrs), len(plan.out_nbrs) * call.nbytes)
         return out
 
     def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None):
         x = self._tensor(x)
-        plan = self._plan(topology)
         plane = self._plane(x)
-        nbytes = x.numel() * x.element_size()
-        moved = (len(plan.in_nbrs) + len(plan.out_nbrs)) * nbytes
-        with self._operation("neighbor_allgather", timeout, moved) as state:
+        call = self._neighbor_call("neighbor_allgather", topology, x, plane)
+        plan = call.plan
+        with self._operation("neighbor_allgather", timeout, call.moved) as state:
             out = _empty((plan.d_in, *x.shape), x)
             out[len(plan.in_nbrs):].zero_()
             if plan.in_nbrs or plan.out_nbrs:
-                hdr = self._header("neighbor_allgather", x.shape, x.dtype,
-                                   topo=plan.fingerprint, nbytes=nbytes, plane=plane)
-                if plane.uses_mpi:
-                    io = plane.session()
-                    buf = io.send(x, "x") if plan.out_nbrs else None
-                    self._exchange_neighbors(
-                        state, plan, hdr, [(p, buf) for p in plan.out_nbrs], out.__getitem__, io,
-                    )
-                else:
-                    self._exchange_neighbors_nccl(
-                        state, plan, hdr, [(p, x) for p in plan.out_nbrs], out.__getitem__,
-                    )
-        self._count("neighbor_allgather", len(plan.out_nbrs), len(plan.out_nbrs) * nbytes)
+                self._move_neighbors(state, call, plane, [x] * len(plan.out_nbrs),
+                                     list(out[:len(plan.in_nbrs)]))
+        self._count("neighbor_allgather", len(plan.out_nbrs), len(plan.out_nbrs) * call.nbytes)
         return out
 
     def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None):
         m = self._tensor(m, "m")
-        plan = self._plan(topology)
+        plane = self._plane(m)
+        call = self._neighbor_call("neighbor_alltoall", topology, m, plane)
+        plan = call.plan
         if m.dim() < 1 or m.shape[0] != plan.d_out:
             raise ValueError(
                 f"m must have shape (D_out, *s) with D_out = {plan.d_out}, the largest "
                 f"out-degree of {topology.name} (slot s goes to the s-th out-neighbor); got "
                 f"shape {tuple(m.shape)}."
             )
-        plane = self._plane(m)
-        nbytes = m[0].numel() * m.element_size() if plan.d_out else 0
-        moved = (len(plan.in_nbrs) + len(plan.out_nbrs)) * nbytes
-        with self._operation("neighbor_alltoall", timeout, moved) as state:
+        with self._operation("neighbor_alltoall", timeout, call.moved) as state:
             out = _empty((plan.d_in, *m.shape[1:]), m)
             out[len(plan.in_nbrs):].zero_()
             if plan.in_nbrs or plan.out_nbrs:
-                hdr = self._header("neighbor_alltoall", m.shape, m.dtype,
-                                   topo=plan.fingerprint, nbytes=nbytes, plane=plane)
-                if plane.uses_mpi:
-                    io = plane.session()
-                    sends = [(p, io.send(m[s], ("m", s))) for s, p in enumerate(plan.out_nbrs)]
-                    self._exchange_neighbors(state, plan, hdr, sends, out.__getitem__, io)
-                else:
-                    sends = [(p, m[s]) for s, p in enumerate(plan.out_nbrs)]
-                    self._exchange_neighbors_nccl(state, plan, hdr, sends, out.__getitem__)
-        self._count("neighbor_alltoall", len(plan.out_nbrs), len(plan.out_nbrs) * nbytes)
+                self._move_neighbors(state, call, plane, list(m[:len(plan.out_nbrs)]),
+                                     list(out[:len(plan.in_nbrs)]))
+        self._count("neighbor_alltoall", len(plan.out_nbrs), len(plan.out_nbrs) * call.nbytes)
         return out
 
     def close(self) -> None:
@@ -747,7 +774,7 @@ class MPIComm(Communicator):
             self._coll = new
             self._coll_poisoned = False
         self._graveyard.sweep()
-        self._bufs.clear()
+        self._drop_buffers()
         self._out_of_sync = None
 
     def _drain(self, deadline: Deadline) -> None:
@@ -793,9 +820,9 @@ class MPIComm(Communicator):
         deadline = Deadline(resolve_timeout(timeout, self._timeout))
         if len(self._graveyard):
             self._graveyard.sweep()
-        return _Operation(self, _OpState(name, deadline, RequestSet(self._MPI), spin_for(nbytes)))
+        return _Operation(self, name, deadline, RequestSet(self._MPI), spin_for(nbytes))
 
-    def _abandon(self, state: _OpState, exc: BaseException) -> None:
+    def _abandon(self, state: _Operation, exc: BaseException) -> None:
         in_flight = len(state.requests) > 0 or state.native is not None
         if not in_flight and not isinstance(exc, (CollectiveTimeoutError, KeyboardInterrupt)):
             return  # every message had moved (e.g. a mismatch): the ranks are still in step
@@ -810,7 +837,7 @@ class MPIComm(Communicator):
                     f"an NCCL operation ({state.name}) was abandoned on rank {self._rank}. "
                     + _RESTART_HINT
                 )
-        self._bufs.clear()
+        self._drop_buffers()
         why = "it timed out" if isinstance(exc, CollectiveTimeoutError) else (
             "it was interrupted" if isinstance(exc, KeyboardInterrupt)
             else f"it failed with {type(exc).__name__}"
@@ -818,7 +845,13 @@ class MPIComm(Communicator):
         self._out_of_sync = f"{state.name} (operation {self._seq} of epoch {self._epoch}) " \
             f"was abandoned because {why}"
 
-    def _timeout_error(self, state: _OpState, missing, hint: str = "") -> CollectiveTimeoutError:
+    def _drop_buffers(self) -> None:
+        """Forget the cached buffers and call plans (MPI may still use those of an abandoned
+        operation: the graveyard keeps them alive, later operations get new ones)."""
+        self._bufs.clear()
+        self._calls.clear()
+
+    def _timeout_error(self, state: _Operation, missing, hint: str = "") -> CollectiveTimeoutError:
         return CollectiveTimeoutError(
             state.name, sorted(set(int(m) for m in missing)), state.deadline.timeout,
             self._rank, hint=(hint + " " + _RESYNC_HINT).strip(),
@@ -850,7 +883,7 @@ class MPIComm(Communicator):
         h[_H_SEQ] = self._seq
         return h
 
-    def _exchange_all(self, state: _OpState, hdr: np.ndarray) -> np.ndarray:
+    def _exchange_all(self, state: _Operation, hdr: np.ndarray) -> np.ndarray:
         """All-to-all header exchange of a global collective; raise on any mismatch."""
         n, r, p2p = self._size, self._rank, self._p2p
         tag = self._tag(0)
@@ -863,7 +896,7 @@ class MPIComm(Communicator):
         for j in range(n):
             if j != r:
                 requests.add(p2p.Isend(hdr, j, tag), ("send-header", j), hdr)
-        if not requests.wait(state.deadline, None, state.spin):
+        if not requests.wait(state.deadline, state.spin):
             pending = requests.pending()
             missing = [note[1] for note in pending if note[0] == "recv-header"]
             raise self._timeout_error(state, missing or [note[1] for note in pending])
@@ -884,74 +917,110 @@ class MPIComm(Communicator):
             )
         return table
 
-    def _drain_payloads(self, state: _OpState, table: np.ndarray) -> None:
+    def _drain_payloads(self, state: _Operation, table: np.ndarray) -> None:
         """Receive and drop the payloads that peers announced in their headers (a peer that
         called a neighbor operation where we called a global one), so none is left blocked."""
         ptag = self._tag(1)
         for j, h in enumerate(table):
-            size = int(h[_H_BYTES]) if int(h[_H_MAGIC]) == _MAGIC else 0
-            if j != self._rank and size > 0 and int(h[_H_PLANE]) == _PLANE_MPI:
-                scratch = np.empty(size, np.uint8)
+            if j != self._rank and _sends_payload(h):
+                scratch = np.empty(int(h[_H_BYTES]), np.uint8)
                 state.requests.add(self._p2p.Irecv(scratch, j, ptag), ("recv-drain", j), scratch)
-        if not state.requests.wait(state.deadline, None, state.spin):
+        if not state.requests.wait(state.deadline, state.spin):
             raise self._timeout_error(state, [note[1] for note in state.requests.pending()])
 
-    def _exchange_neighbors(self, state: _OpState, plan: _Plan, hdr, sends, recv_dst, io):
-        """Headers and payloads with the neighbors: ``sends`` is a list of (out-neighbor,
-        MPI buffer); the payload of the in-neighbor in slot s lands in ``recv_dst(s)``."""
+    def _exchange_neighbors(self, state: _Operation, call: _NeighborCall, sends, recvs):
+        """Headers and payloads with the neighbors over MPI, in one round.
+
+        ``sends[k]`` (an MPI buffer) goes to the k-th out-neighbor, the payload of the
+        in-neighbor in slot s lands in ``recvs[s]``. Every receive is posted at once: the
+        header of slot s into ``call.hdrs[s]`` and its payload into ``recvs[s]``, sized for
+        a peer that matches us (it sends exactly our header and our number of bytes); then
+        our header and payload go to each out-neighbor, and :meth:`_complete_neighbors`
+        waits.
+        """
         p2p = self._p2p
+        plan = call.plan
+        hdr, hdrs = call.header(self._seq), call.hdrs
+        htag = self._tag(0)
+        ptag = htag + 1
+        ins = plan.in_nbrs
+        requests = [p2p.Irecv(hdrs[s], j, htag) for s, j in enumerate(ins)]
+        requests += [p2p.Irecv(buf, j, ptag) for buf, j in zip(recvs, ins)]
+        for peer, buf in zip(plan.out_nbrs, sends):
+            requests.append(p2p.Isend(hdr, peer, htag))
+            requests.append(p2p.Isend(buf, peer, ptag))
+        state.requests.extend(requests, plan.notes, (call, recvs, sends))  # call: hdrs, bufs
+        self._complete_neighbors(state, call)
+
+    def _complete_neighbors(self, state: _Operation, call: _NeighborCall) -> None:
+        """Wait for the exchange :meth:`_exchange_neighbors` started. When every header has
+        arrived and equals ours, wait for the rest and return; otherwise
+        :meth:`_settle_mismatch` consumes what the mismatching peers send and raises."""
+        pending = state.requests
+        d = len(call.plan.in_nbrs)
+        if not pending.wait(state.deadline, state.spin, d):  # the headers
+            raise self._timeout_error(state, [note[1] for note in pending.pending(d)])
+        if call.hdrs.tobytes() != call.hdr.tobytes() * d:
+            self._settle_mismatch(state, call, call.hdr)
+        if not pending.wait(state.deadline, state.spin):
+            raise self._timeout_error(state, [note[1] for note in pending.pending()])
+        if pending.failed:  # matching peers send exactly what we receive: a real MPI error
+            raise pending.failed[0][1]
+
+    def _settle_mismatch(self, state: _Operation, call: _NeighborCall, hdr) -> None:
+        """Some in-neighbor sent another header than ours: consume what it sends, then raise
+        CollectiveMismatchError naming it.
+
+        Its payload receive (posted for our size) takes whatever payload the peer sends us
+        (:func:`_sends_payload`): whole if it fits, else truncated (MPI reports
+        ``MPI_ERR_TRUNCATE``, drops the rest, and the sender completes). A peer that sends
+        none (a global operation, the NCCL plane) would leave the receive pending forever,
+        so it is cancelled. Every request then completes, so no message of this operation
+        is left behind and the communicator stays in sync.
+        """
         requests = state.requests
-        htag, ptag = self._tag(0), self._tag(1)
-        hdrs = np.empty((len(plan.in_nbrs), _HLEN), np.int64)
-        expected = hdr.tobytes()  # a matching peer sends exactly our header
-        mismatched: list = []
-        for slot, j in enumerate(plan.in_nbrs):
-            requests.add(p2p.Irecv(hdrs[slot], j, htag), ("recv-header", j, slot), hdrs)
-        for peer, buf in sends:
-            requests.add(p2p.Isend(hdr, peer, htag), ("send-header", peer), hdr)
-            requests.add(p2p.Isend(buf, peer, ptag), ("send", peer), buf)
-
-        def arrived(note):
-            if note[0] != "recv-header":
-                return
-            _, j, slot = note
-            h = hdrs[slot]
+        ins = call.plan.in_nbrs
+        expected = hdr.tobytes()
+        mismatched, truncatable = [], set()
+        for s, j in enumerate(ins):
+            h = call.hdrs[s]
             if h.tobytes() == expected:
-                buf = io.recv(recv_dst(slot), ("recv", slot))
-                requests.add(p2p.Irecv(buf, j, ptag), ("recv", j, slot), buf)
-                return
+                continue
             mismatched.append((j, h.copy()))
-            size = int(h[_H_BYTES]) if int(h[_H_MAGIC]) == _MAGIC else 0
-            if size > 0 and int(h[_H_PLANE]) == _PLANE_MPI:
-                scratch = np.empty(size, np.uint8)
-                requests.add(p2p.Irecv(scratch, j, ptag), ("recv-drain", j), scratch)
-
-        if not requests.wait(state.deadline, arrived, state.spin):
+            if _sends_payload(h):
+                truncatable.add(call.plan.notes[len(ins) + s])
+            else:
+                requests.cancel(len(ins) + s)
+        if not requests.wait(state.deadline, state.spin):
             raise self._timeout_error(state, [note[1] for note in requests.pending()])
-        io.finish()
-        if mismatched:
-            raise self._neighbor_mismatch(state.name, hdr, mismatched)
+        errors = [exc for note, exc in requests.failed if note not in truncatable]
+        if errors:
+            raise errors[0]
+        raise self._neighbor_mismatch(state.name, hdr, mismatched)
 
-    def _exchange_neighbors_nccl(self, state: _OpState, plan: _Plan, hdr, sends, recv_dst):
-        """Like :meth:`_exchange_neighbors`, with the payloads in one NCCL batch after every
-        header has arrived (NCCL needs each receive's size before the batch starts)."""
+    def _exchange_neighbors_nccl(self, state: _Operation, call: _NeighborCall, sends, recvs):
+        """Like :meth:`_exchange_neighbors`, with the payloads (tensors: ``sends[k]`` to the
+        k-th out-neighbor, slot s into ``recvs[s]``) in one NCCL batch after every header
+        has arrived (NCCL needs each receive's size before the batch starts)."""
         dist = self._gpu.dist
         p2p = self._p2p
+        plan = call.plan
         requests = state.requests
+        hdr, hdrs = call.header(self._seq), call.hdrs
         htag, ptag = self._tag(0), self._tag(1)
-        hdrs = np.empty((len(plan.in_nbrs), _HLEN), np.int64)
+        requests.keep.append((hdrs, hdr))
         for slot, j in enumerate(plan.in_nbrs):
-            requests.add(p2p.Irecv(hdrs[slot], j, htag), ("recv-header", j, slot), hdrs)
-        for peer, _ in sends:
-            requests.add(p2p.Isend(hdr, peer, htag), ("send-header", peer), hdr)
-        if not requests.wait(state.deadline, None, state.spin):
+            requests.add(p2p.Irecv(hdrs[slot], j, htag), ("recv-header", j, slot))
+        for peer in plan.out_nbrs:
+            requests.add(p2p.Isend(hdr, peer, htag), ("send-header", peer))
+        if not requests.wait(state.deadline, state.spin):
             raise self._timeout_error(state, [note[1] for note in requests.pending()])
         expected = hdr.tobytes()
         ops, keep, mismatched = [], [], []
         for slot, j in enumerate(plan.in_nbrs):
             h = hdrs[slot]
             if h.tobytes() == expected:
-                ops.append(dist.P2POp(dist.irecv, as_bytes(recv_dst(slot)), j))
+                ops.append(dist.P2POp(dist.irecv, as_bytes(recvs[slot]), j))
                 continue
             mismatched.append((j, h.copy()))
             size = int(h[_H_BYTES]) if int(h[_H_MAGIC]) == _MAGIC else 0
@@ -959,18 +1028,34 @@ class MPIComm(Communicator):
                 scratch = torch.empty(size, dtype=torch.uint8, device=self._device)
                 keep.append(scratch)
                 ops.append(dist.P2POp(dist.irecv, scratch, j))
-            elif size > 0:
+            elif _sends_payload(h):
                 scratch = np.empty(size, np.uint8)
                 requests.add(p2p.Irecv(scratch, j, ptag), ("recv-drain", j), scratch)
-        for peer, t in sends:
+        for peer, t in zip(plan.out_nbrs, sends):
             ops.append(dist.P2POp(dist.isend, as_bytes(t), peer))
         if ops:
             torch.cuda.current_stream(self._device).synchronize()
             self._wait_nccl(state, dist.batch_isend_irecv(ops), keep)
-        if not requests.wait(state.deadline, None, state.spin):
+        if not requests.wait(state.deadline, state.spin):
             raise self._timeout_error(state, [note[1] for note in requests.pending()])
         if mismatched:
             raise self._neighbor_mismatch(state.name, hdr, mismatched)
+
+    def _move_neighbors(self, state: _Operation, call: _NeighborCall, plane, sends, recvs):
+        """Exchange with the neighbors through ``plane``: the tensor ``sends[k]`` goes to the
+        k-th out-neighbor, the in-neighbor in slot s fills the tensor ``recvs[s]``."""
+        if not plane.uses_mpi:
+            self._exchange_neighbors_nccl(state, call, sends, recvs)
+            return
+        io = plane.session()
+        send_bufs, converted = [], {}  # a tensor sent to several out-neighbors: once
+        for k, t in enumerate(sends):
+            if id(t) not in converted:
+                converted[id(t)] = io.send(t, ("send", k))
+            send_bufs.append(converted[id(t)])
+        recv_bufs = [io.recv(t, ("recv", s)) for s, t in enumerate(recvs)]
+        self._exchange_neighbors(state, call, send_bufs, recv_bufs)
+        io.finish()
 
     def _neighbor_mismatch(self, name, hdr, mismatched) -> CollectiveMismatchError:
         lines = "; ".join(
@@ -986,7 +1071,7 @@ class MPIComm(Communicator):
             "same k on every rank)."
         )
 
-    def _wait_native(self, state: _OpState, request, keep) -> None:
+    def _wait_native(self, state: _Operation, request, keep) -> None:
         state.native = ("mpi", request, keep)
         if not wait_until(request.Test, state.deadline, state.spin):
             raise self._timeout_error(
@@ -996,7 +1081,7 @@ class MPIComm(Communicator):
             )
         state.native = None
 
-    def _wait_nccl(self, state: _OpState, works, keep) -> None:
+    def _wait_nccl(self, state: _Operation, works, keep) -> None:
         works = [w for w in (works or []) if w is not None]
         state.native = ("nccl", works, keep)
         if not wait_until(lambda: all(w.is_completed() for w in works), state.deadline,
@@ -1006,7 +1091,7 @@ class MPIComm(Communicator):
             )
         state.native = None
 
-    def _gather_bytes(self, state: _OpState, plane, x: torch.Tensor) -> torch.Tensor:
+    def _gather_bytes(self, state: _Operation, plane, x: torch.Tensor) -> torch.Tensor:
         """``(n, *s)`` stack of every rank's ``x`` through the native allgather."""
         out = _empty((self._size, *x.shape), x)
         if not plane.uses_mpi:
@@ -1033,22 +1118,59 @@ class MPIComm(Communicator):
             lo, hi = int(topo.indptr[r]), int(topo.indptr[r + 1])
             cols, vals = topo.indices[lo:hi], topo.data[lo:hi]
             off = cols != r
+            in_nbrs = tuple(int(j) for j in cols[off])
+            out_nbrs = tuple(int(j) for j in topo.out_neighbors(r))
             plan = _Plan(
-                in_nbrs=tuple(int(j) for j in cols[off]),
+                in_nbrs=in_nbrs,
                 in_w=tuple(float(w) for w in vals[off]),
                 self_w=float(vals[~off].sum()),
-                out_nbrs=tuple(int(j) for j in topo.out_neighbors(r)),
+                out_nbrs=out_nbrs,
                 d_in=int(topo.in_degrees.max()),
                 d_out=int(topo.out_degrees.max()),
                 fingerprint=_fingerprint(topo),
+                notes=(
+                    *(("recv-header", j, s) for s, j in enumerate(in_nbrs)),
+                    *(("recv", j, s) for s, j in enumerate(in_nbrs)),
+                    *(note for p in out_nbrs for note in (("send-header", p), ("send", p))),
+                ),
             )
             cache[key] = plan
         return plan
 
+    def _neighbor_call(self, op: str, topology, t: torch.Tensor, plane,
+                       weights: str | None = None) -> _NeighborCall:
+        """The call plan of neighbor operation ``op`` on ``t`` (see :class:`_NeighborCall`):
+        the cached one when this topology object was used with the same weights, shape,
+        dtype, device and plane (it was checked then: topologies are immutable), else a new
+        one, built after checking the topology (and the weights) as :meth:`_plan` does."""
+        key = (op, id(topology), weights, t.shape, t.dtype, t.device, plane)
+        call = self._calls.get(key)
+        if call is not None and call.topo is topology:
+            return call
+        plan = self._plan(topology, weights)
+        item = t.shape[1:] if op == "neighbor_alltoall" else t.shape  # one message's shape
+        nbytes = math.prod(item) * t.element_size()
+        hdr = self._header(
+            op, t.shape, t.dtype, extra=WEIGHT_MODES.index(weights) if weights else 0,
+            topo=plan.fingerprint, nbytes=nbytes, plane=plane,
+        )
+        call = _NeighborCall(topology, plan, hdr, nbytes)
+        if op == "neighbor_allreduce":
+            call.bufs = [
+                self._bufs.get((op, slot), t.shape, t.dtype, t.device)
+                for slot in range(len(plan.in_nbrs))
+            ]
+            if t.is_cpu:  # zero-copy views by address: call.bufs keeps the memory alive
+                call.views = [self._address_buffer(b.data_ptr(), b.nbytes) for b in call.bufs]
+        if len(self._calls) >= _MAX_CALLS:
+            del self._calls[next(iter(self._calls))]  # the oldest
+        self._calls[key] = call
+        return call
+
     def _plane(self, t: torch.Tensor):
-        if t.device.type == "cpu":
+        if t.is_cpu:
             return self._host
-        if t.device.type == "cuda":
+        if t.is_cuda:
             if self._gpu is None:
                 aware = self.data_plane == "cuda-aware" or (
                     self.data_plane == "auto" and cuda_aware_mpi()
@@ -1070,7 +1192,8 @@ class MPIComm(Communicator):
                 f"{floating} forms weighted sums, so {what} must be floating point or "
                 f"complex, got {x.dtype}; convert with {what}.double() (or .float())."
             )
-        x = x.detach()
+        if x.requires_grad:  # results never require grad (and MPI cannot read such x)
+            x = x.detach()
         if x.is_conj():
             x = x.resolve_conj()
         if x.is_neg():

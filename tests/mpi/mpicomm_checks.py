@@ -386,6 +386,13 @@ def abandoned_native_collective(comm, quitter):
           1e-12, "allreduce on the renewed collective communicator")
 
 
+def no_leftovers(comm, tags, what):
+    """No message with the tags of a finished operation waits here: every message sent to
+    this rank in that operation was received by it (a mismatching payload included)."""
+    check(not any(comm._p2p.Iprobe(MPI.ANY_SOURCE, t) for t in tags),
+          f"no message left behind by {what}")
+
+
 def mismatch_checks(comm):
     n, r = comm.size, comm.rank
     # global: rank 0 passes a different shape; every rank sees it, nobody hangs
@@ -412,6 +419,7 @@ def mismatch_checks(comm):
     x = torch.ones(size, dtype=torch.float64)
     ins = set(int(j) for j in ring.in_neighbors(r))
     sees = (0 in ins) or (r == 0 and len(ins) > 0)
+    tags = (comm._tag(0), comm._tag(1))
     if sees:
         exc = expect_raise(CollectiveMismatchError,
                            lambda: comm.neighbor_allreduce(x, ring, timeout=20),
@@ -421,9 +429,26 @@ def mismatch_checks(comm):
         y = comm.neighbor_allreduce(x, ring, timeout=20)
         close(y, torch.ones(size, dtype=torch.float64), 1e-12, "ranks away from the mismatch")
     check(comm.in_sync, "in sync after a neighbor mismatch")
+    no_leftovers(comm, tags, "a neighbor mismatch (larger and smaller payloads)")
+    # neighbor: rank 0 sends an empty payload (0 bytes), the others 3 floats
+    x = torch.ones(0 if r == 0 else 3, dtype=torch.float64)
+    tags = (comm._tag(0), comm._tag(1))
+    if sees:
+        exc = expect_raise(CollectiveMismatchError,
+                           lambda: comm.neighbor_allreduce(x, ring, timeout=20),
+                           "neighbor_allreduce with an empty tensor on rank 0")
+        check("(0,)" in str(exc) and "(3,)" in str(exc), f"empty-payload mismatch: {exc}")
+    else:
+        comm.neighbor_allreduce(x, ring, timeout=20)
+    no_leftovers(comm, tags, "a neighbor mismatch with an empty payload")
+    # the same shapes again, matching: the call plans of the failed calls still work
+    x = torch.full((3,), float(r), dtype=torch.float64)
+    close(comm.neighbor_allreduce(x, ring, timeout=20),
+          (ring.W[r] * np.arange(n)).sum() * np.ones(3), 1e-12, "after the mismatches")
     # neighbor: same graph, different weights on rank 0 (as if it used another k)
     other = ring.lazy() if r == 0 else ring
     x = torch.ones(3, dtype=torch.float64)
+    tags = (comm._tag(0), comm._tag(1))
     if sees:
         exc = expect_raise(CollectiveMismatchError,
                            lambda: comm.neighbor_allreduce(x, other, timeout=20),
@@ -431,6 +456,7 @@ def mismatch_checks(comm):
         check("different topology" in str(exc), f"topology mismatch: {exc}")
     else:
         comm.neighbor_allreduce(x, other, timeout=20)
+    no_leftovers(comm, tags, "a topology mismatch")
     # a global op where the others call a neighbor op on the complete graph, with
     # rendezvous-size payloads: rank 0 drains what the others send it, and nobody hangs
     full = T.make("complete", n)
@@ -439,10 +465,12 @@ def mismatch_checks(comm):
         op = lambda: comm.allreduce(x, timeout=20)  # noqa: E731
     else:
         op = lambda: comm.neighbor_allreduce(x, full, timeout=20)  # noqa: E731
+    tags = (comm._tag(0), comm._tag(1))
     exc = expect_raise(CollectiveMismatchError, op, "a global op against a neighbor op")
     check("allreduce(" in str(exc) and "neighbor_allreduce(" in str(exc),
           f"global vs neighbor: {exc}")
     check(comm.in_sync, "in sync after a global-vs-neighbor mismatch")
+    no_leftovers(comm, tags, "a global-vs-neighbor mismatch")
     # still usable, no resync needed
     close(comm.allreduce(torch.ones(2, dtype=torch.float64), "sum"),
           torch.full((2,), float(n), dtype=torch.float64), 1e-12, "after the mismatches")
