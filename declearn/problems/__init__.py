@@ -1,1 +1,21 @@
-"""(issue 3) problems for declearn."""
+"""Problems ``f(x) = (1/n) sum_i f_i(x)`` whose node i sees only ``f_i`` (issue 3).
+
+* :class:`LeastSquares`, :class:`LogisticRegression` (synthetic, or real data via
+  :meth:`LogisticRegression.from_data`), :class:`RandomQuadratics` (the RelaySGD paper's);
+  each knows its optimum ``x_star``, ``f_star`` and heterogeneity ``b^2``;
+* :func:`partition` (iid, Dirichlet(alpha), sorted) and :func:`label_histogram` for real data;
+* :class:`Problem` / :class:`Oracle`, the contract (``problem.on(comm)`` gives the node-local
+  gradient oracle), and :func:`as_problem` for a user's own ``grad(x)``.
+"""
+
+from declearn.problems.base import FunctionProblem, Oracle, Problem, as_problem
+from declearn.problems.least_squares import LeastSquares
+from declearn.problems.logistic import LogisticRegression
+from declearn.problems.partition import PARTITION_METHODS, label_histogram, partition
+from declearn.problems.quadratics import RandomQuadratics
+
+__all__ = [
+    "Problem", "Oracle", "FunctionProblem", "as_problem",
+    "LeastSquares", "LogisticRegression", "RandomQuadratics",
+    "partition", "label_histogram", "PARTITION_METHODS",
+]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from typing import Callable
 
 import torch
@@ -38,12 +39,20 @@ class Problem(abc.ABC):
     """``f(x) = (1/n) sum_i f_i(x)`` with ``x`` of shape ``shape``; see the module docstring.
 
     Attributes a subclass sets: ``x_star`` (the minimiser, a float64 tensor of ``shape``, or
-    None if unknown) and ``f_star`` (``f(x_star)``, or None).
+    None if unknown), ``f_star`` (``f(x_star)``, or None), and where known ``smoothness``
+    (an ``L`` such that every ``f_i`` is L-smooth: step sizes are quoted as ``c / L``) and
+    ``strong_convexity`` (a ``mu`` such that ``f`` is mu-strongly convex; None if not).
+
+    Helpers for subclasses: :meth:`_rows` picks the local nodes' rows of per-node data without
+    copying in the common cases, and :meth:`_data_like` gives the problem's data in the dtype
+    and on the device of ``x`` (converted once, then cached).
     """
 
     name = "problem"
     x_star: torch.Tensor | None = None
     f_star: float | None = None
+    smoothness: float | None = None
+    strong_convexity: float | None = None
 
     def __init__(self, n: int, shape, *, sigma: float = 0.0, seed: int = 0):
         self.n = check_n(n)
@@ -72,10 +81,47 @@ class Problem(abc.ABC):
         """The starting point every node shares (zeros unless a problem says otherwise)."""
         return torch.zeros(self.shape, dtype=torch.float64)
 
+    def _data(self) -> dict[str, torch.Tensor]:
+        """The tensors the oracles read, float64 on the CPU (subclasses override)."""
+        return {}
+
+    # --------------------------------------------------------- helpers for the oracles
+    def _node_index(self, device=None) -> torch.Tensor:
+        """``arange(n)`` on ``device``, one cached tensor per device (so that :meth:`_rows`
+        recognises "all nodes" by identity, without a device sync)."""
+        device = torch.device("cpu") if device is None else torch.device(device)
+        cache = self.__dict__.setdefault("_node_index_cache", {})
+        if device not in cache:
+            cache[device] = torch.arange(self.n, device=device)
+        return cache[device]
+
+    def _rows(self, t: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+        """The rows of per-node data ``t`` (leading dim n) for ``nodes``: ``t`` itself when
+        ``nodes`` is the cached index of all nodes (the simulator's hot path), else a gather.
+        Data shared by every node is stored with leading dim 1 and is returned as is."""
+        if t.shape[0] == 1 and self.n != 1:
+            return t
+        index = self.__dict__.get("_node_index_cache", {}).get(nodes.device)
+        if nodes is index:
+            return t
+        return t.index_select(0, nodes.to(t.device))
+
+    def _data_like(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`_data` with floating tensors in ``x``'s dtype, all on ``x``'s device; the
+        conversion happens once per (dtype, device) and is cached."""
+        key = (x.dtype, x.device)
+        cache = self.__dict__.setdefault("_data_cache", {})
+        if key not in cache:
+            cache[key] = {
+                k: v.to(device=x.device, dtype=x.dtype if v.is_floating_point() else v.dtype)
+                for k, v in self._data().items()
+            }
+        return cache[key]
+
     # --------------------------------------------------------- global views (one process)
     @property
     def all_nodes(self) -> torch.Tensor:
-        return torch.arange(self.n)
+        return self._node_index()
 
     def loss(self, x: torch.Tensor) -> float:
         """``f(x)`` at one point ``x`` of shape ``shape`` (every f_i evaluated here)."""
@@ -121,7 +167,12 @@ class Oracle:
         self.comm = comm
         self.simulated = bool(comm.is_simulator)
         self.device = comm.device
-        self.nodes = problem.all_nodes if self.simulated else torch.tensor([int(comm.rank)])
+        self.rank = None  # the node this oracle serves under MPIComm
+        if self.simulated:
+            self.nodes = problem._node_index(self.device)
+        else:
+            self.rank = int(comm.rank)
+            self.nodes = torch.tensor([self.rank], device=self.device)
         self.calls = 0
 
     # node-local <-> batched (L, *shape)
@@ -139,6 +190,13 @@ class Oracle:
     def _unbatched(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.simulated else y.squeeze(0)
 
+    def _nodes_on(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device == self.nodes.device:
+            return self.nodes
+        if self.simulated:
+            return self.problem._node_index(x.device)
+        return self.nodes.to(x.device)
+
     def x0(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Node-local copies of the problem's initial point (a new tensor)."""
         x = self.problem.initial_point().to(device=self.device, dtype=dtype)
@@ -148,7 +206,7 @@ class Oracle:
 
     def full_grad(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``grad f_i(x_i)``, node-local."""
-        return self._unbatched(self.problem._grad(self._batched(x), self.nodes.to(x.device)))
+        return self._unbatched(self.problem._grad(self._batched(x), self._nodes_on(x)))
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         """``grad f_i(x_i)`` plus the seeded noise of this call when ``sigma > 0``."""
@@ -163,12 +221,12 @@ class Oracle:
         gen = torch.Generator().manual_seed(_mix_seed(p.seed, self.calls))
         self.calls += 1
         xi = torch.randn((p.n,) + p.shape, generator=gen, dtype=torch.float64)
-        xi = xi[self.nodes] if self.simulated else xi[int(self.nodes[0])]
+        xi = xi if self.simulated else xi[self.rank]
         return (xi * (p.sigma / math.sqrt(p.dim))).to(device=self.device, dtype=dtype)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """``f_i(x_i)``, node-local: shape ``(n,)`` under SimComm, a scalar tensor on a rank."""
-        return self._unbatched(self.problem._loss(self._batched(x), self.nodes.to(x.device)))
+        return self._unbatched(self.problem._loss(self._batched(x), self._nodes_on(x)))
 
 
 class FunctionProblem:
@@ -238,6 +296,42 @@ def as_problem(problem) -> Problem | FunctionProblem:
         f"Expected a declearn Problem or a gradient function grad(x), got "
         f"{type(problem).__name__}."
     )
+
+
+# ------------------------------------------------------------------ helpers for subclasses
+def matvec(M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``M[l] @ x[l]`` for every local node l: ``M`` is ``(L, p, q)`` (per node) or ``(1, p, q)``
+    (one matrix every node shares, applied as a single matrix product), ``x`` is ``(L, q)``."""
+    if M.shape[0] == 1 and x.shape[0] != 1:
+        return x @ M[0].mT
+    return torch.matmul(M, x.unsqueeze(-1)).squeeze(-1)
+
+
+def check_count(value, what: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, or a TypeError / ValueError saying what is wanted."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be an integer, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{what} must be at least {minimum}, got {value}.")
+    return int(value)
+
+
+def check_real(value, what: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a finite float >= ``minimum`` (> when ``strict``), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a real number, got {value!r}.")
+    value = float(value)
+    ok = value > minimum if strict else value >= minimum
+    if not ok or not math.isfinite(value):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise ValueError(f"{what} must be a finite number {bound}, got {value!r}.")
+    return value
+
+
+def check_choice(value, what: str, choices: tuple) -> str:
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}; got {value!r}.")
+    return value
 
 
 def _mix_seed(seed: int, counter: int) -> int:
