@@ -151,3 +151,11 @@ def test_a_gradient_function_stands_in_for_a_problem():
         oracle.grad(torch.zeros(3, 2))
     with pytest.raises(TypeError, match="Problem or a gradient function"):
         as_problem(42)
+
+
+def test_a_run_counts_only_its_own_messages():
+    comm, x0 = SimComm(6), _x0(6)
+    AverageConsensus(comm, ring(6), x0).run(10, progress=False)
+    second = AverageConsensus(comm, ring(6), x0)  # same communicator, reused as in a notebook
+    hist = second.run(5, progress=False)
+    assert hist["messages"][0] == 0 and hist["messages"][-1] == 5 * 2

@@ -114,6 +114,8 @@ class Algorithm:
         self.k = 0
         self.x = self._initial_x(x0)
         self.history = History(self.name, self._params())
+        traffic = comm.traffic  # the run counts what it sends from here on
+        self._traffic0 = (_copy_count(traffic.messages), _copy_count(traffic.bytes))
         self._wall = 0.0
         self._ref: dict[str, float] = {}
 
@@ -219,8 +221,8 @@ class Algorithm:
                 except NotImplementedError:
                     pass
         traffic = comm.traffic  # outside the block: the algorithm's own counts
-        row["messages"] = self._mean_over_nodes(traffic.messages)
-        row["bytes"] = self._mean_over_nodes(traffic.bytes)
+        row["messages"] = self._mean_over_nodes(traffic.messages - self._traffic0[0])
+        row["bytes"] = self._mean_over_nodes(traffic.bytes - self._traffic0[1])
         return row
 
     def _global_mean(self, local: torch.Tensor) -> float:
@@ -254,6 +256,11 @@ class Algorithm:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self._params().items())
         return f"<{type(self).__name__} {self.name}({params}) at k={self.k} on {self.comm!r}>"
+
+
+def _copy_count(value):
+    """A snapshot of a traffic count (a per-node numpy array under SimComm, a number on MPI)."""
+    return value.copy() if hasattr(value, "copy") else value
 
 
 def _sq_norm(t: torch.Tensor, comm) -> torch.Tensor:
