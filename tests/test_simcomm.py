@@ -38,6 +38,7 @@ FAMILY_CASES = {
     "one_peer": ({}, (1, 12, 48)),
     "od_equidyn": ({}, (1, 12, 48)),
     "ou_equidyn": ({}, (1, 12, 48)),
+    "ceca": ({}, (1, 12, 48)),
 }
 STEPS = (0, 1, 2, 7)  # iterations k at which dynamic families are checked
 NODE_SHAPES = ((), (3,), (2, 3))  # node-local tensors of 1, 2 and 3 dims

@@ -12,5 +12,6 @@ from declearn.topology.static import *  # noqa: F401,F403
 from declearn.topology.trees import *  # noqa: F401,F403
 from declearn.topology.equitopo import *  # noqa: F401,F403
 from declearn.topology.dynamic import *  # noqa: F401,F403
+from declearn.topology.ceca import *  # noqa: F401,F403
 from declearn.topology.analysis import *  # noqa: F401,F403
 from declearn.topology.convert import *  # noqa: F401,F403
