@@ -7,8 +7,20 @@ Every method is an :class:`Algorithm`: node-local state, ``step()``, ``run(steps
 from declearn.algorithms.base import Algorithm, StepSize, check_step_size, diminishing
 from declearn.algorithms.consensus import *  # noqa: F401,F403
 from declearn.algorithms.history import History, plot_histories
+from declearn.algorithms.local_sgd import CoCoDSGD, EASGD, LocalSGD, OverlapLocalSGD
+from declearn.algorithms.parallel import ParallelSGD
+from declearn.algorithms.relay import (
+    RelaySGD, RelaySGDGrad, RelaySum, RelaySumConsensus, lr_correction,
+)
+from declearn.algorithms.dgd import DGD
+from declearn.algorithms.tracking import GradientTracking, PushDIGing
+from declearn.algorithms.diffusion import D2, EXTRA, ExactDiffusion
 
 __all__ = [
     "Algorithm", "StepSize", "check_step_size", "diminishing", "History", "plot_histories",
     "AverageConsensus",
+    "RelaySum", "RelaySumConsensus", "RelaySGD", "RelaySGDGrad", "lr_correction",
+    "ParallelSGD", "LocalSGD", "EASGD", "OverlapLocalSGD", "CoCoDSGD",
+    "PushSumConsensus", "CECA", "DGD", "GradientTracking", "PushDIGing", "ExactDiffusion",
+    "D2", "EXTRA",
 ]

@@ -1,0 +1,165 @@
+r"""The Local SGD family as ``torch.optim`` optimizers, for deep learning on MPI engines.
+
+The pattern of Overlap_Local_SGD's optimizers: after ``loss.backward()`` call
+``opt.step()`` (a local SGD step, with optional momentum, Nesterov and weight decay), then
+``opt.average()`` at *every* iteration; it synchronises after every ``tau``-th call::
+
+    opt = LocalSGD(model.parameters(), comm, lr=0.1, tau=4, momentum=0.9)
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss_fn(model(xb), yb).backward()
+        opt.step()
+        opt.average()
+
+The synchronisation rules are those of :mod:`declearn.algorithms.local_sgd` (the same
+:class:`~declearn.algorithms.local_sgd.SyncRule` objects), applied to one flat buffer holding
+every parameter (:class:`~declearn.optim.flat.FlatParameters`), so a synchronisation is one
+collective. The local momentum buffer is never communicated nor reset.
+
+Under MPIComm each rank passes its own model. Under SimComm(n) the model must be n stacked
+models (every parameter with the node dim first), which lets a notebook train n small models
+in one process. At construction the parameters are set to node 0's (a broadcast not counted
+as traffic) so all nodes start from the same model, as the anchors assume.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from declearn.algorithms.base import check_step_size
+from declearn.algorithms.local_sgd import (
+    BlockMomentum,
+    CoCoDAveraging,
+    ElasticAveraging,
+    ModelAveraging,
+    OverlapAveraging,
+    check_alpha,
+    check_gmf,
+    check_period,
+)
+from declearn.optim.flat import FlatParameters
+
+__all__ = ["PeriodicSyncSGD", "LocalSGD", "EASGD", "OverlapLocalSGD", "CoCoDSGD"]
+
+
+class PeriodicSyncSGD(torch.optim.Optimizer):
+    """SGD on a flat parameter buffer plus a synchronisation rule run by :meth:`average`.
+
+    ``step()``: ``d = g + weight_decay x``; with momentum ``v <- momentum v + (1 - dampening) d``
+    (``v = d`` at first) and ``d = v`` (or ``d + momentum v`` with Nesterov); ``x <- x - lr d``.
+    ``average()``: ``x <- rule(x, lr)`` (a synchronisation every ``tau`` calls).
+    """
+
+    def __init__(self, params, comm, rule, *, lr, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
+        from declearn.comm.base import Communicator
+
+        if not isinstance(comm, Communicator):
+            raise TypeError(
+                f"comm must be a declearn Communicator (MPIComm() on engines, SimComm(n) for "
+                f"stacked models), got {type(comm).__name__}."
+            )
+        check_step_size(lr)
+        for name, value in (("momentum", momentum), ("dampening", dampening),
+                            ("weight_decay", weight_decay)):
+            if not 0 <= value:
+                raise ValueError(f"{name} must be >= 0, got {value!r}.")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0.")
+        params = list(params)
+        if params and isinstance(params[0], dict):
+            if len(params) != 1:
+                raise ValueError(
+                    "These optimizers keep all parameters in one flat buffer with one learning "
+                    "rate: pass model.parameters() (or a single parameter group)."
+                )
+            params = list(params[0]["params"])
+        if not params:
+            raise ValueError("The optimizer got no parameters; pass model.parameters().")
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(params, defaults)
+        self.comm = comm
+        self.flat = FlatParameters(self.param_groups[0]["params"], comm)
+        self.rule = rule
+        self._velocity = None
+        with torch.no_grad(), comm.untracked():
+            self.flat.load(comm.broadcast(self.flat.flat, 0))
+        self.rule.start(self.flat.flat)
+
+    @property
+    def lr(self) -> float:
+        return float(self.param_groups[0]["lr"])
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero the flat gradient buffer (gradients stay views of it, whatever
+        ``set_to_none`` says)."""
+        self.flat.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One local SGD step on the flat buffer."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if not self.flat.gather_grads():
+            return loss
+        group = self.param_groups[0]
+        x, d = self.flat.flat, self.flat.grad
+        if group["weight_decay"]:
+            d = d.add(x, alpha=group["weight_decay"])
+        momentum = group["momentum"]
+        if momentum:
+            if self._velocity is None:
+                self._velocity = d.clone()
+            else:
+                self._velocity.mul_(momentum).add_(d, alpha=1 - group["dampening"])
+            d = d.add(self._velocity, alpha=momentum) if group["nesterov"] else self._velocity
+        x.add_(d, alpha=-group["lr"])
+        return loss
+
+    @torch.no_grad()
+    def average(self) -> None:
+        """Count one iteration; every ``tau``-th call synchronises the models."""
+        self.flat.load(self.rule(self.flat.flat, self.lr))
+
+    def finish(self) -> None:
+        """Wait for a synchronisation still in flight (overlap variants); call it on every
+        rank before tearing the communicator down."""
+        if hasattr(self.rule, "finish"):
+            self.rule.finish()
+
+
+class LocalSGD(PeriodicSyncSGD):
+    """Local SGD (``gmf = 0``: average every ``tau`` steps) or BMUF/SlowMo (block momentum
+    ``gmf > 0``); the rules of :class:`declearn.algorithms.LocalSGD`."""
+
+    def __init__(self, params, comm, *, lr, tau, gmf: float = 0.0, **sgd):
+        tau, gmf = check_period(tau), check_gmf(gmf)
+        rule = ModelAveraging(comm, tau) if gmf == 0 else BlockMomentum(comm, tau, gmf)
+        super().__init__(params, comm, rule, lr=lr, **sgd)
+
+
+class EASGD(PeriodicSyncSGD):
+    """Elastic averaging SGD, centre update overlapped; see :class:`declearn.algorithms.EASGD`."""
+
+    def __init__(self, params, comm, *, lr, tau, alpha, **sgd):
+        rule = ElasticAveraging(comm, check_period(tau), check_alpha(alpha))
+        super().__init__(params, comm, rule, lr=lr, **sgd)
+
+
+class OverlapLocalSGD(PeriodicSyncSGD):
+    """Overlap-Local-SGD; see :class:`declearn.algorithms.OverlapLocalSGD`."""
+
+    def __init__(self, params, comm, *, lr, tau, alpha, gmf: float = 0.0, **sgd):
+        rule = OverlapAveraging(comm, check_period(tau), check_alpha(alpha), check_gmf(gmf))
+        super().__init__(params, comm, rule, lr=lr, **sgd)
+
+
+class CoCoDSGD(PeriodicSyncSGD):
+    """CoCoD-SGD; see :class:`declearn.algorithms.CoCoDSGD`."""
+
+    def __init__(self, params, comm, *, lr, tau, **sgd):
+        rule = CoCoDAveraging(comm, check_period(tau))
+        super().__init__(params, comm, rule, lr=lr, **sgd)
