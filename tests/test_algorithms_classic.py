@@ -31,7 +31,7 @@ from declearn.topology import (
     ceca, exponential, grid, od_equidyn, one_peer_exponential, ring,
 )
 
-from test_mpicomm import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location(

@@ -37,7 +37,7 @@ from declearn.topology import (
     star,
 )
 
-from test_mpicomm import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
 
 
 class Quadratics(Problem):

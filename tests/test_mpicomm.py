@@ -12,52 +12,11 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from declearn.cluster.mpiexec import find_mpiexec, mpiexec_env
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-MPI_SCRIPTS = HERE / "mpi"
-
-
-def _have_mpi() -> bool:
-    try:
-        import importlib.util
-
-        return find_mpiexec() is not None and importlib.util.find_spec("mpi4py") is not None
-    except Exception:  # noqa: BLE001
-        return False
-
-
-needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="needs mpiexec and mpi4py")
-
-
-def run_mpi(script: str, n: int, *args: str, timeout: float = 120) -> str:
-    """Run ``mpiexec -n n python tests/mpi/<script> args`` with a hard timeout; return its
-    output, or fail showing it."""
-    mpiexec = find_mpiexec()
-    cmd = [mpiexec, "-n", str(n), sys.executable, str(MPI_SCRIPTS / script), *args]
-    env = mpiexec_env(mpiexec)
-    env.setdefault("DECLEARN_TIMEOUT", "60")
-    start = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        err = (exc.stderr or b"").decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        pytest.fail(f"{' '.join(cmd)} hung for {timeout} s.\n--- stdout\n{out}\n--- stderr\n{err}")
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{' '.join(cmd)} exited with {proc.returncode} after "
-            f"{time.monotonic() - start:.1f} s.\n--- output\n{output[-20000:]}"
-        )
-    return output
+from mpi_helpers import have_mpi, needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
 
 
 def _ok_lines(output: str, n: int) -> list[str]:
@@ -190,7 +149,7 @@ def test_local_rank_from_launcher_variables(monkeypatch):
 
 def test_mpi_library_is_found_and_asked():
     """ctypes can find the loaded libmpi and ask it about CUDA (in a child that loads MPI)."""
-    if not _have_mpi():
+    if not have_mpi():
         pytest.skip("needs mpi4py")
     code = (
         "from mpi4py import MPI\n"

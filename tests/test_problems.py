@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +20,8 @@ from declearn.problems import (
     label_histogram,
     partition,
 )
+
+from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
 
 F64 = torch.float64
 
@@ -407,32 +406,10 @@ def test_oracle_rejects_wrong_communicator_and_shape():
 
 
 # ----------------------------------------------------------------------- real MPI ranks
-def _mpiexec():
-    try:
-        import importlib.util
-
-        from declearn.cluster.mpiexec import find_mpiexec
-
-        return find_mpiexec() if importlib.util.find_spec("mpi4py") else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
 @pytest.mark.mpi
-@pytest.mark.skipif(_mpiexec() is None, reason="needs mpiexec and mpi4py")
+@needs_mpi
 def test_oracles_under_mpiexec_equal_the_simulator_rows():
-    from declearn.cluster.mpiexec import mpiexec_env
-
-    mpiexec = _mpiexec()
-    script = Path(__file__).resolve().parent / "mpi" / "problems_checks.py"
-    cmd = [mpiexec, "-n", "2", sys.executable, str(script)]
-    try:
-        proc = subprocess.run(cmd, cwd=script.parents[2], env=mpiexec_env(mpiexec),
-                              capture_output=True, text=True, timeout=90)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(cmd)} hung for 90 s: {exc.stdout!r} {exc.stderr!r}")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+    out = run_mpi("problems_checks.py", 2, timeout=90)
     lines = re.findall(r"PROBLEMS-OK rank (\d+) of 2: (\d+) checks", out)
     assert sorted(r for r, _ in lines) == ["0", "1"], out[-3000:]
     assert all(int(c) > 250 for _, c in lines), out[-3000:]
