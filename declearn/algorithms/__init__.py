@@ -15,6 +15,8 @@ from declearn.algorithms.relay import (
 from declearn.algorithms.dgd import DGD
 from declearn.algorithms.tracking import GradientTracking, PushDIGing
 from declearn.algorithms.diffusion import D2, EXTRA, ExactDiffusion
+from declearn.algorithms.eager import EagerSGD
+from declearn.algorithms.gossip import AsyncGossip
 
 __all__ = [
     "Algorithm", "StepSize", "check_step_size", "diminishing", "History", "plot_histories",
@@ -23,4 +25,5 @@ __all__ = [
     "ParallelSGD", "LocalSGD", "EASGD", "OverlapLocalSGD", "CoCoDSGD",
     "PushSumConsensus", "CECA", "DGD", "GradientTracking", "PushDIGing", "ExactDiffusion",
     "D2", "EXTRA",
+    "EagerSGD", "AsyncGossip",
 ]

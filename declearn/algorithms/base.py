@@ -201,7 +201,13 @@ class Algorithm:
         finally:
             if bar is not None:
                 bar.close()
+        self.finish()
         return self.history
+
+    def finish(self) -> None:
+        """Complete any communication still in flight (a nonblocking allreduce of an overlap
+        method), so that no request outlives the run; called at the end of :meth:`run`, it
+        does not change the iterates. Nothing to do by default."""
 
     # ------------------------------------------------------------------ metrics
     def metrics(self) -> dict:
@@ -244,12 +250,14 @@ class Algorithm:
             value = row.get(metric)
             if value is None:
                 continue
-            ref = self._ref.setdefault(metric, max(abs(value), 1.0) if math.isfinite(value) else 1.0)
+            start = max(abs(value), 1.0) if math.isfinite(value) else 1.0
+            ref = self._ref.setdefault(metric, start)
             bound = getattr(self, "_divergence", 1e8) * ref
             if not math.isfinite(value) or value > bound:
                 lr = None
                 if self.step_size is not None:
-                    lr = self.step_size.constant if self.step_size.constant is not None else "schedule"
+                    lr = self.step_size.constant
+                    lr = "schedule" if lr is None else lr
                 raise DivergenceError(self.name, self.k, metric.replace("_", " "), value, lr,
                                       bound if math.isfinite(value) else None)
 

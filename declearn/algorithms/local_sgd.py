@@ -142,6 +142,11 @@ class _Overlapped(SyncRule):
     def _launch(self, contribution: torch.Tensor) -> None:
         self.pending = self.comm.iallreduce(contribution, "mean")
 
+    def __call__(self, x: torch.Tensor, lr: float) -> torch.Tensor:
+        if self.pending is not None:
+            self.pending.done()  # progress hook: MPI moves the allreduce only inside MPI calls
+        return super().__call__(x, lr)
+
     def finish(self) -> None:
         """Wait for the allreduce still in flight (its result becomes the anchor)."""
         self._receive_anchor()
@@ -273,6 +278,11 @@ class LocalSteps(Algorithm):
 
     def _params(self) -> dict:
         return {**super()._params(), **self.rule.params()}
+
+    def finish(self) -> None:
+        """Wait for the rule's allreduce still in flight (overlap variants)."""
+        if hasattr(self.rule, "finish"):
+            self.rule.finish()
 
     def _step(self) -> None:
         lr = self.lr()

@@ -73,7 +73,26 @@ object, weights, shape, dtype, device) checks the arguments and builds a
 views; the combine uses in-place torch ops. Call plans and buffers are dropped when an
 operation is abandoned (MPI may still write into them) and by resync.
 
-An MPIComm is not thread-safe: call it from one thread per rank (the engine's).
+*Nonblocking allreduce.* :meth:`MPIComm.iallreduce` takes its ``seq`` and posts its header
+exchange at once, then returns a :class:`Pending`; the native ``Iallreduce`` is posted as soon
+as every header has arrived (and matched). Native collectives on ``coll`` must start in the
+same order on every rank, so one is posted only after those of every earlier iallreduce, and
+a blocking allreduce, broadcast or allgather first posts those of the iallreduces still
+waiting for headers (:meth:`MPIComm._settle_in_flight`). Several may be in flight; they are
+posted in call order. MPICH moves a nonblocking collective only while the process is inside
+an MPI call, so nothing happens "in the background": ``Pending.done()`` and
+:meth:`MPIComm.progress` test every operation in flight, and an algorithm that overlaps
+communication with local steps calls one of them between steps (the Local SGD rules do).
+``wait()`` applies the operation's deadline from the moment it is called: a timeout names
+the ranks whose headers are missing and, as for a blocking operation, leaves the
+communicator out of sync (every operation still in flight is abandoned with it). The input
+must not be modified until ``wait()`` has returned. CUDA tensors, dtypes MPI cannot add and
+n = 1 fall back to the blocking allreduce (a completed Pending).
+
+*Threads.* An MPIComm is not thread-safe: call it from one thread per rank (the engine's).
+Services that need asynchronous progress (the partial collectives of eager-SGD, pairwise
+gossip; :mod:`declearn.comm.service`) run a thread of their own on their own duplicate of
+``p2p``; the MPI library must then run at ``MPI_THREAD_MULTIPLE`` (mpi4py's default).
 """
 
 from __future__ import annotations
@@ -88,7 +107,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from declearn.comm.base import REDUCE_OPS, WEIGHT_MODES, Communicator, Traffic
+from declearn.comm.base import (
+    REDUCE_OPS,
+    WEIGHT_MODES,
+    Communicator,
+    Completed,
+    Pending,
+    Traffic,
+)
 from declearn.comm.deadline import (
     Deadline,
     Graveyard,
@@ -327,6 +353,58 @@ class _Operation:
         return False
 
 
+_HEADERS, _DRAINING, _NATIVE, _DONE, _FAILED = "headers", "draining", "native", "done", "failed"
+
+
+class _InFlight(Pending):
+    """An :meth:`MPIComm.iallreduce` in flight: its header exchange (``requests``, ``table``),
+    then its native ``Iallreduce`` (``native``), then its result.
+
+    ``stage`` goes ``headers -> native -> done``; a mismatch goes ``headers -> draining``
+    (receiving the payloads announced by mismatching peers) ``-> failed``; an abandoned
+    operation goes straight to ``failed``. ``done()`` moves every operation of the
+    communicator forward without blocking; ``wait()`` waits up to the deadline.
+    """
+
+    __slots__ = ("comm", "seq", "epoch", "tag", "op", "x", "out", "timeout", "spin",
+                 "requests", "table", "hdr", "native", "stage", "error", "result")
+
+    def __init__(self, comm, seq, epoch, tag, op, x, timeout, spin):
+        self.comm = comm
+        self.seq, self.epoch, self.tag = seq, epoch, tag
+        self.op = op
+        self.x = x  # MPI reads it until the native collective completes
+        self.out = None
+        self.timeout = timeout
+        self.spin = spin
+        self.requests = None
+        self.table = None
+        self.hdr = None
+        self.native = None
+        self.stage = _HEADERS
+        self.error: BaseException | None = None
+        self.result: torch.Tensor | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.stage == _DONE or self.stage == _FAILED
+
+    def done(self) -> bool:
+        if not self.finished:
+            self.comm._progress()
+        return self.finished
+
+    def wait(self) -> torch.Tensor:
+        if not self.finished:
+            self.comm._wait_in_flight(self)
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def __repr__(self) -> str:
+        return f"<iallreduce {self.seq} of epoch {self.epoch}: {self.stage}>"
+
+
 class MPIComm(Communicator):
     """One node per MPI rank; see the module docstring for the protocol.
 
@@ -403,6 +481,7 @@ class MPIComm(Communicator):
         self._bufs = BufferCache()
         self._headers: dict = {}  # header templates by operation signature
         self._calls: dict = {}  # neighbor call plans (_NeighborCall), see _neighbor_call
+        self._in_flight: list[_InFlight] = []  # iallreduces not finished, in call order
         self._host = HostPlane(self._bufs)
         self._gpu = None
         self._traffic = self._new_traffic()
@@ -575,6 +654,7 @@ class MPIComm(Communicator):
                 elif x.dtype in _MPI_REDUCIBLE:
                     io = plane.session()
                     send, recv = io.typed_send(x, "allreduce-in"), io.typed_recv(out, "allreduce")
+                    self._settle_in_flight(state)
                     self._wait_native(
                         state, self._coll.Iallreduce(send, recv, self._MPI.SUM), (send, recv)
                     )
@@ -586,6 +666,69 @@ class MPIComm(Communicator):
                 out.div_(n)
         self._count("allreduce", 2 * (n - 1), 2 * (n - 1) * nbytes / n if n > 1 else 0)
         return out
+
+    def iallreduce(self, x: torch.Tensor, op: str = "mean", *,
+                   timeout: float | None = None) -> Pending:
+        """Start ``allreduce(x, op)`` and return a :class:`Pending` at once (see the module
+        docstring, *Nonblocking allreduce*): its ``wait()`` gives the result, ``done()`` says
+        whether it has completed and moves it forward. Do not modify ``x`` before ``wait()``
+        returns. It matches an ``allreduce`` at the same point on another rank."""
+        x = self._tensor(x)
+        op = self._check_op(op)
+        if x.dtype == torch.bool:
+            raise TypeError("iallreduce cannot sum booleans; convert with x.int() first.")
+        if op == "mean" and not (x.is_floating_point() or x.is_complex()):
+            raise TypeError(
+                f"iallreduce(op='mean') divides by n, so x must be floating point, got "
+                f"{x.dtype}; convert with x.double() or use op='sum'."
+            )
+        plane = self._plane(x)
+        n = self._size
+        if n == 1 or not plane.direct or x.dtype not in _MPI_REDUCIBLE:
+            return Completed(self.allreduce(x, op, timeout=timeout))
+        seconds = resolve_timeout(timeout, self._timeout)
+        self._check_usable("iallreduce")
+        if len(self._graveyard):
+            self._graveyard.sweep()
+        nbytes = x.numel() * x.element_size()
+        pending = _InFlight(self, self._seq, self._epoch, self._tag(0), op, x, seconds,
+                            spin_for(4 * nbytes))
+        pending.hdr = self._header("allreduce", x.shape, x.dtype, extra=REDUCE_OPS.index(op),
+                                   plane=plane)
+        pending.requests = RequestSet(self._MPI)
+        pending.table = self._post_headers(pending.requests, pending.hdr, pending.tag)
+        self._seq += 1
+        self._in_flight.append(pending)
+        self._count("allreduce", 2 * (n - 1), 2 * (n - 1) * nbytes / n)
+        self._progress()
+        return pending
+
+    def progress(self) -> int:
+        """Move every nonblocking operation in flight forward without blocking (MPICH moves
+        them only inside MPI calls: call this, or ``pending.done()``, between local steps
+        to overlap communication with computation). Returns how many are still in flight."""
+        self._progress()
+        return len(self._in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        """Number of nonblocking operations started and not finished yet."""
+        return len(self._in_flight)
+
+    def partial_allreduce(self, shape, **options):
+        """eager-SGD's partial allreduce, for real: a
+        :class:`~declearn.comm.partial.MPIPartialAllreduce` with its service thread (every
+        rank must call this together)."""
+        from declearn.comm.partial import MPIPartialAllreduce
+
+        return MPIPartialAllreduce(self, shape, **options)
+
+    def pairwise_gossip(self, topology, x: torch.Tensor, **options):
+        """Asynchronous pairwise gossip of this rank's ``x``, with no global lock-step: a
+        :class:`~declearn.comm.gossip.MPIGossip` (every rank must call this together)."""
+        from declearn.comm.gossip import MPIGossip
+
+        return MPIGossip(self, topology, self._tensor(x), **options)
 
     def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None):
         x = self._tensor(x)
@@ -603,6 +746,7 @@ class MPIComm(Communicator):
                 else:
                     io = plane.session()
                     buf = io.send(out, "bcast") if self._rank == root else io.recv(out, "bcast")
+                    self._settle_in_flight(state)
                     self._wait_native(state, self._coll.Ibcast(buf, root), buf)
                     io.finish()
         nbytes = x.numel() * x.element_size()
@@ -688,6 +832,7 @@ class MPIComm(Communicator):
             return
         self._closed = True
         self._broken = "this communicator was closed; create a new MPIComm() on every rank."
+        self._abandon_in_flight("the communicator was closed")
         _LIVE.discard(self)
         if len(self._graveyard):
             _ORPHANS.append(self._graveyard)  # MPI may still use those buffers
@@ -718,6 +863,7 @@ class MPIComm(Communicator):
         if self._broken is not None:
             raise CommunicatorOutOfSyncError(self._broken)
         deadline = Deadline(resolve_timeout(timeout, self._timeout))
+        self._abandon_in_flight("resync() was called before it completed")
         self._graveyard.sweep()
         self._resync_gen += 1
         n, r = self._size, self._rank
@@ -809,6 +955,14 @@ class MPIComm(Communicator):
         """``with self._operation(...) as state:`` runs one operation: refuse if out of sync;
         on an exception while messages are in flight, abandon them and mark the communicator
         out of sync; count the operation in ``seq`` either way."""
+        self._check_usable(name)
+        deadline = Deadline(resolve_timeout(timeout, self._timeout))
+        if len(self._graveyard):
+            self._graveyard.sweep()
+        return _Operation(self, name, deadline, RequestSet(self._MPI), spin_for(nbytes))
+
+    def _check_usable(self, name: str) -> None:
+        """Refuse operation ``name`` on a closed, broken or out-of-sync communicator."""
         if self._broken is not None:
             raise CommunicatorOutOfSyncError(f"{name} refused: {self._broken}")
         if self._out_of_sync is not None:
@@ -817,16 +971,13 @@ class MPIComm(Communicator):
                 f"{self._out_of_sync}. Call comm.resync() on every rank (from a notebook: "
                 "%px comm.resync(), or declearn.comm.mpi.resync_all() on every engine)."
             )
-        deadline = Deadline(resolve_timeout(timeout, self._timeout))
-        if len(self._graveyard):
-            self._graveyard.sweep()
-        return _Operation(self, name, deadline, RequestSet(self._MPI), spin_for(nbytes))
 
     def _abandon(self, state: _Operation, exc: BaseException) -> None:
         in_flight = len(state.requests) > 0 or state.native is not None
         if not in_flight and not isinstance(exc, (CollectiveTimeoutError, KeyboardInterrupt)):
             return  # every message had moved (e.g. a mismatch): the ranks are still in step
         state.requests.abandon(self._graveyard)
+        self._abandon_in_flight(f"{state.name} (operation {self._seq}) was abandoned")
         if state.native is not None:
             kind, handle, keep = state.native
             if kind == "mpi":
@@ -885,37 +1036,172 @@ class MPIComm(Communicator):
 
     def _exchange_all(self, state: _Operation, hdr: np.ndarray) -> np.ndarray:
         """All-to-all header exchange of a global collective; raise on any mismatch."""
+        requests = state.requests
+        table = self._post_headers(requests, hdr, self._tag(0))
+        if not requests.wait(state.deadline, state.spin):
+            pending = requests.pending()
+            missing = [note[1] for note in pending if note[0] == "recv-header"]
+            raise self._timeout_error(state, missing or [note[1] for note in pending])
+        error = self._table_mismatch(state.name, table)
+        if error is not None:
+            self._drain_payloads(state, table)
+            raise error
+        return table
+
+    def _post_headers(self, requests: RequestSet, hdr: np.ndarray, tag: int) -> np.ndarray:
+        """Post the all-to-all exchange of ``hdr`` on ``tag`` into ``requests``; return the
+        table (row j: rank j's header) the receives fill."""
         n, r, p2p = self._size, self._rank, self._p2p
-        tag = self._tag(0)
         table = np.empty((n, _HLEN), np.int64)
         table[r] = hdr
-        requests = state.requests
         for j in range(n):
             if j != r:
                 requests.add(p2p.Irecv(table[j], j, tag), ("recv-header", j), table)
         for j in range(n):
             if j != r:
                 requests.add(p2p.Isend(hdr, j, tag), ("send-header", j), hdr)
-        if not requests.wait(state.deadline, state.spin):
-            pending = requests.pending()
-            missing = [note[1] for note in pending if note[0] == "recv-header"]
-            raise self._timeout_error(state, missing or [note[1] for note in pending])
-        keys = [row.tobytes() for row in table]  # matching ranks send identical headers
-        if any(key != keys[0] for key in keys):
-            self._drain_payloads(state, table)
-            groups: dict = {}
-            for rank, key in enumerate(keys):
-                groups.setdefault(key, []).append(rank)
-            lines = "; ".join(
-                f"{_ranks_text(ranks)} called {_describe(table[ranks[0]])}"
-                for ranks in groups.values()
-            )
-            raise CollectiveMismatchError(
-                f"{state.name} mismatch (seen on rank {r}): {lines}. Every rank must call the "
-                "same collective operations in the same order, with tensors of the same shape "
-                "and dtype (and the same root/op)."
-            )
         return table
+
+    def _table_mismatch(self, name: str, table: np.ndarray) -> CollectiveMismatchError | None:
+        """The error to raise when the ranks' headers differ (every rank sees the same
+        table, so every rank decides the same), else None."""
+        keys = [row.tobytes() for row in table]  # matching ranks send identical headers
+        if all(key == keys[0] for key in keys):
+            return None
+        groups: dict = {}
+        for rank, key in enumerate(keys):
+            groups.setdefault(key, []).append(rank)
+        lines = "; ".join(
+            f"{_ranks_text(ranks)} called {_describe(table[ranks[0]])}"
+            for ranks in groups.values()
+        )
+        return CollectiveMismatchError(
+            f"{name} mismatch (seen on rank {self._rank}): {lines}. Every rank must call the "
+            "same collective operations in the same order, with tensors of the same shape "
+            "and dtype (and the same root/op)."
+        )
+
+    # ------------------------------------------------------------------ operations in flight
+    def _progress(self) -> None:
+        """Move every iallreduce in flight forward without blocking: post the native
+        collectives whose headers are all in (in call order: a later one never starts
+        before an earlier one), and collect those that completed."""
+        if not self._in_flight:
+            return
+        may_post = True
+        for pending in self._in_flight:
+            if pending.stage == _HEADERS:
+                if not may_post or not pending.requests.test():
+                    may_post = False
+                    continue
+                self._start_native(pending)
+            if pending.stage == _DRAINING and pending.requests.test():
+                pending.stage = _FAILED
+                pending.requests = None
+            if pending.stage == _NATIVE and pending.native[0].Test():
+                out = pending.out
+                if pending.op == "mean":
+                    out.div_(self._size)
+                pending.result = out
+                pending.stage = _DONE
+                pending.native = pending.x = pending.out = None
+        if any(p.finished for p in self._in_flight):
+            self._in_flight = [p for p in self._in_flight if not p.finished]
+
+    def _start_native(self, pending: _InFlight) -> None:
+        """Every header of ``pending`` has arrived: post its native Iallreduce, or, on a
+        mismatch (every rank sees it), fail it after receiving what mismatching peers send."""
+        error = self._table_mismatch("iallreduce", pending.table)
+        if error is not None:
+            pending.error = error
+            pending.stage = _DRAINING
+            ptag = pending.tag + 1
+            for j, h in enumerate(pending.table):
+                if j != self._rank and _sends_payload(h):
+                    scratch = np.empty(int(h[_H_BYTES]), np.uint8)
+                    pending.requests.add(self._p2p.Irecv(scratch, j, ptag), ("recv-drain", j),
+                                         scratch)
+            return
+        x = pending.x
+        pending.out = out = _empty(x.shape, x)
+        send, recv = x.numpy(), out.numpy()
+        request = self._coll.Iallreduce(send, recv, self._MPI.SUM)
+        pending.native = (request, (send, recv, x, out))
+        pending.stage = _NATIVE
+        pending.requests = None
+
+    def _headers_settled(self) -> bool:
+        self._progress()
+        return all(p.stage != _HEADERS for p in self._in_flight)
+
+    def _settle_in_flight(self, state: _Operation) -> None:
+        """Before ``state`` posts a native collective on ``coll``: post those of the
+        iallreduces started before it (same order on every rank). Their headers are due:
+        every rank called them before this operation."""
+        if not self._in_flight or self._headers_settled():
+            return
+        if not wait_until(self._headers_settled, state.deadline, state.spin):
+            stuck = next(p for p in self._in_flight if p.stage == _HEADERS)
+            missing = [note[1] for note in stuck.requests.pending() if note[0] == "recv-header"]
+            raise self._timeout_error(
+                state, missing,
+                hint=f"They had not arrived at the iallreduce (operation {stuck.seq}) started "
+                "before this operation.",
+            )
+
+    def _wait_in_flight(self, pending: _InFlight) -> None:
+        """``pending.wait()``: wait up to its deadline (counted from now)."""
+        deadline = Deadline(pending.timeout)
+        try:
+            done = wait_until(lambda: pending.done(), deadline, pending.spin)
+        except BaseException:  # Ctrl-C: abandon, as a blocking operation would
+            self._fail_in_flight(pending, "it was interrupted")
+            raise
+        if done:
+            return
+        stuck = next((p for p in self._in_flight if p.stage == _HEADERS), None)
+        if stuck is not None:
+            missing = [note[1] for note in stuck.requests.pending() if note[0] == "recv-header"]
+            hint = ""
+        else:
+            missing, hint = (), ("Every rank had arrived, but the data did not move in time: "
+                                 "another rank probably timed out or was interrupted meanwhile.")
+        error = CollectiveTimeoutError(
+            "iallreduce", missing, pending.timeout, self._rank,
+            hint=(hint + " " + _RESYNC_HINT).strip(),
+        )
+        self._fail_in_flight(pending, "it timed out")
+        pending.error = error
+
+    def _fail_in_flight(self, pending: _InFlight, why: str) -> None:
+        self._abandon_in_flight(
+            f"iallreduce (operation {pending.seq} of epoch {pending.epoch}) was abandoned "
+            f"because {why}"
+        )
+        self._out_of_sync = self._out_of_sync or (
+            f"iallreduce (operation {pending.seq} of epoch {pending.epoch}) was abandoned "
+            f"because {why}"
+        )
+
+    def _abandon_in_flight(self, why: str) -> None:
+        """Give up every iallreduce in flight: its requests and buffers go to the graveyard
+        (a posted native collective poisons ``coll``, renewed by resync), and its
+        ``wait()`` raises CommunicatorOutOfSyncError saying ``why``."""
+        if not self._in_flight:
+            return
+        for pending in self._in_flight:
+            if pending.requests is not None:
+                pending.requests.abandon(self._graveyard)
+            if pending.native is not None:
+                self._graveyard.bury(*pending.native)
+                self._coll_poisoned = True
+            pending.native = pending.requests = None
+            pending.stage = _FAILED
+            pending.error = CommunicatorOutOfSyncError(
+                f"iallreduce (operation {pending.seq} of epoch {pending.epoch}) on rank "
+                f"{self._rank} was abandoned: {why}. " + _RESYNC_HINT
+            )
+        self._in_flight = []
 
     def _drain_payloads(self, state: _Operation, table: np.ndarray) -> None:
         """Receive and drop the payloads that peers announced in their headers (a peer that
@@ -1101,6 +1387,7 @@ class MPIComm(Communicator):
             return out
         io = plane.session()
         send, recv = io.send(x, "gather-in"), io.recv(out, "gather")
+        self._settle_in_flight(state)
         self._wait_native(state, self._coll.Iallgather(send, recv), (send, recv))
         io.finish()
         return out

@@ -295,6 +295,25 @@ class SimComm(Communicator):
         self._record_neighbors("neighbor_alltoall", topo, math.prod(tail) * m.element_size())
         return out
 
+    # ------------------------------------------------------------------ asynchrony
+    def progress(self) -> int:
+        """Nothing is ever in flight in one process (iallreduce completes at once): 0."""
+        return 0
+
+    def partial_allreduce(self, shape, **options):
+        """eager-SGD's partial allreduce, emulated on a simulated clock (a
+        :class:`~declearn.comm.partial.SimPartialAllreduce`; ``shape`` is one node's)."""
+        from declearn.comm.partial import SimPartialAllreduce
+
+        return SimPartialAllreduce(self, shape, **options)
+
+    def pairwise_gossip(self, topology, x: torch.Tensor, **options):
+        """Asynchronous pairwise gossip of the node-local ``x`` (updated in place), event by
+        event (a :class:`~declearn.comm.gossip.SimGossip`)."""
+        from declearn.comm.gossip import SimGossip
+
+        return SimGossip(self, topology, self._check_local(x), **options)
+
     def _record_neighbors(self, op: str, topo, nbytes: int) -> None:
         self._record(op, topo.out_degrees, nbytes)
 

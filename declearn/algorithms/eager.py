@@ -1,0 +1,187 @@
+r"""eager-SGD (Li, Ben-Nun, Di Girolamo, Alistarh, Hoefler, PPoPP 2020): gradient averaging
+with a partial allreduce, so fast nodes do not wait for stragglers.
+
+* :class:`EagerSGD`: ``x <- x - lr * r_k`` where ``r_k`` is the result of round k of a
+  partial allreduce of the gradients (:mod:`declearn.comm.partial`): ``(1/n)`` times the sum
+  of the gradients that landed in round k. In ``mode="solo"`` the first node to finish its
+  step fires the round; in ``mode="majority"`` a node drawn by a shared seeded generator
+  does (in expectation half the nodes have arrived by then); every ``staleness``-th round
+  waits for everybody. A late node's gradient goes into a later round: it is applied at
+  most ``staleness - 1`` rounds after the model it was computed at. Every node applies the
+  same ``r_k``, so nodes that start together stay identical.
+
+``straggler=(rank, seconds)`` slows one node down at every step: on MPI engines that rank
+sleeps ``seconds`` before arriving; under SimComm the seconds are added to its simulated
+step time. ``rank="random"`` draws the straggler of each step from ``(seed, k)`` (the
+imbalance of the paper's experiments, one node at a time here).
+
+Logging never synchronises the nodes: at each log point :meth:`EagerSGD.run` keeps a copy of
+the model (identical on every node) and the traffic counts, and computes the metrics, which
+need global collectives, after the last step. (Computing them on the fly would make the
+fast ranks wait for the straggler at every log point.) A divergence is therefore reported
+at the end of the run, naming the iteration where it was first seen.
+
+With ``staleness=1`` every round is synchronous and EagerSGD is parallel SGD with an
+allreduce, on both backends; otherwise which gradient lands in which round depends on
+(simulated or real) arrival times, so iterates under SimComm and on MPI engines agree only
+as far as the arrival orders do.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from declearn.algorithms.base import Algorithm
+from declearn.algorithms.consensus import node_dims
+from declearn.comm.partial import MODES, partial_allreduce
+
+__all__ = ["EagerSGD"]
+
+
+class EagerSGD(Algorithm):
+    r"""``x_i <- x_i - lr * r_k`` with ``r_k = (1/n) sum`` of the gradients in round k of a
+    solo or majority partial allreduce with bounded ``staleness`` (see the module docstring).
+
+    Parameters
+    ----------
+    comm, problem, lr, x0 : as for every :class:`Algorithm`.
+    mode : "solo" or "majority"
+        Who fires a round: the first node to arrive, or a seeded random node.
+    staleness : int
+        Every ``staleness``-th round waits for every node (1: synchronous SGD).
+    straggler : (rank, seconds), optional
+        Node ``rank`` (or ``"random"``: a node drawn per step) takes ``seconds`` longer per
+        step: it sleeps on MPI engines, its simulated clock advances under SimComm.
+    step_time : float
+        Simulated seconds of one step without delay (SimComm only).
+    seed : int
+        Seeds the majority initiators and the random straggler.
+    timeout : float, optional
+        Longest wait for a round (MPIComm).
+
+    Call :meth:`flush` to apply the gradients still pending (a synchronous round), and
+    :meth:`close` on every rank when done (it stops the MPI service thread); ``with
+    EagerSGD(...) as alg:`` does the latter.
+    """
+
+    name = "eager_sgd"
+
+    def __init__(self, comm, problem, *, lr, mode: str = "solo", staleness: int = 8,
+                 straggler=None, step_time: float = 0.01, seed: int = 0, x0=None,
+                 timeout: float | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'solo' or 'majority', got {mode!r}.")
+        self.mode = mode
+        self.staleness = staleness
+        self.seed = int(seed)
+        self.straggler = _check_straggler(straggler, comm.size)
+        super().__init__(comm, problem, x0=x0, lr=lr)
+        shape = tuple(self.x.shape[node_dims(comm):])
+        self.partial = partial_allreduce(
+            comm, shape, dtype=self.x.dtype, mode=mode, staleness=staleness, seed=seed,
+            op="mean", step_time=step_time, timeout=timeout,
+        )
+        self.staleness = self.partial.staleness
+        self._stash: list | None = None  # log points kept during run(), see _log
+        self._replay = None  # the stored traffic counts while a stored point is measured
+
+    def _params(self) -> dict:
+        p = {**super()._params(), "mode": self.mode, "staleness": self.staleness}
+        if self.straggler is not None:
+            p["straggler"] = self.straggler
+        return p
+
+    def lag(self, k: int) -> torch.Tensor:
+        """Node-local extra seconds of step k (the straggler's delay, 0 elsewhere): an
+        ``(n,)`` tensor under SimComm, a scalar tensor on a rank."""
+        lags = torch.zeros(self.comm.size, dtype=torch.float64)
+        if self.straggler is not None:
+            who, seconds = self.straggler
+            if who == "random":
+                who = int(np.random.default_rng([self.seed, 1 << 20, k]).integers(self.comm.size))
+            lags[who] = seconds
+        return lags[self.comm.rank]
+
+    def _step(self) -> None:
+        g = self.grad(self.x)
+        r = self.partial(g, lag=self.lag(self.k))
+        self.x = torch.add(self.x, r, alpha=-self.lr())
+
+    def flush(self) -> None:
+        """Apply every gradient still pending (one synchronous round, every node/rank)."""
+        self.x = torch.add(self.x, self.partial.flush(), alpha=-self.lr())
+
+    def close(self) -> None:
+        """Stop the partial allreduce (on MPI: its service thread; every rank together)."""
+        self.partial.close()
+
+    def run(self, steps: int, **options):
+        """As :meth:`Algorithm.run`; the metrics of the log points are computed after the
+        last step (see the module docstring)."""
+        self._stash = []
+        try:
+            return super().run(steps, **options)
+        finally:
+            self._stash = None
+
+    def _log(self) -> None:
+        simulated = self.partial.simulated_time
+        wall = simulated if simulated is not None else self._wall  # SimComm: simulated time
+        if self._stash is None:
+            self._wall = wall
+            super()._log()
+            return
+        traffic = self.comm.traffic
+        self._stash.append((self.k, self.x.clone(), wall, _snapshot(traffic.messages),
+                            _snapshot(traffic.bytes)))
+
+    def finish(self) -> None:
+        """Measure the log points kept during the run (collectives: every rank together)."""
+        points, self._stash = self._stash or [], None
+        now = (self.k, self.x, self._wall)
+        try:
+            for k, x, wall, messages, nbytes in points:
+                self.k, self.x, self._wall = k, x, wall
+                self._replay = (messages, nbytes)
+                super()._log()
+        finally:
+            (self.k, self.x, self._wall), self._replay = now, None
+
+    def metrics(self) -> dict:
+        row = super().metrics()
+        if self._replay is not None:  # the traffic at the stored log point
+            messages, nbytes = self._replay
+            row["messages"] = self._mean_over_nodes(messages - self._traffic0[0])
+            row["bytes"] = self._mean_over_nodes(nbytes - self._traffic0[1])
+        return row
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _snapshot(count):
+    return count.copy() if hasattr(count, "copy") else count
+
+
+def _check_straggler(straggler, n: int):
+    if straggler is None:
+        return None
+    try:
+        who, seconds = straggler
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"straggler must be (rank, seconds) or ('random', seconds), got {straggler!r}."
+        ) from None
+    if who != "random" and (isinstance(who, bool) or not isinstance(who, numbers.Integral)
+                            or not 0 <= who < n):
+        raise ValueError(f"The straggler's rank must be in 0..{n - 1} or 'random', got {who!r}.")
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds >= 0 \
+            or not np.isfinite(seconds):
+        raise ValueError(f"The straggler's delay must be seconds >= 0, got {seconds!r}.")
+    return (who if who == "random" else int(who), float(seconds))
