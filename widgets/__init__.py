@@ -4,3 +4,14 @@ The explorers (topology, spectral gap, consensus player, algorithm race) arrive 
 """
 
 __all__: list[str] = []
+
+from widgets.picker import TopologyPicker
+from widgets.spectral_gap import SpectralGapExplorer
+from widgets.topology_explorer import TopologyExplorer
+
+__all__ += ["SpectralGapExplorer", "TopologyExplorer", "TopologyPicker"]
+
+from widgets.consensus_player import ConsensusPlayer
+from widgets.race import AlgorithmRace
+
+__all__ += ["AlgorithmRace", "ConsensusPlayer"]
