@@ -239,6 +239,22 @@ def test_context_manager_stops_on_exit(tmp_path):
     assert not _mentioning(str(tmp_path))
 
 
+def test_connect_starts_when_none_runs_and_attaches_when_one_does(tmp_path):
+    pdir = str(tmp_path / "profile_connect")
+    first = dc.connect(2, profile_dir=pdir, activate=False)
+    try:
+        assert first.owned and first.n == 2
+        second = dc.connect(4, profile_dir=pdir, activate=False)  # the running size wins
+        assert not second.owned and second.n == 2
+        assert second.cluster_id == first.cluster_id
+        assert second.view.pull("rank") == [0, 1]
+        second.stop()
+        assert first.running, "a notebook that attached must not stop the cluster"
+    finally:
+        first.stop()
+    assert _wait_until(lambda: not _mentioning(str(tmp_path)), 10)
+
+
 def test_failed_start_reports_mpiexec_output_and_cleans_up(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(ClusterError) as info:

@@ -3,6 +3,7 @@
 ```python
 import declearn
 cluster = declearn.cluster.start(4)      # controller + 4 engines = one MPI job, %%px ready
+# or declearn.cluster.connect(4): attach to the running cluster if there is one, else start
 cluster.view.apply_sync(lambda: rank)    # [0, 1, 2, 3]: the view is ordered by MPI rank
 cluster.stop()                           # ends every process it started
 ```
@@ -20,6 +21,7 @@ from declearn.cluster.handle import Cluster
 from declearn.cluster.launch import (
     DEFAULT_PROFILE,
     attach,
+    connect,
     list_clusters,
     resolve_profile_dir,
     start,
@@ -28,6 +30,7 @@ from declearn.cluster.launch import (
 from declearn.cluster.mpiexec import MPIRuntime, find_mpiexec, mpi_runtime
 
 __all__ = [
-    "start", "attach", "Cluster", "list_clusters", "stop_clusters", "resolve_profile_dir",
+    "start", "attach", "connect", "Cluster", "list_clusters", "stop_clusters",
+    "resolve_profile_dir",
     "DEFAULT_PROFILE", "ClusterRequestError", "MPIRuntime", "find_mpiexec", "mpi_runtime",
 ]

@@ -372,3 +372,22 @@ def stop_clusters(profile: str | None = None, cluster_id: str | None = None, *,
             stopped.append(cid)
     return stopped
 
+
+
+def connect(n: int = 4, *, profile: str | None = None, profile_dir: str | None = None,
+            timeout: float = 120, **start_kwargs) -> Cluster:
+    """What a chapter's first cell calls: attach to the cluster already running in the profile
+    (a lecturer's ``declearn cluster start -n 8``, whatever its size: read ``cluster.n``) or,
+    when none runs, start ``n`` engines that this notebook owns and stops.
+
+    ``start_kwargs`` go to :func:`start` (``gpus``, ``oversubscribe``, ``mpi_args``...). Several
+    running clusters in the profile are an error that names them (pass the profile of one)."""
+    pdir = resolve_profile_dir(profile, profile_dir)
+    forget_stale(pdir)
+    live = [cid for cid in _running_cluster_ids(pdir) if _attachable(pdir, cid)]
+    if live:
+        handle = attach(profile_dir=pdir, timeout=timeout)
+        print(f"Attached to the running cluster {handle.cluster_id!r}: {handle.n} engines "
+              "(it keeps running after this notebook).")
+        return handle
+    return start(n, profile_dir=pdir, timeout=timeout, **start_kwargs)
