@@ -1,0 +1,76 @@
+"""The building blocks of exercise checks: a :class:`Verdict` and three comparisons."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Verdict", "check_close", "check_equal", "check_true"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a check: ``ok`` and a message (with a hint when wrong).
+
+    ``bool(verdict)`` is ``ok``, so ``assert ch01.check_rate(x)`` works in tests."""
+
+    ok: bool
+    exercise: str
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        mark = "correct" if self.ok else "not yet"
+        return f"[{self.exercise}] {mark}: {self.message}"
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        color, mark = ("#1a7f37", "&#10004; correct") if self.ok else ("#b42318", "&#10008; not yet")
+        return (f'<div style="color:{color};font-weight:600">[{html.escape(self.exercise)}] '
+                f'{mark}: <span style="font-weight:400">{html.escape(self.message)}</span></div>')
+
+
+def _as_array(value, what: str) -> np.ndarray:
+    try:
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        return np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what}: expected a number or an array of numbers, got "
+                        f"{type(value).__name__} ({exc})") from None
+
+
+def check_close(exercise: str, answer, expected, *, rtol: float = 1e-6, atol: float = 0.0,
+                hint: str = "") -> Verdict:
+    """Right when ``answer`` equals ``expected`` within ``rtol``/``atol`` (same shape)."""
+    a = _as_array(answer, exercise)
+    e = _as_array(expected, exercise)
+    if a.shape != e.shape:
+        return Verdict(False, exercise, f"expected shape {e.shape}, got {a.shape}. {hint}".strip())
+    if not np.all(np.isfinite(a)):
+        return Verdict(False, exercise, f"the answer contains NaN or inf. {hint}".strip())
+    if np.allclose(a, e, rtol=rtol, atol=atol):
+        return Verdict(True, exercise, "matches declearn's own computation.")
+    err = float(np.max(np.abs(a - e)))
+    scale = float(np.max(np.abs(e))) if e.size else 0.0
+    rel = err / scale if scale > 0 else math.inf
+    return Verdict(False, exercise,
+                   f"off by {err:.3g} (relative {rel:.2g}; tolerance {rtol:g}). {hint}".strip())
+
+
+def check_equal(exercise: str, answer, expected, *, hint: str = "") -> Verdict:
+    """Right when ``answer == expected`` (numbers, strings, tuples, sets...)."""
+    if answer == expected:
+        return Verdict(True, exercise, "right.")
+    return Verdict(False, exercise, f"{answer!r} is not it. {hint}".strip())
+
+
+def check_true(exercise: str, condition: bool, *, right: str, wrong: str) -> Verdict:
+    """A verdict from a condition the chapter's check computed itself."""
+    return Verdict(bool(condition), exercise, right if condition else wrong)
