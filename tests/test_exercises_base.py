@@ -1,0 +1,30 @@
+"""declearn.exercises.base: verdicts that are right when right, with hints when wrong."""
+
+import numpy as np
+import pytest
+import torch
+
+from declearn.exercises import Verdict, check_close, check_equal, check_true
+
+
+def test_check_close_accepts_within_tolerance_and_rejects_outside():
+    assert check_close("e", [1.0, 2.0 + 1e-9], np.array([1.0, 2.0]))
+    wrong = check_close("e", [1.0, 2.1], [1.0, 2.0], rtol=1e-6, hint="Look at rho.")
+    assert not wrong and "Look at rho." in wrong.message and "0.1" in wrong.message
+    assert check_close("e", torch.tensor([3.0]), [3.0])
+
+
+def test_check_close_shape_nan_and_type_errors():
+    assert "shape" in check_close("e", [1.0], [1.0, 2.0]).message
+    assert "NaN" in check_close("e", [float("nan")], [1.0]).message
+    with pytest.raises(TypeError, match="expected a number"):
+        check_close("e", object(), 1.0)
+
+
+def test_verdict_displays_and_equal_true():
+    v = check_equal("01.2", 3, 4, hint="Count the neighbors.")
+    assert isinstance(v, Verdict) and not v
+    assert "not yet" in str(v) and "not yet" in v._repr_html_()
+    assert check_equal("x", (1, 2), (1, 2))
+    assert check_true("x", True, right="yes", wrong="no").message == "yes"
+    assert check_true("x", False, right="yes", wrong="no").message == "no"
