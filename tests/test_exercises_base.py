@@ -10,8 +10,19 @@ from declearn.exercises import Verdict, check_close, check_equal, check_true
 def test_check_close_accepts_within_tolerance_and_rejects_outside():
     assert check_close("e", [1.0, 2.0 + 1e-9], np.array([1.0, 2.0]))
     wrong = check_close("e", [1.0, 2.1], [1.0, 2.0], rtol=1e-6, hint="Look at rho.")
-    assert not wrong and "Look at rho." in wrong.message and "0.1" in wrong.message
+    assert not wrong and "Look at rho." in wrong.message
+    assert "1 of 2 entries" in wrong.message and "1e-02" in wrong.message
+    assert "0.1" not in wrong.message  # the offset would give the answer away
     assert check_close("e", torch.tensor([3.0]), [3.0])
+
+
+def test_check_close_scalar_says_direction_not_offset():
+    high = check_close("e", 0.9, 0.8635)
+    low = check_close("e", 0.5, 0.8635)
+    assert "too large" in high.message and "1e-02" in high.message
+    assert "too small" in low.message and "1e-01" in low.message
+    for v in (high, low):
+        assert "0.03" not in v.message and "0.36" not in v.message and "0.86" not in v.message
 
 
 def test_check_close_shape_nan_and_type_errors():

@@ -57,11 +57,25 @@ def check_close(exercise: str, answer, expected, *, rtol: float = 1e-6, atol: fl
         return Verdict(False, exercise, f"the answer contains NaN or inf. {hint}".strip())
     if np.allclose(a, e, rtol=rtol, atol=atol):
         return Verdict(True, exercise, "matches declearn's own computation.")
-    err = float(np.max(np.abs(a - e)))
-    scale = float(np.max(np.abs(e))) if e.size else 0.0
-    rel = err / scale if scale > 0 else math.inf
-    return Verdict(False, exercise,
-                   f"off by {err:.3g} (relative {rel:.2g}; tolerance {rtol:g}). {hint}".strip())
+    return Verdict(False, exercise, f"{_how_far(a, e, rtol, atol)} {hint}".strip())
+
+
+def _how_far(a: np.ndarray, e: np.ndarray, rtol: float, atol: float) -> str:
+    """How wrong an answer is, without giving the expected value away.
+
+    Only the direction (scalars) or the count of wrong entries (arrays) and the order of
+    magnitude of the relative error are said: never the exact offset.
+    """
+    diff = np.abs(a - e)
+    scale = np.maximum(np.abs(e), 1e-300)
+    rel = float(np.max(diff / scale))
+    order = f"relative error of order 1e{math.floor(math.log10(rel)):+03d}" if math.isfinite(rel) \
+        and rel > 0 else "the expected value is 0"
+    if a.size == 1:
+        side = "too large" if float(a.reshape(-1)[0]) > float(e.reshape(-1)[0]) else "too small"
+        return f"the answer is {side} ({order}; tolerance {rtol:g})."
+    wrong = int(np.sum(~np.isclose(a, e, rtol=rtol, atol=atol)))
+    return f"{wrong} of {a.size} entries are off (largest {order}; tolerance {rtol:g})."
 
 
 def check_equal(exercise: str, answer, expected, *, hint: str = "") -> Verdict:
