@@ -14,9 +14,10 @@ from declearn.comm.sim import SimComm
 from declearn.comm.mpi import MPIComm
 from declearn.comm.delay import DelayedComm
 from declearn.comm.partial import partial_allreduce
+from declearn.comm.ring import ring_allreduce
 
 __all__ = [
     "Communicator", "SimComm", "MPIComm", "Traffic", "get_default_timeout",
     "set_default_timeout",
-    "DelayedComm", "partial_allreduce",
+    "DelayedComm", "partial_allreduce", "ring_allreduce",
 ]
