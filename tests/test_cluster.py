@@ -150,6 +150,22 @@ def test_devices_are_cpu_without_gpus(cluster4):
         assert cluster4.view.apply_sync(_torch_imported) == [False] * 4
 
 
+@interactive
+def _torch_threads():
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_engines_share_the_cores_instead_of_each_taking_all(cluster4):
+    if os.environ.get("OMP_NUM_THREADS"):
+        pytest.skip("OMP_NUM_THREADS is set here: the engines keep it")
+    cores = len(os.sched_getaffinity(0))
+    share = max(1, cores // 4)  # the four engines all run on this machine
+    assert [d["threads"] for d in cluster4.info] == [share] * 4
+    assert cluster4.view.apply_sync(_torch_threads) == [share] * 4
+
+
 def test_devices_follow_local_rank_on_gpus(cluster4):
     import torch
 

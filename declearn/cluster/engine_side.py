@@ -21,26 +21,42 @@ def setup_engine(gpus="auto"):
 
     ``gpus="auto"`` imports torch only when the host shows a GPU driver (``/dev/nvidiactl``,
     ``/dev/kfd``), so CPU-only engines start without torch; ``True`` requires a GPU; ``False``
-    never touches CUDA. Returns ``{rank, size, local_rank, host, pid, device}``.
+    never touches CUDA. Each engine's CPU threads are set to its share of the machine's cores
+    (``OMP_NUM_THREADS``, unless already set). Returns ``{rank, size, local_rank, host, pid,
+    device, threads}``.
     """
     import os
     import socket
+    import sys
 
     from mpi4py import MPI
 
     world = MPI.COMM_WORLD
     my_rank, my_size = world.Get_rank(), world.Get_size()
-    local = None
+    # Every engine runs this setup at once, so a collective is safe here: the engines that
+    # share this machine's memory give the local rank and how many engines share its cores.
+    node = world.Split_type(MPI.COMM_TYPE_SHARED)
+    local, on_this_host = node.Get_rank(), node.Get_size()
+    node.Free()
     for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK",
                 "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"):
         value = os.environ.get(var, "")
-        if value.isdigit():
+        if value.isdigit():  # the launcher's own numbering wins where it gives one
             local = int(value)
             break
-    if local is None:  # every engine runs this setup at once, so a collective is safe here
-        node = world.Split_type(MPI.COMM_TYPE_SHARED)
-        local = node.Get_rank()
-        node.Free()
+
+    # CPU threads: each engine gets its share of the cores instead of all of them (torch's
+    # default), so n engines on one machine do not fight over cores. OMP_NUM_THREADS set by the
+    # user or the batch system is kept.
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    threads = max(1, cores // on_this_host)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    elif "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch is first imported
 
     device = "cpu"
     driver = os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/kfd")
@@ -64,10 +80,13 @@ def setup_engine(gpus="auto"):
                 "build of torch, or start the cluster with gpus=False."
             )
 
+    if "torch" in sys.modules:  # already imported (GPU set-up above, or an earlier cell)
+        sys.modules["torch"].set_num_threads(threads)
+
     globals().update(rank=my_rank, size=my_size, local_rank=local, device=device)
     return {
         "rank": my_rank, "size": my_size, "local_rank": local,
-        "host": socket.gethostname(), "pid": os.getpid(), "device": device,
+        "host": socket.gethostname(), "pid": os.getpid(), "device": device, "threads": threads,
     }
 
 
