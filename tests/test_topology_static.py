@@ -551,3 +551,12 @@ def test_bad_n(fn, n, phrase):
 def test_bad_input_raises_helpful_topology_error(call, phrase):
     with pytest.raises(TopologyError, match=phrase):
         call()
+
+
+def test_every_family_has_a_whole_sentence_as_summary():
+    from declearn.topology import family_info
+
+    for name in families():
+        text = family_info(name).summary
+        assert text and "\n" not in text, name
+        assert text.rstrip("`").endswith((".", ")")), f"{name}: summary cut mid-sentence: {text!r}"

@@ -24,7 +24,7 @@ class FamilyInfo:
     fn: Callable
     dynamic: bool
     params: dict  # keyword -> default (inspect.Parameter.empty when required)
-    summary: str
+    summary: str  # the first paragraph of the family's docstring, on one line
 
 
 _FAMILIES: dict[str, FamilyInfo] = {}
@@ -40,8 +40,9 @@ def family(name: str, *, dynamic: bool = False):
             for p in list(sig.parameters.values())[1:]
             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
-        doc = (fn.__doc__ or "").strip().splitlines()
-        _FAMILIES[name] = FamilyInfo(name, fn, dynamic, params, doc[0] if doc else "")
+        first_paragraph = inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
+        summary = " ".join(first_paragraph.split())
+        _FAMILIES[name] = FamilyInfo(name, fn, dynamic, params, summary)
         return fn
 
     return register
