@@ -38,7 +38,6 @@ the Play widget runs; :meth:`ConsensusPlayer.wait_idle` waits for the image of t
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import time
 from typing import ClassVar
@@ -51,7 +50,7 @@ from declearn.algorithms import AverageConsensus, PushSumConsensus
 from declearn.comm import SimComm
 from declearn.topology import apply_weights, family_info
 from declearn.topology.draw import draw, layout_positions
-from widgets._render import RedrawWorker, describe_error, error_html
+from widgets._render import RedrawWorker, blitted_png, describe_error, error_html
 
 __all__ = [
     "INITS",
@@ -458,22 +457,9 @@ class PlayerFigure:
 
     def png(self) -> bytes:
         """The current frame as PNG bytes (a full draw only when the background changed)."""
-        from PIL import Image
-
-        canvas = self.fig.canvas
-        if self._background is None:
-            canvas.draw()  # animated (moving) artists are left out of it
-            if self.fig.get_layout_engine() is not None:
-                self.fig.set_layout_engine("none")  # layout fixed after the first frame
-            self._background = canvas.copy_from_bbox(self.fig.bbox)
-        else:
-            canvas.restore_region(self._background)
-        for artist in self._moving + self._moving_graph:
-            artist.axes.draw_artist(artist)
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(
-            buf, format="png", compress_level=1)
-        return buf.getvalue()
+        png, self._background = blitted_png(self.fig, self._background,
+                                            self._moving + self._moving_graph)
+        return png
 
 
 def _positions(graph) -> np.ndarray:

@@ -27,7 +27,6 @@ last run to finish. Display: an :class:`ipywidgets.Image` holding a PNG of a per
 from __future__ import annotations
 
 import html
-import io
 import math
 import threading
 import time
@@ -41,7 +40,7 @@ from declearn.comm import SimComm
 from declearn.errors import DivergenceError
 from declearn.problems import LeastSquares, RandomQuadratics
 from declearn.topology import family_info, spanning_tree
-from widgets._render import RedrawWorker, describe_error, error_html, fmt, note_html
+from widgets._render import RedrawWorker, blitted_png, describe_error, error_html, fmt, note_html
 
 __all__ = [
     "ALGORITHMS",
@@ -302,22 +301,9 @@ class RaceFigure:
             self._background = None
 
     def png(self) -> bytes:
-        from PIL import Image
-
-        canvas = self.fig.canvas
-        if self._background is None:
-            canvas.draw()  # the animated curves are left out
-            if self.fig.get_layout_engine() is not None:
-                self.fig.set_layout_engine("none")  # the layout is fixed after the first frame
-            self._background = canvas.copy_from_bbox(self.fig.bbox)
-        else:
-            canvas.restore_region(self._background)
-        for artist in list(self.lines.values()) + list(self.ends.values()):
-            artist.axes.draw_artist(artist)
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3]).save(
-            buf, format="png", compress_level=1)
-        return buf.getvalue()
+        png, self._background = blitted_png(
+            self.fig, self._background, list(self.lines.values()) + list(self.ends.values()))
+        return png
 
 
 # ============================================================================ the widget

@@ -38,10 +38,10 @@ from declearn.topology import families as registered_families
 from declearn.topology import family_info, make, transient_iterations
 from widgets._render import (
     RedrawWorker,
+    blitted_png,
     close_descendants,
     describe_error,
     error_html,
-    figure_png,
     fmt,
     new_figure,
     note_html,
@@ -348,10 +348,18 @@ class SpectralGapExplorer(ipywidgets.VBox):
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("n (number of nodes)", fontsize=9)
+        # Fixed label coordinates and title height skip matplotlib's placement passes (they
+        # measure every tick label) on each draw.
+        ax.xaxis.set_label_coords(0.5, -0.09)
+        ax.yaxis.set_label_coords(-0.095, 0.5)
         ax.tick_params(labelsize=8)
         ax.grid(True, which="major", color="0.9", linewidth=0.6)
-        self.cursor_line = ax.axvline(self.n.value, color="0.35", linewidth=1.0, linestyle=":")
-        self.title = ax.set_title("", fontsize=10)
+        # The cursor is animated: moving it redraws only the cursor over a saved background.
+        self.cursor_line = ax.axvline(self.n.value, color="0.35", linewidth=1.0, linestyle=":",
+                                      animated=True)
+        self._background = None
+        self._background_key = None
+        self.title = ax.set_title("", fontsize=10, y=1.0)
 
     def _y_ticks(self, quantity: str) -> None:
         """Decades for the gap (it spans many); plain numbers for rho (it lives in (0, 1])."""
@@ -377,7 +385,7 @@ class SpectralGapExplorer(ipywidgets.VBox):
                 (t,) = self.ax.plot([], [], style, color=c, linewidth=1.0, markersize=6,
                                     alpha=0.8, label=f"theory: rho = {THEORY_LABELS[family]}")
             (cur,) = self.ax.plot([], [], "o", color=c, markersize=7, markeredgecolor="k",
-                                  zorder=5)
+                                  zorder=5, animated=True)  # drawn over a saved background
             self._lines[family] = (m, t, cur)
         return self._lines[family]
 
@@ -440,13 +448,19 @@ class SpectralGapExplorer(ipywidgets.VBox):
         self._y_ticks(quantity)
         self.title.set_text(("spectral gap" if quantity == "gap" else "rho") +
                             " against n (log-log); dashed / x: theory")
-        handles = [a for f in chosen for a in self._lines[f][:2] if a is not None]
-        if self.ax.get_legend() is not None:
-            self.ax.get_legend().remove()
-        if handles:
-            self.ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                           fontsize=7.5, frameon=False)
-        png = figure_png(self.fig)
+        # Everything but the cursor depends only on this key: a cursor move keeps the picture.
+        key = (tuple(chosen), quantity, self.ax.get_ylim())
+        if key != self._background_key:
+            handles = [a for f in chosen for a in self._lines[f][:2] if a is not None]
+            if self.ax.get_legend() is not None:
+                self.ax.get_legend().remove()
+            if handles:
+                self.ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                               fontsize=7.5, frameon=False)
+            self._background, self._background_key = None, key
+        cursor = [self.cursor_line] + [self._lines[f][2] for f in chosen]
+        png, self._background = blitted_png(self.fig, self._background,
+                                            [a for a in cursor if a.get_visible()])
         note = ""
         if zeros:
             note = (f"rho = 0 (exact averaging) is not drawn on log axes: {', '.join(zeros)} "
