@@ -26,10 +26,10 @@ from declearn.topology import DynamicTopology, Topology
 from declearn.topology.draw import layout_positions
 from widgets._render import (
     RedrawWorker,
+    blitted_png,
     close_descendants,
     describe_error,
     error_html,
-    figure_png,
     fmt,
     new_figure,
 )
@@ -281,8 +281,19 @@ class _Panels:
         x0 = gw + 0.06
         hw = 2.55 / width
         self.w_ax, self.w_im, self.w_cbar = self._heatmap(x0, hw, "W")
+        moving = [self.edges, self.heads, self.nodes, *self.labels, self.note, self.graph_title,
+                  self.w_im, self.w_ax.title, self.w_cbar.ax]
         if dynamic:
             self.p_ax, self.p_im, self.p_cbar = self._heatmap(x0 + hw + 0.1, hw, "product")
+            moving += [self.p_im, self.p_ax.title, self.p_cbar.ax]
+        # Everything but the heatmaps' frames, tick labels and axis labels is animated: they
+        # depend only on n, so a new k, eta, seed or family at the same n redraws the animated
+        # artists over a saved background (a new n draws everything).
+        self.moving = moving
+        for artist in moving:
+            artist.set_animated(True)
+        self._background = None
+        self._background_n = None  # the n the background was drawn for
 
     def _heatmap(self, x0: float, w: float, what: str):
         from matplotlib.ticker import MaxNLocator
@@ -301,6 +312,15 @@ class _Panels:
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_locator(MaxNLocator(nbins=4, integer=True))
         return ax, im, cbar
+
+    def png(self, n: int) -> bytes:
+        """The figure as PNG: only the animated artists are drawn again while ``n`` is the n
+        of the saved background, else a full draw."""
+        if n != self._background_n:
+            self._background, self._background_n = None, n
+        png, self._background = blitted_png(self.fig, self._background,
+                                            [a for a in self.moving if a.get_visible()])
+        return png
 
     @staticmethod
     def _show_matrix(ax, im, M: np.ndarray, title: str, vmin: float = 0.0) -> None:
@@ -512,7 +532,7 @@ class TopologyExplorer(ipywidgets.VBox):
         if panels is None:
             panels = self._panels[topo.is_dynamic] = _Panels(topo.is_dynamic)
         panels.show(view, self._geometry[1])
-        png = figure_png(panels.fig)
+        png = panels.png(view.step.n)
         self._view = view
         self.values = {
             "rho": view.rho, "spectral_gap": view.spectral_gap, "degree": view.degree,
