@@ -38,6 +38,7 @@ __all__ = [
     "fmt",
     "new_figure",
     "note_html",
+    "pin_axis_labels",
 ]
 
 #: Resolution of the PNG images (pixels per inch of the figure size).
@@ -63,6 +64,21 @@ def figure_png(fig, dpi: int = DPI) -> bytes:
     return buf.getvalue()
 
 
+def pin_axis_labels(fig) -> None:
+    """Keep every axis label where the last draw put it (in axes coordinates).
+
+    matplotlib otherwise re-places each label on every draw, measuring all tick labels to
+    avoid them (about a tenth of a draw). Call it once the layout is final.
+    """
+    for ax in fig.axes:
+        to_axes = ax.transAxes.inverted()
+        for axis in (ax.xaxis, ax.yaxis):
+            label = axis.label
+            if label.get_text() and label.get_visible():
+                anchor = label.get_transform().transform(label.get_position())
+                axis.set_label_coords(*to_axes.transform(anchor))
+
+
 def blitted_png(fig, background, moving) -> tuple[bytes, object]:
     """PNG of ``fig`` drawn by blitting; returns ``(png, background)``.
 
@@ -79,6 +95,7 @@ def blitted_png(fig, background, moving) -> tuple[bytes, object]:
         canvas.draw()
         if fig.get_layout_engine() is not None:
             fig.set_layout_engine("none")
+            pin_axis_labels(fig)
         background = canvas.copy_from_bbox(fig.bbox)
     else:
         canvas.restore_region(background)
