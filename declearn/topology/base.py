@@ -469,8 +469,10 @@ class DynamicTopology(BaseTopology):
     def degree(self) -> int:
         """Messages sent per node per iteration by the busiest node, over one period (or the
         first 64 steps of a random sequence)."""
-        steps = self.period or 64
-        return max(self.at(k).degree for k in range(steps))
+        if "degree" not in self._cache:
+            steps = self.period or 64
+            self._cache["degree"] = max(self.at(k).degree for k in range(steps))
+        return self._cache["degree"]
 
     def product(self, start: int = 0, length: int | None = None) -> np.ndarray:
         """``W(start + length - 1) @ ... @ W(start)`` (length defaults to the period)."""
