@@ -112,6 +112,7 @@ def forward(params, X):
 
 def optimizer_cases():
     import declearn.optim as O
+    from declearn.topology import chain, double_binary_trees, one_peer_exponential, ring
 
     sgd = dict(momentum=0.9, weight_decay=1e-3)
     return [
@@ -121,6 +122,14 @@ def optimizer_cases():
         ("overlap", lambda ps, c: O.OverlapLocalSGD(ps, c, lr=0.05, tau=2, alpha=0.5, gmf=0.3,
                                                     nesterov=True, momentum=0.9), False),
         ("cocod", lambda ps, c: O.CoCoDSGD(ps, c, lr=0.05, tau=3, **sgd), False),
+        ("dsgd ring", lambda ps, c: O.DecentralizedSGD(ps, c, ring(c.size), lr=0.05, **sgd),
+         False),
+        ("dsgd one-peer exp tau2", lambda ps, c: O.DecentralizedSGD(
+            ps, c, one_peer_exponential(c.size), lr=0.05, tau=2, **sgd), False),
+        ("relaysgd chain", lambda ps, c: O.RelaySGD(ps, c, chain(c.size), lr=0.05, **sgd),
+         False),
+        ("relaysgd double trees", lambda ps, c: O.RelaySGD(
+            ps, c, double_binary_trees(c.size), lr=0.05, momentum=0.9), False),
     ]
 
 
