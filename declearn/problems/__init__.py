@@ -4,11 +4,14 @@
   :meth:`LogisticRegression.from_data`), :class:`RandomQuadratics` (the RelaySGD paper's);
   each knows its optimum ``x_star``, ``f_star`` and heterogeneity ``b^2``;
 * :func:`partition` (iid, Dirichlet(alpha), sorted) and :func:`label_histogram` for real data;
+* :func:`load_digits` (a real small image dataset) and :class:`NodeBatches` (per-node
+  minibatches) for the deep-learning chapter;
 * :class:`Problem` / :class:`Oracle`, the contract (``problem.on(comm)`` gives the node-local
   gradient oracle), and :func:`as_problem` for a user's own ``grad(x)``.
 """
 
 from declearn.problems.base import FunctionProblem, Oracle, Problem, as_problem
+from declearn.problems.data import Dataset, NodeBatches, load_digits
 from declearn.problems.least_squares import LeastSquares
 from declearn.problems.logistic import LogisticRegression
 from declearn.problems.partition import PARTITION_METHODS, label_histogram, partition
@@ -18,4 +21,5 @@ __all__ = [
     "Problem", "Oracle", "FunctionProblem", "as_problem",
     "LeastSquares", "LogisticRegression", "RandomQuadratics",
     "partition", "label_histogram", "PARTITION_METHODS",
+    "Dataset", "load_digits", "NodeBatches",
 ]
