@@ -31,6 +31,7 @@ PACKAGES = [
     ("ipyparallel", "ipyparallel", True),
     ("ipywidgets", "ipywidgets", False),
     ("jupyterlab", "jupyterlab", False),
+    ("sklearn", "scikit-learn", False),  # the digits of the deep-learning chapter
 ]
 
 _ROUNDTRIP = r"""
