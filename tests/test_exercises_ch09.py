@@ -1,0 +1,158 @@
+"""declearn.exercises.ch09: the right answers pass, typical wrong answers fail with a hint (and
+never the answer), ``None`` says "not yet"; and the values the checks compute on their own agree
+with what declearn's optimizers, communicators and stacked models do."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import numpy as np
+import pytest
+import torch
+
+from declearn.comm import SimComm
+from declearn.exercises import Verdict, ch09
+from declearn.optim import DecentralizedSGD, StackedModel
+from declearn.topology import ring
+
+JUNK = ["three", [1, 2, 3], {"a": 1}, float("nan"), True, -1, (1, "two")]
+
+
+def _not_yet(verdict) -> bool:
+    return isinstance(verdict, Verdict) and not verdict and "replace `answer = None`" in \
+        verdict.message
+
+
+def _mlp(layers=(64, 32, 10), seed=0):
+    torch.manual_seed(seed)
+    mods = []
+    for a, b in pairwise(layers):
+        mods += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    return torch.nn.Sequential(*mods[:-1])
+
+
+# ---------------------------------------------------------------------- 9.1
+def test_bytes_right_answers_pass():
+    assert ch09.check_bytes((19280, 18075))
+    assert ch09.check_bytes([19280.0, 18075.0])
+    assert ch09.check_bytes(np.array([19285, 18080]))  # within 0.1 %
+
+
+@pytest.mark.parametrize("answer, hint", [
+    ((18075, 19280), "swapped"),
+    ((19280 / 4, 18075 / 4), "4 bytes"),                 # numbers, not bytes
+    ((19280 * 2, 18075 * 2), "float32"),                 # float64
+    ((2 * 2368 * 4, 2 * 15 / 16 * 2368 * 4), "bias"),    # weights only
+    ((9640, 18075), "two neighbours"),                   # one neighbour
+    ((3 * 9640, 18075), "to itself"),                    # itself included
+    ((19280, 9640), "does not send the model once"),     # allreduce = one model
+    ((19280, 19280), "a little less than two"),          # allreduce = two models
+    ((19280, 18075 / 2), "two phases"),                  # only the reduce-scatter
+    ((100, 18075), "how many neighbours"),
+    ((19280, 1000), "2 (n - 1) chunks"),
+    ((1928, 1807.5), "same factor"),
+])
+def test_bytes_wrong_answers_get_hints_not_the_answer(answer, hint):
+    verdict = ch09.check_bytes(answer)
+    assert not verdict and hint in verdict.message, verdict.message
+    assert "19280" not in verdict.message and "18075" not in verdict.message
+
+
+def test_bytes_are_what_comm_traffic_counts():
+    """The check's own count equals comm.traffic for DSGD on stacked 64-32-10 MLPs and for one
+    allreduce of the same flat vector."""
+    s = ch09.BYTES_SETTING
+    n, model = s["n"], _mlp(s["layers"])
+    assert sum(p.numel() for p in model.parameters()) == ch09.mlp_parameters(s["layers"]) == 2410
+    stacked = StackedModel(model, n)
+    comm = SimComm(n, dtype=torch.float32)
+    opt = DecentralizedSGD(stacked.parameters(), comm, ring(n), lr=0.1)
+    steps = 3
+    for _ in range(steps):
+        opt.zero_grad()
+        stacked(torch.randn(n, 4, 64)).square().sum().backward()
+        opt.step()
+        opt.average()
+    dsgd, allreduce = ch09.step_bytes(**s)
+    np.testing.assert_allclose(comm.traffic.bytes, steps * dsgd)
+    probe = SimComm(n, dtype=torch.float32)
+    probe.allreduce(torch.zeros(n, opt.flat.flat.shape[1]))
+    np.testing.assert_allclose(probe.traffic.bytes, allreduce)
+
+
+# ---------------------------------------------------------------------- 9.2
+@pytest.mark.parametrize("answer", ["DSGD, ring", "dsgd ring", "DSGD", "DP-SGD", "gossip"])
+def test_prediction_right_answers_pass(answer):
+    assert ch09.check_prediction(answer)
+
+
+def test_prediction_comes_from_the_paper_table():
+    assert ch09.largest_drop() == "DSGD, ring"
+    assert set(ch09.PAPER_WORST) == set(ch09.METHODS)
+    flipped = {name: row[::-1] for name, row in ch09.PAPER_WORST.items()}  # a rise, not a drop
+    assert ch09.largest_drop(flipped) != "DSGD, ring"
+
+
+@pytest.mark.parametrize("answer, hint", [
+    ("all-reduce", "exact average at every step"),
+    ("allreduce", "exact average at every step"),
+    ("RelaySGD, chain", "weight exactly"),
+    ("relaysgd double trees", "weight exactly"),
+    ("RelaySGD", "say which"),
+    ("SGP", "one of"),
+])
+def test_prediction_wrong_answers_get_hints(answer, hint):
+    verdict = ch09.check_prediction(answer)
+    assert not verdict and hint in verdict.message, verdict.message
+
+
+# ---------------------------------------------------------------------- 9.3
+def test_loss_scale_right_answers_pass():
+    assert ch09.check_loss_scale(1 / 32)
+    assert ch09.check_loss_scale(0.03125)
+    assert ch09.check_loss_scale(0.031)  # within 1 %
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (32, "wrong direction"),
+    (1, "not equal"),
+    (1 / 16, "minibatch size B"),
+    (16, "minibatch size B"),
+    (1 / 512, "already average"),
+    (0.5, "which terms contain"),
+])
+def test_loss_scale_wrong_answers_get_hints_not_the_answer(answer, hint):
+    verdict = ch09.check_loss_scale(answer)
+    assert not verdict and hint in verdict.message, verdict.message
+    assert "0.031" not in verdict.message and "1/32" not in verdict.message
+
+
+@pytest.mark.parametrize("n, batch", [(ch09.LOSS_SETTING["n"], ch09.LOSS_SETTING["batch"]),
+                                      (5, 3)])
+def test_loss_scale_is_what_stacked_gradients_show(n, batch):
+    """Node i's gradient of the mean over all n * B samples is loss_scale() times its gradient
+    of the sum over nodes of each node's mean loss."""
+    stacked = StackedModel(_mlp((6, 5, 3)), n)
+    with torch.no_grad():  # make the copies differ
+        for p in stacked.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, y = torch.randn(n, batch, 6), torch.randint(0, 3, (n, batch))
+    grads = []
+    for reduce in ("sum of node means", "mean over all"):
+        stacked.zero_grad()
+        out = stacked(x)
+        ce = torch.nn.functional.cross_entropy(out.reshape(-1, 3), y.reshape(-1), reduction="none")
+        loss = ce.reshape(n, batch).mean(1).sum() if reduce == "sum of node means" else ce.mean()
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten(1) for p in stacked.parameters()], 1))
+    torch.testing.assert_close(grads[1], ch09.loss_scale(n, batch) * grads[0])
+
+
+# ---------------------------------------------------------------------- all
+@pytest.mark.parametrize("check", [ch09.check_bytes, ch09.check_prediction,
+                                   ch09.check_loss_scale])
+def test_none_is_not_yet_and_junk_is_refused(check):
+    assert _not_yet(check(None))
+    for junk in JUNK:
+        verdict = check(junk)
+        assert isinstance(verdict, Verdict) and not verdict
