@@ -305,10 +305,13 @@ class _Panels:
         cbar = self.fig.colorbar(im, cax=cax, ticks=MaxNLocator(nbins=4))
         cbar.ax.tick_params(labelsize=7)
         ax.set_xlabel("sender j", fontsize=8)
-        ax.set_ylabel("receiver i", fontsize=8)
         ax.xaxis.set_label_coords(0.5, -0.12)
-        ax.yaxis.set_label_coords(-0.14, 0.5)
         ax.tick_params(labelsize=7)
+        if what == "W":
+            ax.set_ylabel("receiver i", fontsize=8)
+            ax.yaxis.set_label_coords(-0.14, 0.5)
+        else:  # the product's rows are W's rows: its labels would only repeat them (and text
+            ax.tick_params(labelleft=False)  # is most of a full redraw's time)
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_locator(MaxNLocator(nbins=4, integer=True))
         return ax, im, cbar
