@@ -67,6 +67,18 @@ def test_relaysgd_optimizer_equals_the_algorithm(tree):
     torch.testing.assert_close(got, alg.x, rtol=0, atol=1e-12)
 
 
+def test_x_is_the_flat_parameters():
+    n = 3
+    problem = LeastSquares(n, seed=2)
+    params = _stacked_params(problem)
+    opt = O.RelaySGD(params, SimComm(n), chain(n), lr=0.1)
+    assert opt.x.shape == (n, 4)
+    assert torch.equal(opt.x, torch.cat(params, 1).detach())
+    with torch.no_grad():
+        params[1].add_(1.0)  # parameters are views of the buffer
+    assert torch.equal(opt.x[:, 1:], params[1].detach())
+
+
 def test_average_is_w_times_x_and_tau_skips_rounds():
     n = 6
     topo = exponential(n)

@@ -91,6 +91,13 @@ class PeriodicSyncSGD(torch.optim.Optimizer):
     def lr(self) -> float:
         return float(self.param_groups[0]["lr"])
 
+    @property
+    def x(self) -> torch.Tensor:
+        """This node's parameters as one flat vector, shape ``(P,)`` (``(n, P)`` under
+        SimComm: row i is node i's). The buffer itself: the model's parameters are views of it,
+        so copy it before changing it."""
+        return self.flat.flat
+
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero the flat gradient buffer (gradients stay views of it, whatever
         ``set_to_none`` says)."""
