@@ -5,7 +5,7 @@ collective on one tensor instead of one per parameter.
 parameter (its ``.data``) and its gradient views of ``flat`` and ``grad``. Under MPIComm the
 buffers have shape ``(P,)``, P = number of scalars; under SimComm the model is a stack of n
 models (every parameter has the node dim first, e.g. built with
-``torch.func.stack_module_state``) and the buffers have shape ``(n, P)``.
+``declearn.optim.StackedModel``) and the buffers have shape ``(n, P)``.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ class FlatParameters:
             if self.lead and (p.dim() == 0 or p.shape[0] != comm.size):
                 raise ValueError(
                     f"Under SimComm(n={comm.size}) the optimizer trains n stacked models: every "
-                    f"parameter needs the node dim first, got shape {tuple(p.shape)}. Stack n "
-                    "models (torch.func.stack_module_state) or run under MPIComm."
+                    f"parameter needs the node dim first, got shape {tuple(p.shape)}. Pass "
+                    f"declearn.optim.StackedModel(model, {comm.size}).parameters(), or run "
+                    "under MPIComm."
                 )
         if self.lead:
             # Views into an (n, P) buffer are strided, which autograd flags (harmlessly) on
