@@ -25,6 +25,7 @@ import numbers
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 
 from declearn.algorithms.history import History
@@ -211,32 +212,45 @@ class Algorithm:
 
     # ------------------------------------------------------------------ metrics
     def metrics(self) -> dict:
-        """Global metrics of the current iterate (same values on every rank)."""
+        """Global metrics of the current iterate (same values on every rank).
+
+        Three collectives whatever the metrics: the mean iterate ``xbar``, the full gradient at
+        ``xbar`` (when the oracle has one; it is then the same on every node, so its norm needs
+        no further reduction), and one allreduce of the node-local scalars stacked together.
+        """
         comm = self.comm
+        traffic = comm.traffic  # the algorithm's own counts (the block below is not counted)
+        counts = [traffic.messages - self._traffic0[0], traffic.bytes - self._traffic0[1]]
         with comm.untracked():
             x = self.iterate
             xbar = comm.allreduce(x, "mean")
-            row = {"consensus_error": self._global_mean(_sq_norm(x - xbar, comm))}
-            if self.problem is not None and self.problem.f_star is not None:
-                f = self._global_mean(self.oracle.loss(xbar))
-                row["suboptimality"] = f - float(self.problem.f_star)
+            local = [_sq_norm(x - xbar, comm)]
+            has_f = self.problem is not None and self.problem.f_star is not None
+            if has_f:
+                local.append(self.oracle.loss(xbar))
+            g = None
             if self.oracle is not None and hasattr(self.oracle, "full_grad"):
                 try:
                     g = comm.allreduce(self.oracle.full_grad(xbar), "mean")
-                    row["grad_norm"] = math.sqrt(self._global_mean(_sq_norm(g, comm)))
                 except NotImplementedError:
                     pass
-        traffic = comm.traffic  # outside the block: the algorithm's own counts
-        row["messages"] = self._mean_over_nodes(traffic.messages - self._traffic0[0])
-        row["bytes"] = self._mean_over_nodes(traffic.bytes - self._traffic0[1])
+            local += [torch.as_tensor(np.asarray(c, dtype=np.float64)) for c in counts]
+            scalars = torch.stack([t.to(device=xbar.device, dtype=torch.float64)
+                                   for t in local], dim=-1)
+            means = comm.allreduce(scalars, "mean")
+        means = (means[0] if comm.is_simulator else means).tolist()
+        row = {"consensus_error": means[0]}
+        if has_f:
+            row["suboptimality"] = means[1] - float(self.problem.f_star)
+        if g is not None:
+            sq = _sq_norm(g, comm)
+            row["grad_norm"] = math.sqrt(float(sq[0] if comm.is_simulator else sq))
+        row["messages"], row["bytes"] = means[-2], means[-1]
         return row
 
-    def _global_mean(self, local: torch.Tensor) -> float:
-        """A node-local scalar averaged over nodes, as a float (the same on every rank)."""
-        mean = self.comm.allreduce(local.to(torch.float64), "mean")
-        return float(mean[0] if self.comm.is_simulator else mean)
-
     def _mean_over_nodes(self, value) -> float:
+        """A per-node count (numpy array under SimComm, a number on a rank) averaged over
+        nodes, as a float (the same on every rank)."""
         if self.comm.is_simulator:
             return float(sum(value) / len(value))
         with self.comm.untracked():
