@@ -137,3 +137,78 @@ def test_topology_explorer_renders_and_follows_its_n_slider(tmp_path):
     assert shown != pytest.approx(rho(make("ring", 8)), rel=1e-3)
     assert after["png"] != before["png"], "the drawn graph did not change with n"
     assert "Error displaying widget" not in after["text"]
+
+
+WIDGET_CELLS = (
+    "from widgets import AlgorithmRace, ConsensusPlayer, SpectralGapExplorer",
+    "SpectralGapExplorer()",
+    "ConsensusPlayer('ring', n=8)",
+    "AlgorithmRace()",
+)
+
+
+def _images(page) -> list:
+    """Per code cell: a fingerprint of the PNG its output shows (None without an image)."""
+    return page.evaluate(
+        """async () => {
+            const cells = [...document.querySelectorAll('.jp-CodeCell')];
+            return Promise.all(cells.map(async c => {
+                const img = c.querySelector('.jp-OutputArea-output img');
+                if (!img || !img.src) return null;
+                const buf = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+                return buf.length + ':' + buf.reduce((h, b) => (h * 31 + b) >>> 0, 7);
+            }));
+        }"""
+    )
+
+
+def test_the_other_widgets_render_and_the_player_steps(tmp_path):
+    """SpectralGapExplorer, ConsensusPlayer and AlgorithmRace each render a picture in the
+    browser without a widget error; a step of the player's k slider changes its picture."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="needs the playwright package: pip install playwright")
+    root = tmp_path / "lab"
+    root.mkdir()
+    (root / "widgets.ipynb").write_text(json.dumps(notebook(*WIDGET_CELLS)))
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with JupyterLab(root) as lab, sync_api.sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            open_notebook(page, lab, "widgets.ipynb")
+            run_all_cells(page)
+            deadline = time.monotonic() + 90
+            while None in (images := _images(page))[1:] and time.monotonic() < deadline:
+                time.sleep(0.3)
+            page.screenshot(path=str(ARTIFACTS / "browser-widgets.png"), full_page=True)
+            text = page.inner_text(".jp-Notebook")
+            assert "Error displaying widget" not in text, text
+            assert "Traceback" not in text, text
+            assert None not in images[1:], f"a widget shows no picture: {images}"
+
+            player = page.locator(".jp-CodeCell").nth(2)
+            handle = player.locator(".widget-slider") \
+                .filter(has=page.locator(".widget-label", has_text=re.compile(r"^step k$"))) \
+                .locator(".noUi-handle").first
+            handle.focus()
+            for _ in range(3):
+                page.keyboard.press("ArrowRight")
+            # The player streams frames: wait for its status line to read k = 3, then for the
+            # picture to stay the same for a second (the last frame has arrived).
+            player.locator("text=step k = 3").first.wait_for(timeout=30_000)
+            after, since = _images(page), time.monotonic()
+            deadline = since + 30
+            while time.monotonic() < deadline and time.monotonic() - since < 1.0:
+                time.sleep(0.2)
+                now = _images(page)
+                if now != after:
+                    after, since = now, time.monotonic()
+            page.screenshot(path=str(ARTIFACTS / "browser-widgets-player-stepped.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "browser-widgets-failure.png"))
+            raise
+        finally:
+            browser.close()
+    assert after[2] != images[2], "the player's picture did not change with its step slider"
+    assert after[1] == images[1], "the spectral-gap picture changed without input"

@@ -274,7 +274,7 @@ class SpectralGapExplorer(ipywidgets.VBox):
         )
         self.quantity = ipywidgets.ToggleButtons(
             options=[("1 - rho (gap)", "gap"), ("rho", "rho")], value=quantity,
-            description="show", style={"description_width": "70px", "button_width": "100px"},
+            description="show", style={"description_width": "70px", "button_width": "120px"},
         )
         self.n = ipywidgets.IntSlider(
             value=n, min=2, max=self.n_max, description="cursor n", continuous_update=True,
@@ -282,7 +282,7 @@ class SpectralGapExplorer(ipywidgets.VBox):
         )
         self.setting = ipywidgets.ToggleButtons(
             options=[("iid data", "iid"), ("heterogeneous", "heterogeneous")], value=setting,
-            description="DSGD", style={"description_width": "70px", "button_width": "100px"},
+            description="DSGD", style={"description_width": "70px", "button_width": "120px"},
             tooltips=["transient ~ rho^4 n^3 / (1-rho)^2",
                       "transient ~ rho^4 n^3 / (1-rho)^4"],
         )
