@@ -46,13 +46,15 @@ def setup_engine(gpus="auto"):
             break
 
     # CPU threads: each engine gets its share of the cores instead of all of them (torch's
-    # default), so n engines on one machine do not fight over cores. OMP_NUM_THREADS set by the
-    # user or the batch system is kept.
+    # default), so n engines on one machine do not fight over cores. A launcher that already
+    # bound this engine to some cores (Slurm, mpiexec --bind-to) gave it its share; and
+    # OMP_NUM_THREADS set by the user or the batch system is kept.
+    total = os.cpu_count() or 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    threads = max(1, cores // on_this_host)
+        cores = total
+    threads = cores if cores < total else max(1, cores // on_this_host)
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         threads = int(os.environ["OMP_NUM_THREADS"])
     elif "OMP_NUM_THREADS" not in os.environ:
