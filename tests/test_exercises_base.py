@@ -39,3 +39,12 @@ def test_verdict_displays_and_equal_true():
     assert check_equal("x", (1, 2), (1, 2))
     assert check_true("x", True, right="yes", wrong="no").message == "yes"
     assert check_true("x", False, right="yes", wrong="no").message == "no"
+
+
+def test_not_yet_and_is_number():
+    from declearn.exercises.base import is_number, not_yet
+
+    v = not_yet("9.1", "a pair of numbers")
+    assert not v and "answer = None" in v.message and "a pair of numbers" in v.message
+    assert is_number(3) and is_number(2.5)
+    assert not any(is_number(x) for x in (True, float("nan"), float("inf"), "3", None, [1]))

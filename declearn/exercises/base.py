@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Verdict", "check_close", "check_equal", "check_true"]
+__all__ = ["Verdict", "check_close", "check_equal", "check_true", "is_number", "not_yet"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,14 @@ def check_equal(exercise: str, answer, expected, *, hint: str = "") -> Verdict:
 def check_true(exercise: str, condition: bool, *, right: str, wrong: str) -> Verdict:
     """A verdict from a condition the chapter's check computed itself."""
     return Verdict(bool(condition), exercise, right if condition else wrong)
+
+
+def not_yet(exercise: str, what: str) -> Verdict:
+    """The verdict for an exercise cell still holding ``answer = None``."""
+    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
+
+
+def is_number(answer) -> bool:
+    """True for a finite real number (not a bool, not a string, not an array)."""
+    return not isinstance(answer, bool) and isinstance(answer, numbers.Real) \
+        and math.isfinite(answer)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-from declearn.exercises.base import Verdict, check_close, check_equal
+from declearn.exercises.base import Verdict, check_close, check_equal, not_yet
 
 __all__ = [
     "BYTES_PER_ENTRY",
@@ -32,10 +32,6 @@ __all__ = [
 MODEL_ENTRIES = 25_600_000
 MODEL_RANKS = 16
 BYTES_PER_ENTRY = 4  # float32
-
-
-def _not_yet(exercise: str, what: str) -> Verdict:
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
 
 
 def _wrong(exercise: str, got: float, hint: str) -> Verdict:
@@ -64,7 +60,7 @@ def check_allreduce_sum(answers) -> Verdict:
     ex = "00.1"
     answers = list(answers) if isinstance(answers, (list, tuple)) else [answers]
     if not answers or all(a is None for a in answers):
-        return _not_yet(ex, "a comm.allreduce(...) of `mine` in the %%px cell")
+        return not_yet(ex, "a comm.allreduce(...) of `mine` in the %%px cell")
     values = [_as_number(a) for a in answers]
     if any(v is None for v in values):
         return Verdict(False, ex, "every rank's `answer` should be one number (a tensor "
@@ -88,7 +84,7 @@ def check_ring_bytes(answer) -> Verdict:
     :data:`MODEL_RANKS` ranks (1 % tolerance)."""
     ex = "00.3"
     if answer is None:
-        return _not_yet(ex, "a number of bytes")
+        return not_yet(ex, "a number of bytes")
     got = _as_number(answer)
     if got is None:
         return Verdict(False, ex, "the answer should be one number of bytes.")
@@ -119,7 +115,7 @@ def check_who_times_out(answer, n: int, skipped: int = 1) -> Verdict:
     ``ring(n)`` while every other rank does: the ranks that receive from it."""
     ex = "00.2"
     if answer is None:
-        return _not_yet(ex, "the ranks that will raise, e.g. {0, 3}")
+        return not_yet(ex, "the ranks that will raise, e.g. {0, 3}")
     if isinstance(answer, Real) and not isinstance(answer, bool):
         answer = [answer]
     try:

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from declearn.exercises.base import Verdict, check_close, check_true
+from declearn.exercises.base import Verdict, check_close, check_true, not_yet
 
 __all__ = [
     "GRAPH_EDGES",
@@ -53,10 +53,6 @@ def _rho(W: np.ndarray) -> float:
     return float(np.linalg.norm(W - np.full((n, n), 1.0 / n), 2))
 
 
-def _not_yet(exercise: str, what: str) -> Verdict:
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
-
-
 def _wrong(exercise: str, got: float, hint: str) -> Verdict:
     """A "not yet" with a hint and without the distance to the answer (which would give the
     answer away)."""
@@ -76,7 +72,7 @@ def check_rho(answer) -> Verdict:
     """``||RHO_W - 11^T/4||_2`` to 1e-4 (relative)."""
     ex = "01.2"
     if answer is None:
-        return _not_yet(ex, "your value of rho for the matrix RHO_W")
+        return not_yet(ex, "your value of rho for the matrix RHO_W")
     got = _scalar(answer)
     if got is None:
         return Verdict(False, ex, "rho is one number.")
@@ -107,7 +103,7 @@ def check_rounds(answer) -> Verdict:
     ``ROUNDS_N`` nodes (off by one is accepted: rounding rho changes the last step)."""
     ex = "01.3"
     if answer is None:
-        return _not_yet(ex, "a number of rounds (an int)")
+        return not_yet(ex, "a number of rounds (an int)")
     got = _scalar(answer)
     if got is None:
         return Verdict(False, ex, "the answer is one whole number of rounds.")
@@ -139,7 +135,7 @@ def check_doubly_stochastic(answer) -> Verdict:
     the mean: the first failed property is named, with what to fix."""
     ex = "01.1"
     if answer is None:
-        return _not_yet(ex, "your 5 x 5 matrix W (a numpy array or nested lists)")
+        return not_yet(ex, "your 5 x 5 matrix W (a numpy array or nested lists)")
     try:
         W = np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer,
                        dtype=float)

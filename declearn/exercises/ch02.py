@@ -20,7 +20,7 @@ import numbers
 
 import numpy as np
 
-from declearn.exercises.base import Verdict
+from declearn.exercises.base import Verdict, not_yet
 
 __all__ = [
     "ETA_N",
@@ -43,10 +43,6 @@ MESSAGES_N = 1000
 MESSAGES_EPS = 1e-6
 #: Exercise 2.3: network size.
 ETA_N = 10
-
-
-def _not_yet(exercise: str, what: str) -> Verdict:
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
 
 
 def _close(exercise: str, answer: float, expected: float, rtol: float, hint: str) -> Verdict:
@@ -79,7 +75,7 @@ def check_exact_sizes(answer) -> Verdict:
     """Exercise 2.1: ``answer`` is the set (or list) of the n in 2..40 for which the product
     of tau = ceil(log2 n) consecutive one-peer exponential steps is exactly ``11^T/n``."""
     if answer is None:
-        return _not_yet(EX1, "a set of network sizes, e.g. {3, 5}")
+        return not_yet(EX1, "a set of network sizes, e.g. {3, 5}")
     try:
         given = {int(v) for v in answer}
     except (TypeError, ValueError):
@@ -133,7 +129,7 @@ def check_exponential_messages(answer) -> Verdict:
     ``n = 1000`` guarantees a relative error of at most ``1e-6``. Estimates from
     ``ln(1/eps) / (1 - rho)`` are accepted too (within 12 %)."""
     if answer is None:
-        return _not_yet(EX2, "a number of messages per node")
+        return not_yet(EX2, "a number of messages per node")
     if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
         return Verdict(False, EX2, "give one number: messages per node, all steps together.")
     n, eps = MESSAGES_N, MESSAGES_EPS
@@ -186,7 +182,7 @@ def check_best_eta(answer) -> Verdict:
     """Exercise 2.3: the eta in (0, 1] that minimises OD-EquiDyn's mean-square contraction
     ``E||W(k) x||^2 / ||x||^2`` (worst x orthogonal to 1) for ``n = 10`` (within 2 %)."""
     if answer is None:
-        return _not_yet(EX3, "a number eta in (0, 1]")
+        return not_yet(EX3, "a number eta in (0, 1]")
     if isinstance(answer, bool) or not isinstance(answer, numbers.Real) or not 0 < answer <= 1:
         return Verdict(False, EX3, "eta is a number in (0, 1].")
     expected = best_eta(ETA_N)

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from declearn.exercises.base import Verdict
+from declearn.exercises.base import Verdict, not_yet
 
 __all__ = [
     "EDGES",
@@ -46,10 +46,6 @@ N = 4
 EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (1, 3), (3, 1))
 #: The nodes' initial values for exercise 5.1 (their mean is 3).
 X0 = (12.0, 0.0, 0.0, 0.0)
-
-
-def _not_yet(exercise: str, what: str) -> Verdict:
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
 
 
 def _as_array(answer) -> np.ndarray:
@@ -106,7 +102,7 @@ def check_biased_limit(answer) -> Verdict:
     """Exercise 5.1: the common value the nodes reach under plain averaging
     ``x <- W x`` (W = :func:`receiver_matrix`) from ``x0 = X0`` (within 1e-6 relative)."""
     if answer is None:
-        return _not_yet(EX1, "one number")
+        return not_yet(EX1, "one number")
     try:
         arr = _as_array(answer)
         value = float(arr.reshape(-1)[0]) if arr.size == 1 else None
@@ -132,7 +128,7 @@ def check_push_sum_matrix(answer) -> Verdict:
     """Exercise 5.2: the 4 x 4 matrix A of push-sum on :data:`EDGES` (row i = receiver i;
     each sender splits evenly among itself and its out-neighbours)."""
     if answer is None:
-        return _not_yet(EX2, "a 4 x 4 array")
+        return not_yet(EX2, "a 4 x 4 array")
     try:
         A = _as_array(answer)
     except (TypeError, ValueError):
@@ -160,7 +156,7 @@ def check_weight_limit(answer) -> Verdict:
     """Exercise 5.3: ``lim_k w^k`` for push-sum with A = :func:`sender_matrix` and
     ``w^0 = (1, 1, 1, 1)``: a vector of 4 numbers (within 1e-6 relative)."""
     if answer is None:
-        return _not_yet(EX3, "a vector of 4 numbers")
+        return not_yet(EX3, "a vector of 4 numbers")
     try:
         w = _as_array(answer).reshape(-1)
     except (TypeError, ValueError):

@@ -16,11 +16,17 @@ and answers with a :class:`~declearn.exercises.Verdict`: a hint when the answer 
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from declearn.exercises.base import Verdict, check_close, check_equal, check_true
+from declearn.exercises.base import (
+    Verdict,
+    check_close,
+    check_equal,
+    check_true,
+    is_number,
+    not_yet,
+)
 
 __all__ = [
     "CORRECTION_N",
@@ -44,15 +50,6 @@ EX3 = "6.3 best root"
 DELAY_N, DELAY_SOURCE, DELAY_TARGET = 16, 15, 0
 #: Exercise 6.2: the chain's size.
 CORRECTION_N = 6
-
-
-def _not_yet(exercise: str, what: str) -> Verdict:
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
-
-
-def _is_number(answer) -> bool:
-    return not isinstance(answer, bool) and isinstance(answer, numbers.Real) \
-        and math.isfinite(answer)
 
 
 # ---------------------------------------------------------------------- 6.1
@@ -82,8 +79,8 @@ def check_delay(answer) -> Verdict:
     """Exercise 6.1: in ``binary_tree(16)`` node 15 relays a value at exchange 0; at which
     exchange (counted 0, 1, 2, ...) does it first appear in node 0's sum ``S_0``?"""
     if answer is None:
-        return _not_yet(EX1, "an exchange number (0 means: in the same exchange)")
-    if not _is_number(answer) or answer != int(answer) or answer < 0:
+        return not_yet(EX1, "an exchange number (0 means: in the same exchange)")
+    if not is_number(answer) or answer != int(answer) or answer < 0:
         return Verdict(False, EX1, "give a whole number >= 0: the exchange index.")
     import networkx as nx
 
@@ -113,8 +110,8 @@ def check_correction(answer) -> Verdict:
     """Exercise 6.2: the exact learning-rate correction factor of RelaySGD on a chain of 6
     nodes (within 0.1 %)."""
     if answer is None:
-        return _not_yet(EX2, "a number, the factor c")
-    if not _is_number(answer):
+        return not_yet(EX2, "a number, the factor c")
+    if not is_number(answer):
         return Verdict(False, EX2, "give one number, the factor c (about 1 to 3 here).")
     n = CORRECTION_N
     expected = chain_correction(n)
@@ -158,8 +155,8 @@ def check_best_root(answer) -> Verdict:
     """Exercise 6.3: the smallest diameter (hops) of ``spanning_tree(G, root=r)`` over the 32
     roots r of the Davis Southern Women graph ``G``."""
     if answer is None:
-        return _not_yet(EX3, "a number of hops")
-    if not _is_number(answer) or answer != int(answer) or answer < 1:
+        return not_yet(EX3, "a number of hops")
+    if not is_number(answer) or answer != int(answer) or answer < 1:
         return Verdict(False, EX3, "give a whole number of hops >= 1.")
     import networkx as nx
 

@@ -16,11 +16,10 @@ still ``None``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
-from declearn.exercises.base import Verdict, check_close, check_true
+from declearn.exercises.base import Verdict, check_close, check_true, is_number, not_yet
 
 __all__ = [
     "BYTES_SETTING",
@@ -47,15 +46,6 @@ ROUND_SETTING = {"step_seconds": 0.006, "tau": 5, "delay": 0.045}
 EASGD_N = 16
 
 
-def _not_yet(exercise: str, what: str) -> Verdict:
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
-
-
-def _is_number(answer) -> bool:
-    return not isinstance(answer, bool) and isinstance(answer, numbers.Real) \
-        and math.isfinite(answer)
-
-
 def _wrong(exercise: str, hint: str) -> Verdict:
     return check_true(exercise, False, right="", wrong=hint)
 
@@ -71,8 +61,8 @@ def check_bytes(answer) -> Verdict:
     """Exercise 7.1: bytes each node sends in 600 local steps of Local SGD with tau = 4 on
     n = 16 nodes, for a model of d = 10 float64 numbers (the count of ``comm.traffic``)."""
     if answer is None:
-        return _not_yet(EX1, "a number of bytes")
-    if not _is_number(answer):
+        return not_yet(EX1, "a number of bytes")
+    if not is_number(answer):
         return Verdict(False, EX1, "give one number: bytes sent per node, whole run.")
     s = BYTES_SETTING
     expected = local_sgd_bytes(**s)
@@ -106,7 +96,7 @@ def check_round_times(answer) -> Verdict:
     """Exercise 7.2: ``(local_sgd_seconds, overlap_seconds)`` per round when a local step
     computes for 6 ms, tau = 5 and an allreduce takes 45 ms (within 1 %)."""
     if answer is None:
-        return _not_yet(EX2, "a pair (seconds per round of Local SGD, of Overlap-Local-SGD)")
+        return not_yet(EX2, "a pair (seconds per round of Local SGD, of Overlap-Local-SGD)")
     try:
         local, overlap = (float(v) for v in answer)
     except (TypeError, ValueError):
@@ -163,8 +153,8 @@ def check_easgd_alpha(answer) -> Verdict:
     """Exercise 7.3: the largest moving rate alpha for which EASGD with n = 16 workers is
     stable (its mean model and centre do not swing apart), within 0.5 %."""
     if answer is None:
-        return _not_yet(EX3, "a number alpha in (0, 1)")
-    if not _is_number(answer) or not 0 < answer < 1:
+        return not_yet(EX3, "a number alpha in (0, 1)")
+    if not is_number(answer) or not 0 < answer < 1:
         return Verdict(False, EX3, "alpha is a number strictly between 0 and 1.")
     n = EASGD_N
     expected = easgd_largest_alpha(n)

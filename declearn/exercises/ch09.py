@@ -20,10 +20,16 @@ still ``None``.
 from __future__ import annotations
 
 import math
-import numbers
 from itertools import pairwise
 
-from declearn.exercises.base import Verdict, check_close, check_equal, check_true
+from declearn.exercises.base import (
+    Verdict,
+    check_close,
+    check_equal,
+    check_true,
+    is_number,
+    not_yet,
+)
 
 __all__ = [
     "BYTES_SETTING",
@@ -71,15 +77,6 @@ _ALIASES = {
 }
 
 
-def _not_yet(exercise: str, what: str) -> Verdict:
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
-
-
-def _is_number(answer) -> bool:
-    return not isinstance(answer, bool) and isinstance(answer, numbers.Real) \
-        and math.isfinite(answer)
-
-
 def _wrong(exercise: str, hint: str) -> Verdict:
     return check_true(exercise, False, right="", wrong=hint)
 
@@ -105,14 +102,14 @@ def check_bytes(answer) -> Verdict:
     ring of 16, and in one ring allreduce, for the 64-32-10 MLP with biases in float32
     (within 0.1 %)."""
     if answer is None:
-        return _not_yet(EX1, "a pair (bytes per DSGD step, bytes per allreduce)")
+        return not_yet(EX1, "a pair (bytes per DSGD step, bytes per allreduce)")
     if isinstance(answer, (str, bytes, dict)):
         return Verdict(False, EX1, "give a pair of numbers, e.g. (1000, 900).")
     try:
         dsgd, allreduce = answer
     except (TypeError, ValueError):
         return Verdict(False, EX1, "give a pair of numbers, e.g. (1000, 900).")
-    if not (_is_number(dsgd) and _is_number(allreduce)):
+    if not (is_number(dsgd) and is_number(allreduce)):
         return Verdict(False, EX1, "give a pair of numbers, e.g. (1000, 900).")
     s = BYTES_SETTING
     expected = step_bytes(**s)
@@ -179,7 +176,7 @@ def check_prediction(answer) -> Verdict:
     from alpha = 1 to alpha = 0.01 (Table 2 of the RelaySGD paper)?"""
     choices = ", ".join(f'"{m}"' for m in METHODS)
     if answer is None:
-        return _not_yet(EX2, f"one of {choices}")
+        return not_yet(EX2, f"one of {choices}")
     if not isinstance(answer, str):
         return Verdict(False, EX2, f"give the method's name as a string, one of {choices}.")
     method = _method_of(answer)
@@ -215,8 +212,8 @@ def check_loss_scale(answer) -> Verdict:
     loss of n = 32 stacked models (B = 16 samples each) is the mean over all n B samples
     instead of the sum of the nodes' mean losses (within 1 %, so 0.031 passes)."""
     if answer is None:
-        return _not_yet(EX3, "a number (1 means no change)")
-    if not _is_number(answer):
+        return not_yet(EX3, "a number (1 means no change)")
+    if not is_number(answer):
         return Verdict(False, EX3, "give one number, the factor (1 means no change).")
     s = LOSS_SETTING
     n, b = s["n"], s["batch"]
