@@ -34,7 +34,6 @@ __all__ = [
     "close_descendants",
     "describe_error",
     "error_html",
-    "figure_png",
     "fmt",
     "new_figure",
     "note_html",
@@ -54,14 +53,6 @@ def new_figure(width: float, height: float):
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
-
-
-def figure_png(fig, dpi: int = DPI) -> bytes:
-    """Render ``fig`` to PNG bytes. zlib level 1: a few ms faster than the default and the
-    files of these flat-coloured plots are barely larger."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
-    return buf.getvalue()
 
 
 def pin_axis_labels(fig) -> None:
