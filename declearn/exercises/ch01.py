@@ -9,6 +9,11 @@ r"""Checks for chapter 01 (average consensus).
 * :func:`check_rounds` (01.3): the fewest rounds k with ``rho^k <= 1e-6`` for the ring on
   :data:`ROUNDS_N` nodes, i.e. what the bound ``||x^k - x_bar|| <= rho^k ||x^0 - x_bar||``
   needs for a millionfold reduction.
+* :func:`check_consensus_step` (01.4, build it yourself): ``step(comm, W, x)`` returns one round
+  of gossip ``x_i <- sum_j W[i, j] x_j`` written with the communicator's primitives; the check
+  runs it next to :class:`~declearn.algorithms.AverageConsensus` on :func:`build_graph` and
+  reports the first iteration where they differ. It works under SimComm and, called on every
+  rank, under MPIComm.
 
 Each check computes what it needs with numpy (not with declearn.topology) and returns a
 :class:`~declearn.exercises.Verdict`; ``None`` (the shipped starter answer) gives "not yet".
@@ -20,7 +25,10 @@ import math
 
 import numpy as np
 
+import torch
+
 from declearn.exercises.base import Verdict, check_close, check_true, not_yet
+from declearn.exercises.build import compare_iterates, refuse_library_call
 
 __all__ = [
     "GRAPH_EDGES",
@@ -28,6 +36,7 @@ __all__ = [
     "RHO_W",
     "ROUNDS_N",
     "ROUNDS_TARGET",
+    "check_consensus_step",
     "check_doubly_stochastic",
     "check_rho",
     "check_rounds",
@@ -177,3 +186,53 @@ def check_doubly_stochastic(answer) -> Verdict:
                "has weight 0, or values just swap back and forth). Give every link a positive "
                "weight and keep some weight on each node itself."),
     )
+
+
+#: Exercise 01.4: iterations compared, and the seed of the starting values.
+BUILD_STEPS = 12
+BUILD_SEED = 14
+
+
+def _build_graph(n: int):
+    """The graph of exercise 01.4: a path ``0 - 1 - ... - n-1`` plus the chord ``0 - 2``, with
+    Metropolis weights (degrees differ, so do the weights; for n <= 3 the path alone)."""
+    from declearn.topology import apply_weights
+
+    edges = [(i, i + 1) for i in range(n - 1)] + ([(0, 2)] if n >= 4 else [])
+    return apply_weights(n, edges, "metropolis", name="exercise_01_4")
+
+
+def check_consensus_step(step, comm) -> Verdict:
+    """``step(comm, W, x)``, one round of gossip ``x_i <- sum_j W[i, j] x_j``, gives the same
+    iterates as ``AverageConsensus`` for :data:`BUILD_STEPS` rounds on the Metropolis graph of
+    ``comm.size`` nodes (a path plus a chord), from seeded starting values of shape ``(3,)``
+    per node. Call it with a ``SimComm`` or, on every engine, with the engines' ``MPIComm``."""
+    from declearn.algorithms import AverageConsensus
+
+    ex = "01.4"
+    if step is None:
+        return Verdict(False, ex, "define consensus_step(comm, W, x) (it returns the new x), "
+                                  "then pass the function to the check.")
+    refused = refuse_library_call(ex, step, {"AverageConsensus"})
+    if refused is not None:
+        return refused
+    n = comm.size
+    if n < 3:
+        return Verdict(False, ex, f"run the check on 3 or more nodes (this communicator has {n}).")
+    topo = _build_graph(n)
+    x0 = torch.randn(n, 3, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(BUILD_SEED)).to(comm.device)
+    x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
+    reference = AverageConsensus(comm, topo, x0)
+
+    def iterates():
+        x, k = x0.clone(), 0
+        while True:
+            x = step(comm, topo.at(k), x)
+            yield x
+            k += 1
+
+    return compare_iterates(
+        ex, comm, iterates(), reference, steps=BUILD_STEPS, what="AverageConsensus's x",
+        hint="One round of gossip mixes with W, self weight included, and nothing else "
+             "(no gradient, no second round, no exact average).")
