@@ -57,7 +57,7 @@ def check_close(exercise: str, answer, expected, *, rtol: float = 1e-6, atol: fl
     if not np.all(np.isfinite(a)):
         return Verdict(False, exercise, f"the answer contains NaN or inf. {hint}".strip())
     if np.allclose(a, e, rtol=rtol, atol=atol):
-        return Verdict(True, exercise, "matches declearn's own computation.")
+        return Verdict(True, exercise, "correct to the stated tolerance.")
     return Verdict(False, exercise, f"{_how_far(a, e, rtol, atol)} {hint}".strip())
 
 

@@ -189,8 +189,8 @@ def check_doubly_stochastic(answer) -> Verdict:
 
 
 #: Exercise 01.4: iterations compared, and the seed of the starting values.
-BUILD_STEPS = 12
-BUILD_SEED = 14
+_BUILD_STEPS = 12
+_BUILD_SEED = 14
 
 
 def _build_graph(n: int):
@@ -204,7 +204,7 @@ def _build_graph(n: int):
 
 def check_consensus_step(step, comm) -> Verdict:
     """``step(comm, W, x)``, one round of gossip ``x_i <- sum_j W[i, j] x_j``, gives the same
-    iterates as ``AverageConsensus`` for :data:`BUILD_STEPS` rounds on the Metropolis graph of
+    iterates as ``AverageConsensus`` for :data:`_BUILD_STEPS` rounds on the Metropolis graph of
     ``comm.size`` nodes (a path plus a chord), from seeded starting values of shape ``(3,)``
     per node. Call it with a ``SimComm`` or, on every engine, with the engines' ``MPIComm``."""
     from declearn.algorithms import AverageConsensus
@@ -221,7 +221,7 @@ def check_consensus_step(step, comm) -> Verdict:
         return Verdict(False, ex, f"run the check on 3 or more nodes (this communicator has {n}).")
     topo = _build_graph(n)
     x0 = torch.randn(n, 3, dtype=torch.float64,
-                     generator=torch.Generator().manual_seed(BUILD_SEED)).to(comm.device)
+                     generator=torch.Generator().manual_seed(_BUILD_SEED)).to(comm.device)
     x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
     reference = AverageConsensus(comm, topo, x0)
 
@@ -233,6 +233,6 @@ def check_consensus_step(step, comm) -> Verdict:
             k += 1
 
     return compare_iterates(
-        ex, comm, iterates(), reference, steps=BUILD_STEPS, what="AverageConsensus's x",
+        ex, comm, iterates(), reference, steps=_BUILD_STEPS, what="AverageConsensus's x",
         hint="One round of gossip mixes with W, self weight included, and nothing else "
              "(no gradient, no second round, no exact average).")
