@@ -141,6 +141,49 @@ def test_chapter_has_goals_parameters_result_exercises(path):
         f"tutorials/README.md does not list {path.name}"
 
 
+#: Chapters with a build-it-yourself exercise: the student writes an algorithm's step.
+BUILD_IT_CHAPTERS = ("01",)
+_BUILD_CHECK = re.compile(r"(ch\d\d)\.(check_\w+_step)\((\w+), SimComm\((\d+)\)\)")
+_PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def _build_it_exercises(nb: dict):
+    """(module, check, function name, n, solution code) for every build-it exercise of a
+    chapter: the SimComm check cell, and the first folded solution after it that defines the
+    function the check is given."""
+    cells = nb["cells"]
+    for i, cell in enumerate(cells):
+        match = _BUILD_CHECK.search(_source(cell)) if cell["cell_type"] == "code" else None
+        if not match:
+            continue
+        module, check, name, n = match.groups()
+        solution = next((block for c in cells[i + 1:] if c["cell_type"] == "markdown"
+                         and "<details" in _source(c)
+                         for block in _PYTHON_BLOCK.findall(_source(c))
+                         if f"def {name}(" in block), None)
+        yield module, check, name, int(n), solution
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_build_it_solutions_pass_their_checks(path):
+    """The folded solution of every build-it exercise passes its check (the starter stub in
+    the notebook does not: test_notebook_runs_top_to_bottom runs that one)."""
+    exercises = list(_build_it_exercises(_load(path)))
+    if path.name[:2] in BUILD_IT_CHAPTERS:
+        assert exercises, f"{path.name}: no build-it exercise (chNN.check_..._step(f, SimComm(n)))"
+    import torch
+
+    from declearn.comm import SimComm
+
+    for module, check, name, n, solution in exercises:
+        assert solution is not None, f"{path.name}: no folded solution defines {name}"
+        namespace = {"torch": torch}
+        exec(compile(_python_of(solution), f"{path.name}:{name}", "exec"), namespace)
+        checker = getattr(importlib.import_module(f"declearn.exercises.{module}"), check)
+        verdict = checker(namespace[name], SimComm(n))
+        assert verdict, f"{path.name}: the solution of {name} fails its check: {verdict}"
+
+
 @pytest.mark.tutorial
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
