@@ -1,8 +1,11 @@
-"""declearn.exercises.ch07: the right answers pass, typical wrong answers fail with a hint (and
-never the answer), ``None`` says "not yet"; and the values the check computes on its own agree
-with what declearn's communicators count."""
+"""declearn.exercises.ch07: the right answers pass, plausible wrong answers (each computed here
+independently) are refused with a hint (and never the answer), ``None`` says "not yet"; and the
+values the check computes on its own agree with what declearn's communicators count."""
 
 from __future__ import annotations
+
+import inspect
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -15,19 +18,49 @@ from declearn.problems.base import as_problem
 
 JUNK = ["three", [1, 2], {"a": 1}, float("nan"), True, -1]
 
+# The questions' data, written out (an independent copy of the settings the checks use).
+N, D, STEPS, TAU = 16, 10, 600, 4             # 7.1
+STEP_S, TAU2, DELAY = 0.006, 5, 0.045          # 7.2
+N_EASGD = 16                                   # 7.3
+
+MODEL = D * 8                                  # bytes of a float64 model
+ROUNDS = STEPS // TAU
+BYTES = ROUNDS * Fraction(2 * (N - 1), N) * MODEL          # exact: 22500
+TIMES = (TAU2 * STEP_S + DELAY, max(TAU2 * STEP_S, DELAY))  # (0.075, 0.045)
+ALPHA = Fraction(2, N_EASGD + 1)                            # exact: 2/17
+
 
 def _not_yet(verdict) -> bool:
     return isinstance(verdict, Verdict) and not verdict and "replace `answer = None`" in \
         verdict.message
 
 
-# ---------------------------------------------------------------------- chapter 07
+def test_ch07_settings_are_the_questions():
+    assert ch07.BYTES_SETTING == {"n": N, "d": D, "steps": STEPS, "tau": TAU}
+    assert ch07.ROUND_SETTING == {"step_seconds": STEP_S, "tau": TAU2, "delay": DELAY}
+    assert ch07.EASGD_N == N_EASGD
+    assert BYTES == 22500 and np.allclose(TIMES, (0.075, 0.045))
+
+
+def test_ch07_public_names_are_checks_and_question_data():
+    assert set(ch07.__all__) == {"BYTES_SETTING", "EASGD_N", "ROUND_SETTING", "check_bytes",
+                                 "check_easgd_alpha", "check_round_times"}
+    own = [name for name, obj in vars(ch07).items() if not name.startswith("_")
+           and inspect.isfunction(obj) and obj.__module__ == ch07.__name__]
+    assert sorted(own) == ["check_bytes", "check_easgd_alpha", "check_round_times"]
+
+
+# ---------------------------------------------------------------------- right answers
 def test_ch07_right_answers_pass():
-    assert ch07.check_bytes(22500)
-    assert ch07.check_bytes(22500.0)
-    assert ch07.check_round_times((0.075, 0.045))
-    assert ch07.check_round_times([0.0751, 0.0449])
-    assert ch07.check_easgd_alpha(2 / 17)
+    for right in (22500, 22500.0, np.int64(22500), float(BYTES)):
+        assert ch07.check_bytes(right), right
+    for right in ((0.075, 0.045), [0.075, 0.045], TIMES, np.array(TIMES),
+                  (5 * 0.006 + 0.045, 0.045)):
+        assert ch07.check_round_times(right), right
+    for right in (2 / 17, float(ALPHA), np.float64(2) / 17):
+        assert ch07.check_easgd_alpha(right), right
+    verdict = ch07.check_bytes(22500)
+    assert "correct" in str(verdict) and "declearn" not in verdict.message
 
 
 @pytest.mark.parametrize("check", [ch07.check_bytes, ch07.check_round_times,
@@ -39,59 +72,97 @@ def test_ch07_none_is_not_yet_and_junk_is_refused(check):
         assert isinstance(verdict, Verdict) and not verdict
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (150 * 80, "ring allreduce"),         # the model once per round
-    (90000, "tau = 1"),                   # one allreduce per step
-    (22500 / 8, "8 bytes"),               # numbers, not bytes
-    (22500 * 16, "all nodes"),            # every node together
+# ---------------------------------------------------------------------- 7.1
+BYTES_WRONG = [
+    (ROUNDS * MODEL, "ring allreduce"),                          # the model once per round
+    (ROUNDS * 2 * MODEL, "large-n limit"),                       # 2 models: the large-n formula
+    (ROUNDS * Fraction(N - 1, N) * MODEL, "reduce-scatter"),     # half of a ring allreduce
+    (STEPS * Fraction(2 * (N - 1), N) * MODEL, "tau = 1"),       # one allreduce per step
+    ((ROUNDS - 1) * Fraction(2 * (N - 1), N) * MODEL, "One round short"),   # off by one round
+    ((ROUNDS + 1) * Fraction(2 * (N - 1), N) * MODEL, "One round too many"),
+    (BYTES / 8, "8 bytes"),                                      # numbers, not bytes
+    (BYTES * N, "all nodes"),                                    # every node together
+    (ROUNDS * 2 * (N - 1) * MODEL, "all nodes"),                 # whole models per message
+    (BYTES + 1, "Count the synchronisations"),                   # off by one byte
+    (BYTES * Fraction(1001, 1000), "Count the synchronisations"),  # within 0.1 %
     (1000, "Count the synchronisations"),
-])
-def test_ch07_bytes_wrong_answers_get_hints_not_the_answer(answer, hint):
-    verdict = ch07.check_bytes(answer)
-    assert not verdict and hint in verdict.message and "22500" not in verdict.message
+]
 
 
-@pytest.mark.parametrize("answer, hint", [
+@pytest.mark.parametrize("answer, hint", BYTES_WRONG)
+def test_ch07_bytes_wrong_answers_are_refused_with_hints(answer, hint):
+    verdict = ch07.check_bytes(float(answer))
+    assert not verdict and hint in verdict.message, verdict
+    assert "22500" not in verdict.message and "22 500" not in verdict.message
+
+
+# ---------------------------------------------------------------------- 7.2
+ROUND_WRONG = [
     ((0.045, 0.075), "swapped"),
     ((75, 45), "milliseconds"),
-    ((0.045, 0.045), "add up"),
-    ((0.075, 0.030), "cannot hide more"),
-    ((0.075, 0.075), "longer of the two"),
-])
-def test_ch07_round_times_wrong_answers_get_hints(answer, hint):
+    ((0.045, 0.045), "add up"),                   # Local SGD also hides the delay
+    ((0.075, 0.030), "cannot hide more"),         # overlap = the compute alone
+    ((0.075, 0.075), "longer of the two"),        # overlap waits like Local SGD
+    ((0.075, 0.015), "time spent waiting"),       # overlap = delta - tau s
+    ((0.0751, 0.0449), "Close"),                  # the old 1 % band accepted this
+    ((0.075 * 1.001, 0.045), "Close"),
+    ((4 * 0.006 + 0.045, 0.045), "add up"),       # off by one step: (tau - 1) s + delta
+]
+
+
+@pytest.mark.parametrize("answer, hint", ROUND_WRONG)
+def test_ch07_round_times_wrong_answers_are_refused_with_hints(answer, hint):
     verdict = ch07.check_round_times(answer)
-    assert not verdict and hint in verdict.message and "0.045" not in verdict.message
+    assert not verdict and hint in verdict.message, verdict
+    assert "0.045" not in verdict.message and "0.075" not in verdict.message
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (0.9 / 16, "recommended"), (2 / 16, "second eigenvalue"), (1 / 16, "second eigenvalue"),
-    (1 / 17, "fastest agreement"), (0.5, "Too large"), (0.05, "2 x 2 linear map"),
-])
-def test_ch07_easgd_wrong_answers_get_hints_not_the_answer(answer, hint):
+# ---------------------------------------------------------------------- 7.3
+EASGD_WRONG = [
+    (0.9 / 16, "the chapter runs"),               # the value the chapter uses
+    (2 / 16, "second eigenvalue"),                # 2/n: the centre's move only
+    (1 / 16, "second eigenvalue"),
+    (2 / 15, "n alpha"),                          # 2/(n - 1)
+    (1 / 17, "fastest agreement"),                # the swing factor 0, not -1
+    (0.5, "Too large"),
+    (0.05, "2 x 2 linear map"),
+    (0.1176, "not exact"),                        # rounded to 4 digits
+    (2 / 17 * (1 + 1e-4), "not exact"),
+    (2 / 17 * (1 - 1e-4), "not exact"),
+]
+
+
+@pytest.mark.parametrize("answer, hint", EASGD_WRONG)
+def test_ch07_easgd_wrong_answers_are_refused_with_hints(answer, hint):
     verdict = ch07.check_easgd_alpha(answer)
-    assert not verdict and hint in verdict.message
+    assert not verdict and hint in verdict.message, verdict
     assert "0.117" not in verdict.message and "2/17" not in verdict.message
 
 
+# ---------------------------------------------------------------------- the questions' values
 def test_ch07_bytes_are_what_comm_traffic_counts():
     s = ch07.BYTES_SETTING
     comm = SimComm(s["n"])
     zero_grad = as_problem(lambda x: torch.zeros_like(x))
     x0 = torch.zeros(s["n"], s["d"], dtype=torch.float64)
     LocalSGD(comm, zero_grad, lr=0.1, tau=s["tau"], x0=x0).run(s["steps"], progress=False)
-    np.testing.assert_allclose(comm.traffic.bytes, ch07.local_sgd_bytes(**s))
+    np.testing.assert_allclose(comm.traffic.bytes, ch07._local_sgd_bytes(**s))
+    np.testing.assert_allclose(comm.traffic.bytes, float(BYTES))
 
 
 def test_ch07_round_times_model():
-    assert ch07.round_times(0.01, 4, 0.0) == (0.04, 0.04)
-    assert ch07.round_times(0.01, 4, 0.1) == pytest.approx((0.14, 0.1))
-    assert ch07.round_times(0.01, 4, 0.03) == pytest.approx((0.07, 0.04))
+    assert ch07._round_times(0.01, 4, 0.0) == (0.04, 0.04)
+    assert ch07._round_times(0.01, 4, 0.1) == pytest.approx((0.14, 0.1))
+    assert ch07._round_times(0.01, 4, 0.03) == pytest.approx((0.07, 0.04))
 
 
 @pytest.mark.parametrize("n", [2, 4, 16, 100])
 def test_ch07_largest_alpha_is_2_over_n_plus_1_and_easgd_agrees(n):
-    alpha = ch07.easgd_largest_alpha(n)
-    assert alpha == pytest.approx(2 / (n + 1), rel=1e-6)
+    alpha = ch07._easgd_largest_alpha(n)
+    assert alpha == pytest.approx(2 / (n + 1), rel=1e-9)
+    # numpy: the 2 x 2 map's second eigenvalue is 1 - (n + 1) alpha, -1 at the bound
+    M = lambda a: np.array([[1 - a, a], [n * a, 1 - n * a]])
+    assert np.sort(np.linalg.eigvals(M(2 / (n + 1))).real)[0] == pytest.approx(-1.0)
     problem = as_problem(lambda x: torch.zeros_like(x))
     x0 = torch.zeros(n, 3, dtype=torch.float64)
     EASGD(SimComm(n), problem, lr=0.1, tau=2, alpha=0.99 * alpha, x0=x0)  # accepted

@@ -1,9 +1,11 @@
-"""declearn.exercises.ch09: the right answers pass, typical wrong answers fail with a hint (and
-never the answer), ``None`` says "not yet"; and the values the checks compute on their own agree
-with what declearn's optimizers, communicators and stacked models do."""
+"""declearn.exercises.ch09: the right answers pass, plausible wrong answers (each computed here
+independently) are refused with a hint (and never the answer), ``None`` says "not yet"; and the
+values the checks compute on their own agree with what declearn's optimizers, communicators and
+stacked models do."""
 
 from __future__ import annotations
 
+import inspect
 from itertools import pairwise
 
 import numpy as np
@@ -31,26 +33,49 @@ def _mlp(layers=(64, 32, 10), seed=0):
     return torch.nn.Sequential(*mods[:-1])
 
 
+# The questions' data, written out: a 64-32-10 MLP with biases, float32, 16 nodes; 32 nodes of 16.
+P = 64 * 32 + 32 + 32 * 10 + 10                    # 2410 parameters
+MODEL = 4 * P                                      # 9640 bytes
+DSGD, ALLREDUCE = 2 * MODEL, 2 * 15 * MODEL // 16  # (19280, 18075), exact integers
+N_LOSS, B_LOSS = 32, 16
+
+
+def test_public_names_are_checks_and_question_data():
+    assert set(ch09.__all__) == {"BYTES_SETTING", "LOSS_SETTING", "METHODS", "check_bytes",
+                                 "check_loss_scale", "check_prediction"}
+    own = [name for name, obj in vars(ch09).items() if not name.startswith("_")
+           and inspect.isfunction(obj) and obj.__module__ == ch09.__name__]
+    assert sorted(own) == ["check_bytes", "check_loss_scale", "check_prediction"]
+    assert ch09.BYTES_SETTING == {"layers": (64, 32, 10), "n": 16, "itemsize": 4}
+    assert ch09.LOSS_SETTING == {"n": N_LOSS, "batch": B_LOSS}
+
+
 # ---------------------------------------------------------------------- 9.1
 def test_bytes_right_answers_pass():
+    assert (DSGD, ALLREDUCE) == (19280, 18075) and 2 * 15 * MODEL % 16 == 0
     assert ch09.check_bytes((19280, 18075))
     assert ch09.check_bytes([19280.0, 18075.0])
-    assert ch09.check_bytes(np.array([19285, 18080]))  # within 0.1 %
+    assert ch09.check_bytes(np.array([DSGD, ALLREDUCE]))
+    assert ch09.check_bytes((2 * MODEL, 2 * 15 / 16 * MODEL))
+    assert "correct" in str(ch09.check_bytes((DSGD, ALLREDUCE)))
 
 
 @pytest.mark.parametrize("answer, hint", [
-    ((18075, 19280), "swapped"),
-    ((19280 / 4, 18075 / 4), "4 bytes"),                 # numbers, not bytes
-    ((19280 * 2, 18075 * 2), "float32"),                 # float64
-    ((2 * 2368 * 4, 2 * 15 / 16 * 2368 * 4), "bias"),    # weights only
-    ((9640, 18075), "two neighbours"),                   # one neighbour
-    ((3 * 9640, 18075), "to itself"),                    # itself included
-    ((19280, 9640), "does not send the model once"),     # allreduce = one model
-    ((19280, 19280), "a little less than two"),          # allreduce = two models
-    ((19280, 18075 / 2), "two phases"),                  # only the reduce-scatter
-    ((100, 18075), "how many neighbours"),
-    ((19280, 1000), "2 (n - 1) chunks"),
+    ((ALLREDUCE, DSGD), "swapped"),
+    ((DSGD / 4, ALLREDUCE / 4), "4 bytes"),                 # numbers, not bytes
+    ((DSGD * 2, ALLREDUCE * 2), "float32"),                 # float64
+    ((2 * 2368 * 4, 2 * 15 / 16 * 2368 * 4), "bias"),       # weights only
+    ((MODEL, ALLREDUCE), "two neighbours"),                 # one neighbour
+    ((3 * MODEL, ALLREDUCE), "to itself"),                  # itself included
+    ((DSGD, MODEL), "does not send the model once"),        # allreduce = one model
+    ((DSGD, 2 * MODEL), "a little less than two"),          # allreduce = two models (large n)
+    ((DSGD, ALLREDUCE / 2), "two phases"),                  # only the reduce-scatter
+    ((100, ALLREDUCE), "how many neighbours"),
+    ((DSGD, 1000), "2 (n - 1) chunks"),
     ((1928, 1807.5), "same factor"),
+    ((19285, 18080), "exact counts"),                       # the old 0.1 % band accepted this
+    ((DSGD + 1, ALLREDUCE), "exact counts"),                # off by one byte
+    ((DSGD, ALLREDUCE - 1), "exact counts"),
 ])
 def test_bytes_wrong_answers_get_hints_not_the_answer(answer, hint):
     verdict = ch09.check_bytes(answer)
@@ -63,7 +88,7 @@ def test_bytes_are_what_comm_traffic_counts():
     allreduce of the same flat vector."""
     s = ch09.BYTES_SETTING
     n, model = s["n"], _mlp(s["layers"])
-    assert sum(p.numel() for p in model.parameters()) == ch09.mlp_parameters(s["layers"]) == 2410
+    assert sum(p.numel() for p in model.parameters()) == ch09._mlp_parameters(s["layers"]) == P
     stacked = StackedModel(model, n)
     comm = SimComm(n, dtype=torch.float32)
     opt = DecentralizedSGD(stacked.parameters(), comm, ring(n), lr=0.1)
@@ -73,7 +98,8 @@ def test_bytes_are_what_comm_traffic_counts():
         stacked(torch.randn(n, 4, 64)).square().sum().backward()
         opt.step()
         opt.average()
-    dsgd, allreduce = ch09.step_bytes(**s)
+    dsgd, allreduce = ch09._step_bytes(**s)
+    assert (dsgd, allreduce) == (DSGD, ALLREDUCE)
     np.testing.assert_allclose(comm.traffic.bytes, steps * dsgd)
     probe = SimComm(n, dtype=torch.float32)
     probe.allreduce(torch.zeros(n, opt.flat.flat.shape[1]))
@@ -87,10 +113,15 @@ def test_prediction_right_answers_pass(answer):
 
 
 def test_prediction_comes_from_the_paper_table():
-    assert ch09.largest_drop() == "DSGD, ring"
-    assert set(ch09.PAPER_WORST) == set(ch09.METHODS)
-    flipped = {name: row[::-1] for name, row in ch09.PAPER_WORST.items()}  # a rise, not a drop
-    assert ch09.largest_drop(flipped) != "DSGD, ring"
+    # Table 2 of Vogels et al. (NeurIPS 2021), worst worker, rows without momentum, written out
+    paper = {"all-reduce": (87.0, 87.0, 87.0), "DSGD, ring": (87.4, 79.9, 53.9),
+             "RelaySGD, chain": (87.3, 87.2, 86.5), "RelaySGD, double trees": (87.4, 86.9, 84.6)}
+    assert ch09._PAPER_WORST == paper
+    drops = {name: row[0] - row[-1] for name, row in paper.items()}
+    assert max(drops, key=drops.get) == "DSGD, ring" == ch09._largest_drop()
+    assert set(ch09._PAPER_WORST) == set(ch09.METHODS)
+    flipped = {name: row[::-1] for name, row in ch09._PAPER_WORST.items()}  # a rise, not a drop
+    assert ch09._largest_drop(flipped) != "DSGD, ring"
 
 
 @pytest.mark.parametrize("answer, hint", [
@@ -110,15 +141,20 @@ def test_prediction_wrong_answers_get_hints(answer, hint):
 def test_loss_scale_right_answers_pass():
     assert ch09.check_loss_scale(1 / 32)
     assert ch09.check_loss_scale(0.03125)
-    assert ch09.check_loss_scale(0.031)  # within 1 %
+    assert ch09.check_loss_scale(1 / N_LOSS)
+    assert ch09.check_loss_scale(np.float64(1) / 32)
 
 
 @pytest.mark.parametrize("answer, hint", [
-    (32, "wrong direction"),
-    (1, "not equal"),
-    (1 / 16, "minibatch size B"),
-    (16, "minibatch size B"),
-    (1 / 512, "already average"),
+    (N_LOSS, "wrong direction"),                  # n instead of 1/n
+    (1, "not equal"),                             # no change
+    (1 / B_LOSS, "minibatch size B"),
+    (B_LOSS, "minibatch size B"),
+    (1 / (N_LOSS * B_LOSS), "already average"),   # 1/(nB)
+    (N_LOSS * B_LOSS, "already average"),
+    (0.031, "exact"),                             # rounded: the old 1 % band accepted it
+    (0.0313, "exact"),
+    (1 / 31, "exact"),                            # 1/(n - 1)
     (0.5, "which terms contain"),
 ])
 def test_loss_scale_wrong_answers_get_hints_not_the_answer(answer, hint):
@@ -145,7 +181,8 @@ def test_loss_scale_is_what_stacked_gradients_show(n, batch):
         loss = ce.reshape(n, batch).mean(1).sum() if reduce == "sum of node means" else ce.mean()
         loss.backward()
         grads.append(torch.cat([p.grad.flatten(1) for p in stacked.parameters()], 1))
-    torch.testing.assert_close(grads[1], ch09.loss_scale(n, batch) * grads[0])
+    torch.testing.assert_close(grads[1], ch09._loss_scale(n, batch) * grads[0])
+    torch.testing.assert_close(grads[1], grads[0] / n)
 
 
 # ---------------------------------------------------------------------- all

@@ -1,16 +1,21 @@
 r"""Checks for chapter 07, *Communication-efficient methods: the Local SGD family*.
 
-Each check recomputes the right value here with plain Python and numpy (not with declearn.comm
-or declearn.algorithms, so a bug there cannot make a wrong answer look right) and answers with
-a :class:`~declearn.exercises.Verdict`: a hint when the answer is wrong, "not yet" when it is
-still ``None``.
+Each check works its answer out here with plain Python and numpy (not with declearn.comm or
+declearn.algorithms, so a bug there cannot make a wrong answer look right) and answers with a
+:class:`~declearn.exercises.Verdict`: a hint when the answer is wrong, "not yet" while it is
+still ``None``. Every question has one exact answer; answers are compared to it up to float
+round-off (relative ``1e-9``), far below the distance to any plausible wrong answer.
 
 * :func:`check_bytes` (7.1): bytes each node sends in a run of Local SGD, counted like
-  ``comm.traffic`` (a ring allreduce sends ``2 (n - 1) / n`` times the model per node).
-* :func:`check_round_times` (7.2): seconds per round of Local SGD and of Overlap-Local-SGD for
-  a given compute time per step, period and communication delay.
+  ``comm.traffic``: ``steps // tau`` ring allreduces of a ``d``-entry float64 model, each of
+  which makes every node send ``2 (n - 1)`` chunks of ``1/n`` of the model.
+* :func:`check_round_times` (7.2): seconds per round of Local SGD, ``tau s + delta`` (compute,
+  then wait for the allreduce), and of Overlap-Local-SGD, ``max(tau s, delta)`` (the allreduce
+  runs during the next ``tau`` steps), for the numbers in :data:`ROUND_SETTING`.
 * :func:`check_easgd_alpha` (7.3): the largest moving rate alpha for which EASGD's mean model
-  and centre do not swing apart, for n = 16 workers.
+  and centre do not swing apart, for :data:`EASGD_N` workers: the second eigenvalue
+  ``1 - (n + 1) alpha`` of the synchronisation map must stay in ``(-1, 1)``, so the bound is
+  the exact value ``2 / (n + 1)``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 
 import numpy as np
 
-from declearn.exercises.base import Verdict, check_close, check_true, is_number, not_yet
+from declearn.exercises.base import Verdict, is_number, not_yet
 
 __all__ = [
     "BYTES_SETTING",
@@ -28,15 +33,12 @@ __all__ = [
     "check_bytes",
     "check_easgd_alpha",
     "check_round_times",
-    "easgd_largest_alpha",
-    "easgd_swing",
-    "local_sgd_bytes",
-    "round_times",
 ]
 
-EX1 = "7.1 bytes of Local SGD"
-EX2 = "7.2 time per round"
-EX3 = "7.3 largest EASGD alpha"
+_EX1 = "7.1 bytes of Local SGD"
+_EX2 = "7.2 time per round"
+_EX3 = "7.3 largest EASGD alpha"
+_RTOL = 1e-9  # float round-off only: every answer of this chapter is exact
 
 #: Exercise 7.1: nodes, float64 entries of the model, local steps, period.
 BYTES_SETTING = {"n": 16, "d": 10, "steps": 600, "tau": 4}
@@ -46,12 +48,12 @@ ROUND_SETTING = {"step_seconds": 0.006, "tau": 5, "delay": 0.045}
 EASGD_N = 16
 
 
-def _wrong(exercise: str, hint: str) -> Verdict:
-    return check_true(exercise, False, right="", wrong=hint)
+def _same(a: float, b: float, rtol: float = _RTOL) -> bool:
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-15)
 
 
 # ---------------------------------------------------------------------- 7.1
-def local_sgd_bytes(n: int, d: int, steps: int, tau: int, itemsize: int = 8) -> float:
+def _local_sgd_bytes(n: int, d: int, steps: int, tau: int, itemsize: int = 8) -> float:
     """Bytes one node sends: ``steps // tau`` ring allreduces of a ``d``-entry model, each
     ``2 (n - 1)`` messages of ``1/n`` of the model."""
     return (steps // tau) * 2 * (n - 1) / n * d * itemsize
@@ -59,33 +61,44 @@ def local_sgd_bytes(n: int, d: int, steps: int, tau: int, itemsize: int = 8) -> 
 
 def check_bytes(answer) -> Verdict:
     """Exercise 7.1: bytes each node sends in 600 local steps of Local SGD with tau = 4 on
-    n = 16 nodes, for a model of d = 10 float64 numbers (the count of ``comm.traffic``)."""
+    n = 16 nodes, for a model of d = 10 float64 numbers (the count of ``comm.traffic``).
+    One exact answer."""
     if answer is None:
-        return not_yet(EX1, "a number of bytes")
+        return not_yet(_EX1, "a number of bytes")
     if not is_number(answer):
-        return Verdict(False, EX1, "give one number: bytes sent per node, whole run.")
+        return Verdict(False, _EX1, "give one number: bytes sent per node, whole run.")
     s = BYTES_SETTING
-    expected = local_sgd_bytes(**s)
-    model = s["d"] * 8
-    rounds = s["steps"] // s["tau"]
-    if math.isclose(answer, expected, rel_tol=1e-6):
-        return check_close(EX1, answer, expected, rtol=1e-6)
-    hint = ("Count the synchronisations (one allreduce every tau steps), then the bytes one node "
-            "sends in one ring allreduce of the model.")
-    if math.isclose(answer, rounds * model, rel_tol=1e-6):
-        hint = ("Right number of rounds, but a ring allreduce does not send the model once: each "
-                "node sends 2 (n - 1) messages of 1/n of the model.")
-    elif math.isclose(answer, s["steps"] * 2 * (s["n"] - 1) / s["n"] * model, rel_tol=1e-6):
-        hint = "That is one allreduce per step (tau = 1); Local SGD averages every tau-th step."
-    elif math.isclose(answer, expected / 8, rel_tol=1e-6):
-        hint = "That counts numbers; a float64 number is 8 bytes."
-    elif math.isclose(answer, expected * s["n"], rel_tol=1e-6):
-        hint = "That is all nodes together; the question asks for one node."
-    return _wrong(EX1, f"that is not what comm.traffic counts. {hint}")
+    n, d, steps, tau = s["n"], s["d"], s["steps"], s["tau"]
+    expected = _local_sgd_bytes(**s)
+    if _same(answer, expected):
+        return Verdict(True, _EX1, f"{steps // tau} ring allreduces, each 2 (n - 1) chunks of "
+                                   "1/n of the model per node.")
+    model, rounds = d * 8, steps // tau
+    per_round = 2 * (n - 1) / n * model
+    hints = [
+        (rounds * model, ("Right number of rounds, but a ring allreduce does not send the model "
+                          "once: each node sends 2 (n - 1) messages of 1/n of the model.")),
+        (rounds * 2 * model, ("2 models per round is the large-n limit; with n = 16 a node sends "
+                              "2 (n - 1) chunks of 1/n of the model, a little less.")),
+        (rounds * (n - 1) / n * model, ("That is only the reduce-scatter half of a ring "
+                                        "allreduce; the allgather sends as much again.")),
+        (steps * per_round, ("That is one allreduce per step (tau = 1); Local SGD averages "
+                             "every tau-th step.")),
+        ((rounds - 1) * per_round, ("One round short: 600 steps with tau = 4 end with "
+                                    "600 // 4 synchronisations.")),
+        ((rounds + 1) * per_round, "One round too many: count 600 // 4 synchronisations."),
+        (expected / 8, "That counts numbers; a float64 number is 8 bytes."),
+        (expected * n, ("That is n times too much: all nodes together, or whole models instead "
+                        "of 1/n chunks. The question asks what one node sends.")),
+    ]
+    hint = next((h for v, h in hints if _same(answer, v)),
+                "Count the synchronisations (one allreduce every tau steps), then the bytes one "
+                "node sends in one ring allreduce of the model.")
+    return Verdict(False, _EX1, f"that is not what comm.traffic counts. {hint}")
 
 
 # ---------------------------------------------------------------------- 7.2
-def round_times(step_seconds: float, tau: int, delay: float) -> tuple[float, float]:
+def _round_times(step_seconds: float, tau: int, delay: float) -> tuple[float, float]:
     """Seconds per round: ``(tau s + delta, max(tau s, delta))`` for Local SGD (it waits for
     the allreduce) and Overlap-Local-SGD (the allreduce runs during the next tau steps)."""
     compute = tau * step_seconds
@@ -94,83 +107,97 @@ def round_times(step_seconds: float, tau: int, delay: float) -> tuple[float, flo
 
 def check_round_times(answer) -> Verdict:
     """Exercise 7.2: ``(local_sgd_seconds, overlap_seconds)`` per round when a local step
-    computes for 6 ms, tau = 5 and an allreduce takes 45 ms (within 1 %)."""
+    computes for 6 ms, tau = 5 and an allreduce takes 45 ms. One exact pair (seconds)."""
     if answer is None:
-        return not_yet(EX2, "a pair (seconds per round of Local SGD, of Overlap-Local-SGD)")
+        return not_yet(_EX2, "a pair (seconds per round of Local SGD, of Overlap-Local-SGD)")
     try:
-        local, overlap = (float(v) for v in answer)
+        local, overlap = answer
     except (TypeError, ValueError):
-        return Verdict(False, EX2, "give a pair of numbers in seconds, e.g. (0.1, 0.05).")
+        local = overlap = None
+    if isinstance(answer, (str, bytes, dict)) or not (is_number(local) and is_number(overlap)):
+        return Verdict(False, _EX2, "give a pair of numbers in seconds, e.g. (0.1, 0.05).")
     s = ROUND_SETTING
-    expected = round_times(**s)
-    if all(math.isclose(a, e, rel_tol=0.01) for a, e in zip((local, overlap), expected)):
-        return check_close(EX2, [local, overlap], list(expected), rtol=0.01)
+    expected = _round_times(**s)
+    ok = [_same(a, e) for a, e in zip((local, overlap), expected)]
+    if all(ok):
+        return Verdict(True, _EX2, "Local SGD adds the delay to the compute; Overlap-Local-SGD "
+                                   "pays only the longer of the two.")
     compute = s["tau"] * s["step_seconds"]
-    hints = []
-    if math.isclose(local, expected[1], rel_tol=0.01) and math.isclose(overlap, expected[0],
-                                                                      rel_tol=0.01):
-        hints.append("The two are swapped: which method waits for its allreduce?")
-    elif any(math.isclose(v, 1000 * e, rel_tol=0.01) for v, e in zip((local, overlap),
-                                                                     expected)):
-        hints.append("Give seconds, not milliseconds.")
+    if _same(local, expected[1]) and _same(overlap, expected[0]):
+        hint = "The two are swapped: which method waits for its allreduce?"
+    elif _same(local, 1000 * expected[0]) or _same(overlap, 1000 * expected[1]):
+        hint = "Give seconds, not milliseconds."
+    elif all(abs(a - e) <= 0.02 * e for a, e in zip((local, overlap), expected)):
+        hint = ("Close, but both times follow exactly from the numbers given: compute them "
+                "without rounding.")
     else:
-        if not math.isclose(local, expected[0], rel_tol=0.01):
+        hints = []
+        if not ok[0]:
             hints.append("Local SGD computes its tau steps, then blocks in the allreduce: the "
                          "two times add up.")
-        if not math.isclose(overlap, expected[1], rel_tol=0.01):
-            what = ("compute cannot hide more than it lasts" if math.isclose(
-                overlap, compute, rel_tol=0.01) else
-                "the allreduce runs during the next tau local steps, so a round lasts as long "
-                "as the longer of the two")
+        if not ok[1]:
+            if _same(overlap, compute):
+                what = "compute cannot hide more than it lasts"
+            elif _same(overlap, s["delay"] - compute):
+                what = "that is the time spent waiting; a round also holds the compute"
+            else:
+                what = ("the allreduce runs during the next tau local steps, so a round lasts "
+                        "as long as the longer of the two")
             hints.append(f"Overlap-Local-SGD: {what}.")
-    return _wrong(EX2, "outside the 1 % tolerance. " + " ".join(hints))
+        hint = " ".join(hints)
+    return Verdict(False, _EX2, f"that pair is not it. {hint}")
 
 
 # ---------------------------------------------------------------------- 7.3
-def easgd_swing(alpha: float, n: int) -> float:
-    """Spectral radius of the map ``(mean model, centre)`` -> next, without gradients:
-    ``xbar <- (1 - alpha) xbar + alpha z``, ``z <- z + n alpha (xbar - z)``, on the part
-    orthogonal to the fixed direction ``xbar = z``."""
+def _easgd_swing(alpha: float, n: int) -> float:
+    """Largest |eigenvalue| of the map ``(mean model, centre)`` -> next, without gradients,
+    ``xbar <- (1 - alpha) xbar + alpha z``, ``z <- z + n alpha (xbar - z)``, once the
+    eigenvalue 1 (the direction ``xbar = z``, which moves freely) is removed."""
     M = np.array([[1.0 - alpha, alpha], [n * alpha, 1.0 - n * alpha]])
     eig = np.linalg.eigvals(M)
-    eig = eig[np.argsort(np.abs(eig - 1.0))][1:]  # drop the eigenvalue 1 (xbar = z moves freely)
+    eig = eig[np.argsort(np.abs(eig - 1.0))][1:]
     return float(np.abs(eig).max())
 
 
-def easgd_largest_alpha(n: int = EASGD_N) -> float:
-    """The largest alpha in (0, 1) with ``easgd_swing(alpha, n) < 1`` (bisection)."""
-    lo, hi = 1e-9, 1.0 - 1e-9
+def _easgd_largest_alpha(n: int = EASGD_N) -> float:
+    """The largest alpha in (0, 1) with ``_easgd_swing(alpha, n) < 1``, by bisection on the
+    eigenvalues (80 halvings: exact to round-off)."""
+    lo, hi = 1e-12, 1.0 - 1e-12
     for _ in range(80):
         mid = 0.5 * (lo + hi)
-        if easgd_swing(mid, n) < 1.0:
-            lo = mid
-        else:
-            hi = mid
+        lo, hi = (mid, hi) if _easgd_swing(mid, n) < 1.0 else (lo, mid)
     return 0.5 * (lo + hi)
 
 
 def check_easgd_alpha(answer) -> Verdict:
     """Exercise 7.3: the largest moving rate alpha for which EASGD with n = 16 workers is
-    stable (its mean model and centre do not swing apart), within 0.5 %."""
+    stable (its mean model and centre do not swing apart). One exact value."""
     if answer is None:
-        return not_yet(EX3, "a number alpha in (0, 1)")
+        return not_yet(_EX3, "a number alpha in (0, 1)")
     if not is_number(answer) or not 0 < answer < 1:
-        return Verdict(False, EX3, "alpha is a number strictly between 0 and 1.")
+        return Verdict(False, _EX3, "alpha is a number strictly between 0 and 1.")
     n = EASGD_N
-    expected = easgd_largest_alpha(n)
-    if math.isclose(answer, expected, rel_tol=0.005):
-        return check_close(EX3, answer, expected, rtol=0.005)
-    hint = ("Write one synchronisation as a 2 x 2 linear map on (mean model, centre) and ask "
-            "when its second eigenvalue stays inside (-1, 1).")
-    if math.isclose(answer, 0.9 / n, rel_tol=0.005):
-        hint = ("0.9 / n is the EASGD paper's recommended value: stable, but not the largest "
-                "stable one.")
-    elif math.isclose(answer, 2 / n, rel_tol=0.005) or math.isclose(answer, 1 / n, rel_tol=0.005):
-        hint = ("Close, but the centre moves by n alpha and the mean model by alpha: both "
-                "moves enter the second eigenvalue of the 2 x 2 map.")
-    elif math.isclose(answer, 1 / (n + 1), rel_tol=0.005):
-        hint = ("At that alpha the swing factor is 0 (fastest agreement); stability allows "
-                "factors down to -1.")
-    elif answer > expected:
-        hint = "Too large: at that alpha the mean model and the centre overshoot each other."
-    return _wrong(EX3, f"outside the 0.5 % tolerance. {hint}")
+    expected = _easgd_largest_alpha(n)
+    if _same(answer, expected):
+        return Verdict(True, _EX3, "the second eigenvalue 1 - (n + 1) alpha reaches -1 there.")
+    hints = [
+        (0.9 / n, ("0.9 / n is the value the chapter runs: stable, but not the largest stable "
+                   "one.")),
+        (2 / n, ("Close, but the centre moves by n alpha and the mean model by alpha: both "
+                 "moves enter the second eigenvalue of the 2 x 2 map.")),
+        (1 / n, ("Close, but the centre moves by n alpha and the mean model by alpha: both "
+                 "moves enter the second eigenvalue of the 2 x 2 map.")),
+        (2 / (n - 1), "Check the count: the centre moves by n alpha (not (n - 1) alpha)."),
+        (1 / (n + 1), ("At that alpha the swing factor is 0 (fastest agreement); stability "
+                       "allows factors down to -1.")),
+    ]
+    hint = next((h for v, h in hints if _same(answer, v)), None)
+    if hint is None and abs(answer - expected) <= 0.01 * expected:
+        hint = ("Close, but not exact: solve for the bound in closed form (a fraction with n in "
+                "it) rather than rounding or bisecting.")
+    elif hint is None:
+        hint = ("Too large: at that alpha the mean model and the centre overshoot each other."
+                if answer > expected else
+                "Write one synchronisation as a 2 x 2 linear map on (mean model, centre) and "
+                "ask when its second eigenvalue stays inside (-1, 1).")
+    return Verdict(False, _EX3, f"that is not it. {hint}")

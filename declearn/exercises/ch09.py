@@ -3,7 +3,8 @@ r"""Checks for chapter 09, *Decentralized deep learning: heterogeneous data, gos
 Each check computes the right value here with plain Python (not with declearn.optim,
 declearn.comm or torch, so a bug there cannot make a wrong answer look right) and answers with
 a :class:`~declearn.exercises.Verdict`: a hint when the answer is wrong, "not yet" when it is
-still ``None``.
+still ``None``. Every question has one exact answer, accepted up to float round-off only
+(relative ``1e-9``).
 
 * :func:`check_bytes` (9.1): bytes one node sends in one step of DSGD on a ring, and in one
   ring allreduce of the model, for the chapter's 64-32-10 float32 MLP on 16 nodes (counted like
@@ -11,7 +12,8 @@ still ``None``.
   ``2 (n - 1)`` chunks of ``1/n`` of the model).
 * :func:`check_prediction` (9.2): which of the chapter's four methods loses the most
   worst-worker accuracy from Dirichlet ``alpha = 1`` to ``alpha = 0.01``, read from the
-  published Table 2 of Vogels et al. (NeurIPS 2021), stored here as :data:`PAPER_WORST`.
+  published Table 2 of Vogels et al. (NeurIPS 2021), stored here (privately) as
+  ``_PAPER_WORST``.
 * :func:`check_loss_scale` (9.3): the factor by which every node's effective learning rate
   changes when the loss of ``n`` stacked models is the mean over all ``n * B`` samples instead
   of the sum over nodes of each node's mean loss.
@@ -22,32 +24,21 @@ from __future__ import annotations
 import math
 from itertools import pairwise
 
-from declearn.exercises.base import (
-    Verdict,
-    check_close,
-    check_equal,
-    check_true,
-    is_number,
-    not_yet,
-)
+from declearn.exercises.base import Verdict, check_equal, is_number, not_yet
 
 __all__ = [
     "BYTES_SETTING",
     "LOSS_SETTING",
     "METHODS",
-    "PAPER_WORST",
     "check_bytes",
     "check_loss_scale",
     "check_prediction",
-    "largest_drop",
-    "loss_scale",
-    "mlp_parameters",
-    "step_bytes",
 ]
 
 EX1 = "9.1 bytes per step"
 EX2 = "9.2 prediction"
 EX3 = "9.3 loss of stacked models"
+_RTOL = 1e-9  # float round-off only: every answer of this chapter is exact
 
 #: Exercise 9.1: layer widths of the MLP (with biases), nodes, bytes per number (float32).
 BYTES_SETTING = {"layers": (64, 32, 10), "n": 16, "itemsize": 4}
@@ -55,17 +46,17 @@ BYTES_SETTING = {"layers": (64, 32, 10), "n": 16, "itemsize": 4}
 LOSS_SETTING = {"n": 32, "batch": 16}
 #: Exercise 9.2: the four methods of the chapter's section 4, as the notebook names them.
 METHODS = ("all-reduce", "DSGD, ring", "RelaySGD, chain", "RelaySGD, double trees")
-#: Table 2 of Vogels et al. (NeurIPS 2021; the chain row from the authors' figure notebooks):
-#: test accuracy [%] of the worst worker's own model, mean of 3 seeds, Cifar-10, VGG-11,
-#: 16 workers, for alpha = 1, 0.1, 0.01.
-PAPER_WORST = {
+# Table 2 of Vogels et al. (NeurIPS 2021; the chain row from the authors' figure notebooks):
+# test accuracy [%] of the worst worker's own model, mean of 3 seeds, Cifar-10, VGG-11,
+# 16 workers, for alpha = 1, 0.1, 0.01 (rows without momentum).
+_PAPER_WORST = {
     "all-reduce": (87.0, 87.0, 87.0),
     "DSGD, ring": (87.4, 79.9, 53.9),
     "RelaySGD, chain": (87.3, 87.2, 86.5),
     "RelaySGD, double trees": (87.4, 86.9, 84.6),
 }
 
-#: Spellings accepted for each method (compared lower-case, letters and digits only).
+# Spellings accepted for each method (compared lower-case, letters and digits only).
 _ALIASES = {
     "allreduce": "all-reduce", "parallelsgd": "all-reduce", "localsgd": "all-reduce",
     "dsgd": "DSGD, ring", "dsgdring": "DSGD, ring", "dpsgd": "DSGD, ring",
@@ -78,29 +69,33 @@ _ALIASES = {
 
 
 def _wrong(exercise: str, hint: str) -> Verdict:
-    return check_true(exercise, False, right="", wrong=hint)
+    return Verdict(False, exercise, hint)
+
+
+def _same(a: float, b: float, rtol: float = _RTOL) -> bool:
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-15)
 
 
 # ---------------------------------------------------------------------- 9.1
-def mlp_parameters(layers) -> int:
+def _mlp_parameters(layers) -> int:
     """Weights and biases of a fully connected network with these layer widths:
     ``sum(a * b + b)`` over consecutive widths ``(a, b)``."""
     return sum(a * b + b for a, b in pairwise(layers))
 
 
-def step_bytes(layers=BYTES_SETTING["layers"], n: int = BYTES_SETTING["n"],
+def _step_bytes(layers=BYTES_SETTING["layers"], n: int = BYTES_SETTING["n"],
                itemsize: int = BYTES_SETTING["itemsize"]) -> tuple[float, float]:
     """``(DSGD on a ring, one ring allreduce)``: bytes one node sends per step. On a ring
     (n >= 3) a node sends its whole model to its 2 neighbours; a ring allreduce sends
     ``2 (n - 1)`` chunks of ``1/n`` of the model."""
-    model = mlp_parameters(layers) * itemsize
+    model = _mlp_parameters(layers) * itemsize
     return 2.0 * model, 2.0 * (n - 1) / n * model
 
 
 def check_bytes(answer) -> Verdict:
     """Exercise 9.1: ``(dsgd_bytes, allreduce_bytes)`` one node sends in one step of DSGD on a
-    ring of 16, and in one ring allreduce, for the 64-32-10 MLP with biases in float32
-    (within 0.1 %)."""
+    ring of 16, and in one ring allreduce, for the 64-32-10 MLP with biases in float32.
+    One exact pair."""
     if answer is None:
         return not_yet(EX1, "a pair (bytes per DSGD step, bytes per allreduce)")
     if isinstance(answer, (str, bytes, dict)):
@@ -112,15 +107,19 @@ def check_bytes(answer) -> Verdict:
     if not (is_number(dsgd) and is_number(allreduce)):
         return Verdict(False, EX1, "give a pair of numbers, e.g. (1000, 900).")
     s = BYTES_SETTING
-    expected = step_bytes(**s)
+    expected = _step_bytes(**s)
     near = lambda a, e: math.isclose(a, e, rel_tol=1e-3)
-    if near(dsgd, expected[0]) and near(allreduce, expected[1]):
-        return check_close(EX1, [dsgd, allreduce], list(expected), rtol=1e-3)
+    if _same(dsgd, expected[0]) and _same(allreduce, expected[1]):
+        return Verdict(True, EX1, "two whole models to the two neighbours, against 2 (n - 1) "
+                                  "chunks of 1/n of the model.")
     if near(dsgd, expected[1]) and near(allreduce, expected[0]):
         return _wrong(EX1, "The two numbers are swapped: which one sends whole models?")
+    if all(abs(a - e) <= 0.01 * e for a, e in zip((dsgd, allreduce), expected)):
+        return _wrong(EX1, "Close, but these are exact counts of bytes: count the parameters "
+                           "(weights and biases) exactly, then multiply without rounding.")
     ratio_d, ratio_a = dsgd / expected[0], allreduce / expected[1]
     weights_only = sum(a * b for a, b in pairwise(s["layers"]))
-    bias_ratio = weights_only / mlp_parameters(s["layers"])
+    bias_ratio = weights_only / _mlp_parameters(s["layers"])
     if near(ratio_d, ratio_a):  # both off by the same factor: the model size is wrong
         if near(ratio_d, 1 / s["itemsize"]):
             hint = "You counted numbers; a float32 number is 4 bytes."
@@ -131,7 +130,7 @@ def check_bytes(answer) -> Verdict:
         else:
             hint = ("Both numbers are off by the same factor, so the model size is: count the "
                     "weights and biases of both layers, then bytes.")
-        return _wrong(EX1, f"outside the 0.1 % tolerance. {hint}")
+        return _wrong(EX1, f"not it. {hint}")
     hints = []
     if not near(dsgd, expected[0]):
         if near(ratio_d, 0.5):
@@ -152,14 +151,14 @@ def check_bytes(answer) -> Verdict:
                          "each n - 1 chunks.")
         else:
             hints.append("Allreduce: each node sends 2 (n - 1) chunks of 1/n of the model.")
-    return _wrong(EX1, "outside the 0.1 % tolerance. " + " ".join(hints))
+    return _wrong(EX1, "not it. " + " ".join(hints))
 
 
 # ---------------------------------------------------------------------- 9.2
-def largest_drop(table=None) -> str:
+def _largest_drop(table=None) -> str:
     """The method whose worst-worker accuracy falls most from the first to the last column of
-    ``table`` (default: :data:`PAPER_WORST`, alpha = 1 then 0.01)."""
-    table = PAPER_WORST if table is None else table
+    ``table`` (default: ``_PAPER_WORST``, alpha = 1 then 0.01)."""
+    table = _PAPER_WORST if table is None else table
     return max(table, key=lambda name: table[name][0] - table[name][-1])
 
 
@@ -184,23 +183,28 @@ def check_prediction(answer) -> Verdict:
         hint = ("RelaySGD ran on a chain and on double trees: say which." if "relay" in answer.lower()
                 else f"use one of {choices}.")
         return Verdict(False, EX2, f"{answer!r} is not one of the four methods; {hint}")
-    expected = largest_drop()
+    expected = _largest_drop()
     hints = {
-        "all-reduce": ("All-reduce replaces every model by the exact average at every step: "
-                       "with equal-sized shards it is the same parallel SGD whatever the split."),
+        "all-reduce": ("All-reduce replaces every model by the exact average at every step. "
+                       "With equal-sized shards its step is, in expectation, the full-data "
+                       "gradient step whatever the split: only its noise changes."),
         "RelaySGD, chain": ("A relay hands every node every worker's model with weight exactly "
-                            "1/n, a few steps late; the chain's long delays slow it down but do "
-                            "not bias it towards a node's own classes. Which method never "
-                            "forms that exact average?"),
+                            "1/n, late by a number of steps that grows with their distance in "
+                            "the tree; the chain's long delays slow it down but do not bias it "
+                            "towards a node's own classes. Which method never forms that exact "
+                            "average?"),
         "RelaySGD, double trees": ("A relay hands every node every worker's model with weight "
                                    "exactly 1/n, a few steps late. Which method never forms "
                                    "that exact average?"),
     }
+    if method == expected:
+        return Verdict(True, EX2, "gossip on a ring never forms the exact average, so its "
+                                  "worst worker drops the most (Table 2: 87.4 % -> 53.9 %).")
     return check_equal(EX2, method, expected, hint=hints.get(method, ""))
 
 
 # ---------------------------------------------------------------------- 9.3
-def loss_scale(n: int = LOSS_SETTING["n"], batch: int = LOSS_SETTING["batch"]) -> float:
+def _loss_scale(n: int = LOSS_SETTING["n"], batch: int = LOSS_SETTING["batch"]) -> float:
     """Node i's gradient of ``(1 / (n B)) sum_{i, b} loss_{i b}`` over its gradient of
     ``sum_i (1 / B) sum_b loss_{i b}``: node i's parameters only enter its own term, so the
     factor is ``1 / n`` (``batch`` does not matter: the mean over B is in both)."""
@@ -210,16 +214,17 @@ def loss_scale(n: int = LOSS_SETTING["n"], batch: int = LOSS_SETTING["batch"]) -
 def check_loss_scale(answer) -> Verdict:
     """Exercise 9.3: the factor by which every node's effective learning rate changes when the
     loss of n = 32 stacked models (B = 16 samples each) is the mean over all n B samples
-    instead of the sum of the nodes' mean losses (within 1 %, so 0.031 passes)."""
+    instead of the sum of the nodes' mean losses. One exact number."""
     if answer is None:
         return not_yet(EX3, "a number (1 means no change)")
     if not is_number(answer):
         return Verdict(False, EX3, "give one number, the factor (1 means no change).")
     s = LOSS_SETTING
     n, b = s["n"], s["batch"]
-    expected = loss_scale(n, b)
-    if math.isclose(answer, expected, rel_tol=0.01):
-        return check_close(EX3, answer, expected, rtol=0.01)
+    expected = _loss_scale(n, b)
+    if _same(answer, expected):
+        return Verdict(True, EX3, "node i's parameters enter only its own term, which the mean "
+                                  "divides by n.")
     hint = ("Write both losses as sums over nodes and ask which terms contain node i's "
             "parameters, then compare node i's gradients.")
     if math.isclose(answer, 1 / expected, rel_tol=1e-3):
@@ -235,4 +240,6 @@ def check_loss_scale(answer) -> Verdict:
     elif math.isclose(answer, 1 / b, rel_tol=1e-3) or math.isclose(answer, b, rel_tol=1e-3):
         hint = ("The minibatch size B is in both losses (each node's own mean); what differs "
                 "is how the nodes' terms are combined.")
-    return _wrong(EX3, f"outside the 1 % tolerance. {hint}")
+    elif abs(answer - expected) <= 0.05 * expected:
+        hint = "Close, but the factor is exact: give it as a fraction, not a rounded decimal."
+    return _wrong(EX3, f"not it. {hint}")
