@@ -217,6 +217,32 @@ def test_constant_step_dgd_stalls_at_its_fixed_point_and_the_bias_grows_with_lr(
         assert plateaus["atc", f] < plateaus["awc", f]
 
 
+@pytest.mark.parametrize("variant", ["atc", "awc", "cta"])
+def test_dgd_fixed_point_solves_the_linear_system_and_is_where_dgd_stops(hetero, variant):
+    prob, topo = hetero, ring(9)
+    lr = 0.3 / prob.L
+    alg = DGD(SimComm(9), prob, topo, lr=lr, variant=variant)
+    x_inf = alg.fixed_point()
+    np.testing.assert_allclose(x_inf.numpy(), _dgd_fixed_point(prob, topo.W, lr, variant),
+                               rtol=1e-10, atol=1e-12)
+    assert float((x_inf - prob.x_star).abs().max()) > 1e-3  # x* is not DGD's fixed point
+    alg.run(3000, progress=False, log_every=3000)
+    assert float((alg.x - x_inf).abs().max()) < 1e-12
+
+
+def test_dgd_fixed_point_refuses_what_it_cannot_solve(hetero):
+    from declearn.algorithms import diminishing
+    from declearn.problems import LogisticRegression
+
+    with pytest.raises(ValueError, match="quadratic"):
+        DGD(SimComm(8), LogisticRegression(8, seed=0), ring(8), lr=0.1).fixed_point()
+    with pytest.raises(ValueError, match="static"):
+        DGD(SimComm(8), _problem(8, heterogeneity=1.0, seed=0), one_peer_exponential(8),
+            lr=0.1).fixed_point()
+    with pytest.raises(ValueError, match="constant step"):
+        DGD(SimComm(9), hetero, ring(9), lr=diminishing(0.1)).fixed_point()
+
+
 def test_dgd_plateau_scales_with_the_heterogeneity(hetero):
     """The bias is linear in the gradients at the optimum, so the squared plateau scales
     exactly like b^2 = (1/n) sum_i ||grad f_i(x*)||^2 (same data, smaller spread)."""

@@ -25,6 +25,11 @@ def _not_yet(v: Verdict) -> bool:
 
 
 # ------------------------------------------------------------------ chapter 00
+def test_ch00_public_names_are_checks_and_the_data_students_get():
+    assert set(ch00.__all__) == {"check_allreduce_sum", "check_ring_bytes", "check_who_times_out",
+                                 "MODEL_ENTRIES", "MODEL_RANKS"}
+
+
 def test_ch00_allreduce_sum():
     right = [torch.tensor(30.0, dtype=torch.float64)] * 4
     assert ch00.check_allreduce_sum(right)
@@ -41,18 +46,40 @@ def test_ch00_allreduce_sum():
     assert not ch00.check_allreduce_sum(["thirty"] * 4)
 
 
+def test_ch00_allreduce_sum_refuses_plausible_wrong_answers():
+    # 4 ranks hold (rank + 1)^2 = 1, 4, 9, 16: the sum is 30
+    wrong = {
+        "mean": (1 + 4 + 9 + 16) / 4,
+        "sum of rank^2 (off by one)": 0 + 1 + 4 + 9,
+        "sum over 5 ranks": 1 + 4 + 9 + 16 + 25,
+        "sum of rank + 1": 1 + 2 + 3 + 4,
+        "square of the sum of rank + 1": (1 + 2 + 3 + 4) ** 2,
+        "30 + rounding noise": 30.001,
+    }
+    for label, value in wrong.items():
+        assert not ch00.check_allreduce_sum([value] * 4), label
+
+
 def test_ch00_ring_bytes():
-    n, m = ch00.MODEL_RANKS, ch00.MODEL_ENTRIES * ch00.BYTES_PER_ENTRY
+    n, m = ch00.MODEL_RANKS, ch00.MODEL_ENTRIES * 4          # 4 bytes per float32
     right = 2 * (n - 1) / n * m
+    assert right == 192_000_000
     assert ch00.check_ring_bytes(right)
     assert ch00.check_ring_bytes(int(right))
+    assert ch00.check_ring_bytes(2 * (16 - 1) / 16 * 25_600_000 * 4)   # the solution's line
+    assert ch00.check_ring_bytes(np.float32(right))
     assert _not_yet(ch00.check_ring_bytes(None))
     hints = {
-        right / ch00.BYTES_PER_ENTRY: "bytes",
+        right / 4: "bytes",
         (n - 1) * m: "naive",
         2 * m: "limit",
         (n - 1) / n * m: "one phase",
         m: "size of the model",
+        right / 1e6: "megabytes",
+        right / 2**20: "megabytes",
+        2 * right: "float64",
+        2 * (n - 2) / (n - 1) * m: "number of ranks",
+        2 * n / (n + 1) * m: "number of ranks",
         1234.0: "count the steps",
     }
     for wrong, word in hints.items():
@@ -60,6 +87,12 @@ def test_ch00_ring_bytes():
         assert not v and word in v.message, (wrong, v)
         hint = v.message.split("is not it:")[-1]
         assert f"{right:g}" not in hint and "192" not in hint and "off by" not in v.message
+
+
+def test_ch00_ring_bytes_accepts_only_the_exact_count():
+    right = 192_000_000
+    for wrong in (right - 1, right + 1, right * 1.001, right * 0.999, 191_150_000):
+        assert not ch00.check_ring_bytes(wrong), wrong
 
 
 @pytest.mark.parametrize("n, skipped, expected", [(4, 1, {0, 2}), (8, 1, {0, 2}), (3, 1, {0, 2}),
@@ -73,6 +106,8 @@ def test_ch00_who_times_out(n, skipped, expected):
 
 def test_ch00_who_times_out_hints():
     assert _not_yet(ch00.check_who_times_out(None, n=4))
+    for wrong in ({0}, {2}, {1}, {0, 1, 2}, {0, 2, 3}, {3}, {0, 2, 4}, {0.5, 2}, set()):
+        assert not ch00.check_who_times_out(wrong, n=4, skipped=1), wrong
     itself = ch00.check_who_times_out({0, 1, 2}, n=4, skipped=1)
     assert not itself and "never waits" in itself.message
     everyone = ch00.check_who_times_out({0, 2, 3}, n=4, skipped=1)

@@ -15,7 +15,10 @@ add in another order, or pack several vectors into one message) pass.
 The same check runs under ``SimComm`` (one process) and under ``MPIComm`` (called on every
 rank, e.g. in a ``%%px`` cell): after each iteration the ranks exchange a three-number status
 (``allgather``, not counted in ``comm.traffic``), so every rank reaches the same verdict and
-stops at the same iteration, also when the student's code raised on some of them.
+stops at the same iteration, also when the student's code raised on some of them. (A step
+that raises on some ranks *between* two of its own collectives leaves the other ranks waiting
+in the next one: they get the communicator's deadline error, which the verdict reports, and
+the communicator then needs ``comm.resync()`` before the next collective.)
 """
 
 from __future__ import annotations

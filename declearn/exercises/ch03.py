@@ -1,25 +1,34 @@
 r"""Checks for chapter 03, decentralized gradient descent.
 
-Each check recomputes the right value with declearn itself (a short simulator run or an
-eigenvalue), compares the student's ``answer`` with it, and hints without giving it away.
-``answer = None`` (the notebook's starting value) gives a "not yet" verdict, never an error.
-
-* :func:`check_first_step`: the mean squared distance to x* after one AWC step from x*;
-* :func:`check_awc_step_bound`: the step size below which AWC-DGD is guaranteed stable,
+* :func:`check_first_step` (03.1): the mean squared distance to x* after one AWC step from x*,
+  ``(1/n) sum_i ||x_i^1 - x*||^2 = lr^2 b^2``;
+* :func:`check_awc_step_bound` (03.2): the step size below which AWC-DGD is guaranteed stable,
   ``(1 + lambda_min(W)) / L``;
-* :func:`check_lazy_ratio`: by how much AWC's plateau grows when every node keeps a share
-  ``1 - t`` of its own value, ``W_t = (1 - t) I + t W``.
+* :func:`check_lazy_ratio` (03.3): by how much AWC's plateau grows, in the small-step limit,
+  when every node keeps a share ``1 - t`` of its own value, ``W_t = (1 - t) I + t W``: the
+  exact factor ``1 / t^2``;
+* :func:`check_dgd_step` (03.4, build it yourself): ``step(comm, W, x, grad, lr)`` returns one
+  DGD-ATC iteration ``x <- W (x - lr grad(x))`` written with the communicator's primitives;
+  the check runs it next to ``DGD(variant="atc")`` and names the first iteration where they
+  differ. It works under SimComm and, called on every rank, under MPIComm.
+
+Each check computes its expected value with numpy from the problem's data or in closed form,
+never with declearn's DGD, and hints without giving the answer away. ``answer = None`` (the
+notebook's starting value) gives a "not yet" verdict, never an error.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
+import torch
 
 from declearn.exercises.base import Verdict, check_close
+from declearn.exercises.build import compare_iterates, refuse_library_call
 
-__all__ = ["check_first_step", "check_awc_step_bound", "check_lazy_ratio"]
+__all__ = ["check_awc_step_bound", "check_dgd_step", "check_first_step", "check_lazy_ratio"]
 
 _MISSING = "write your answer in the cell (answer = ...), then run the check again."
 
@@ -50,28 +59,37 @@ def _number(exercise: str, answer):
     return value, None
 
 
-def _msd(x, x_star) -> float:
-    """``(1/n) sum_i ||x_i - x*||^2`` for node-local ``x`` of shape (n, d)."""
-    return float((x - x_star).pow(2).sum(-1).mean())
+def _near(value: float, target: float, rtol: float) -> bool:
+    return math.isclose(value, target, rel_tol=rtol, abs_tol=1e-300)
 
 
 # ---------------------------------------------------------------------------- exercise 1
-def first_step_value(problem, topology, lr: float, variant: str = "awc") -> float:
-    """``(1/n) sum_i ||x_i^1 - x*||^2`` after one DGD step from ``x_i^0 = x*``, by running
-    declearn's DGD for one step in the simulator."""
-    from declearn.algorithms import DGD
-    from declearn.comm import SimComm
+def _optimum_gradients(problem) -> np.ndarray:
+    """``grad f_i(x*)`` for every node, shape (n, d), from the least-squares data with numpy:
+    x* from the stacked normal equations, then ``A_i^T (A_i x* - b_i) / m``."""
+    if not all(hasattr(problem, a) for a in ("A", "b", "m", "n")):
+        raise TypeError(f"this check needs a declearn LeastSquares problem, got {problem!r}.")
+    A = np.asarray(problem.A, dtype=float)
+    b = np.asarray(problem.b, dtype=float)
+    A = np.broadcast_to(A, (problem.n,) + A.shape[1:])  # split="identical" stores one copy
+    b = np.broadcast_to(b, (problem.n,) + b.shape[1:])
+    d = A.shape[-1]
+    x_star = np.linalg.lstsq(A.reshape(-1, d), b.reshape(-1), rcond=None)[0]
+    return np.einsum("imd,im->id", A, A @ x_star - b) / problem.m
 
-    n = problem.n
-    x0 = problem.x_star.expand((n,) + tuple(problem.x_star.shape)).clone()
-    alg = DGD(SimComm(n), problem, topology, lr=lr, variant=variant, x0=x0)
-    alg.step()
-    return _msd(alg.x, problem.x_star)
+
+def _first_step_values(problem, topology, lr: float) -> tuple[float, float]:
+    """``(awc, atc)``: ``(1/n) sum_i ||x_i^1 - x*||^2`` after one step from ``x_i^0 = x*``;
+    AWC moves node i by ``-lr grad f_i(x*)``, ATC by ``-lr sum_j W_ij grad f_j(x*)``."""
+    G = _optimum_gradients(problem)
+    W = np.asarray(topology.W, dtype=float)
+    msd = lambda D: float(np.mean(np.sum(D * D, axis=1)))
+    return lr ** 2 * msd(G), lr ** 2 * msd(W @ G)
 
 
 def check_first_step(answer, problem, topology, lr: float) -> Verdict:
     """Exercise 03.1: every node starts at x*; what is ``(1/n) sum_i ||x_i^1 - x*||^2`` after
-    one AWC step ``x^1 = W x^0 - lr grad f(x^0)``? (rtol 1e-6)"""
+    one AWC step ``x^1 = W x^0 - lr grad f(x^0)``? (rtol 1e-6; ``problem`` is LeastSquares)"""
     ex = "03.1"
     verdict = _missing(ex, answer)
     if verdict is not None:
@@ -79,29 +97,40 @@ def check_first_step(answer, problem, topology, lr: float) -> Verdict:
     value, verdict = _number(ex, answer)
     if verdict is not None:
         return verdict
-    expected = first_step_value(problem, topology, lr, "awc")
+    expected, atc = _first_step_values(problem, topology, lr)
+    n = problem.n
     if value < 0:
         return Verdict(False, ex, "a mean of squared norms cannot be negative.")
-    atc = first_step_value(problem, topology, lr, "atc")
     hint = ("At x_i = x* for every node the mixing term changes nothing (each row of W sums "
             "to 1). What is left of the AWC update, and which property of the problem averages "
             "its squared norm over the nodes?")
-    if np.isclose(value, atc, rtol=1e-6) and not np.isclose(atc, expected, rtol=1e-6):
+    if _near(value, atc, 1e-6) and not _near(atc, expected, 1e-6):
         hint = ("That is the ATC value (the gradients are mixed before they land). In AWC the "
                 "gradient step is not mixed: node i moves by its own gradient only.")
-    elif expected > 0 and np.isclose(value, np.sqrt(expected), rtol=1e-6):
+    elif value <= 1e-12 * expected:
+        hint = ("x* is not a fixed point: the average gradient vanishes there, but each node "
+                "steps along its own gradient.")
+    elif _near(value, math.sqrt(expected), 1e-6):
         hint = "Close: the question asks for a mean of *squared* distances."
-    elif lr > 0 and np.isclose(value * lr, expected, rtol=1e-6):
+    elif lr > 0 and _near(value * lr, expected, 1e-6):
         hint = "Check the power of lr: the displacement is lr times a gradient, then squared."
+    elif _near(value, n * expected, 1e-6):
+        hint = "That is a sum over the nodes; the question asks for the mean (1/n) sum_i."
+    elif _near(value, expected / n, 1e-6):
+        hint = "Divided by n once too often: b^2 is already a mean over the nodes."
     return check_close(ex, value, expected, rtol=1e-6, hint=hint)
 
 
 # ---------------------------------------------------------------------------- exercise 2
-def awc_step_bound(topology, L: float) -> float:
-    """``(1 + lambda_min(W)) / L``, with lambda_min from a dense eigensolve of W
-    (symmetric W)."""
+def _eigenvalues(topology) -> np.ndarray:
+    """The eigenvalues of the (symmetric part of) W, ascending, from a dense numpy solve."""
     W = np.asarray(topology.W, dtype=float)
-    return float((1.0 + np.linalg.eigvalsh((W + W.T) / 2)[0]) / L)
+    return np.linalg.eigvalsh((W + W.T) / 2)
+
+
+def _awc_step_bound(topology, L: float) -> float:
+    """``(1 + lambda_min(W)) / L``."""
+    return float((1.0 + _eigenvalues(topology)[0]) / L)
 
 
 def check_awc_step_bound(answer, topology, L: float) -> Verdict:
@@ -114,45 +143,38 @@ def check_awc_step_bound(answer, topology, L: float) -> Verdict:
     value, verdict = _number(ex, answer)
     if verdict is not None:
         return verdict
-    expected = awc_step_bound(topology, L)
+    lam = _eigenvalues(topology)
+    expected = _awc_step_bound(topology, L)
     hint = ("For quadratics the AWC iteration multiplies the stacked iterates by W - lr H "
             "(H holds the node Hessians, with eigenvalues between mu and L). Stability needs every "
             "eigenvalue above -1: which eigenvalue of W and which curvature make the most "
             "negative pair?")
-    if np.isclose(value, 2.0 / L, rtol=1e-3):
+    if _near(value, 2.0 / L, 1e-3):
         hint = ("2/L is the bound of centralized gradient descent, and of ATC. In AWC the "
                 "gradient step and the mixing act on the same iterate at once, so an eigenvalue "
                 "of W enters the bound.")
-    elif np.isclose(value, expected * L, rtol=1e-3):
+    elif _near(value, expected * L, 1e-3):
         hint = "Right eigenvalue, but the bound is a step size: divide by L."
+    elif _near(value, (1.0 - lam[0]) / L, 1e-3):
+        hint = "Mind the sign: the most negative eigenvalue of W brings the bound down."
+    elif len(lam) > 1 and _near(value, (1.0 + lam[-2]) / L, 1e-3):
+        hint = ("That uses the second largest eigenvalue, which sets the mixing speed; "
+                "stability is decided at the other end of the spectrum.")
+    elif _near(value, 2.0 * expected, 1e-3) or _near(value, expected / 2.0, 1e-3):
+        hint = "Right ingredients, wrong factor of 2: write the condition lambda - lr L > -1."
     return check_close(ex, value, expected, rtol=1e-3, hint=hint)
 
 
 # ---------------------------------------------------------------------------- exercise 3
-def lazy_ratio_value(t: float = 0.5, n: int = 16, lr_L: float = 1e-4, steps: int = 1500,
-                     seed: int = 0) -> float:
-    """AWC plateau on ``W_t = (1 - t) I + t W`` divided by the plateau on W (the ring over n
-    nodes, heterogeneous least squares, a small step ``lr_L / L``, runs started at x*)."""
-    from declearn.algorithms import DGD
-    from declearn.comm import SimComm
-    from declearn.problems import LeastSquares
-    from declearn.topology import Topology, ring
-
-    problem = LeastSquares(n, d=10, m=20, heterogeneity=1.0, seed=seed)
-    base = ring(n)
-    lazy = Topology.from_matrix((1.0 - t) * np.eye(n) + t * base.W, name=f"lazy ring t={t:g}")
-    x0 = problem.x_star.expand(n, -1).clone()
-    plateaus = []
-    for topo in (lazy, base):
-        alg = DGD(SimComm(n), problem, topo, lr=lr_L / problem.smoothness, variant="awc", x0=x0)
-        alg.run(steps, log_every=steps, progress=False)
-        plateaus.append(_msd(alg.x, problem.x_star))
-    return plateaus[0] / plateaus[1]
+def _lazy_ratio(t: float) -> float:
+    """The small-step limit of AWC's plateau on ``W_t`` over that on W: ``1 / t^2``, since
+    ``I - W_t = t (I - W)`` scales the disagreement that sets the plateau by ``1 / t``."""
+    return 1.0 / (t * t)
 
 
 def check_lazy_ratio(answer, t: float = 0.5) -> Verdict:
     """Exercise 03.3: with ``W_t = (1 - t) I + t W``, how many times larger is AWC-DGD's
-    plateau (small step) than with W? Checked against a simulator run (rtol 3%)."""
+    plateau than with W, in the limit of small steps? The exact factor (rtol 1e-6)."""
     ex = "03.3"
     verdict = _missing(ex, answer)
     if verdict is not None:
@@ -162,13 +184,84 @@ def check_lazy_ratio(answer, t: float = 0.5) -> Verdict:
     value, verdict = _number(ex, answer)
     if verdict is not None:
         return verdict
-    expected = lazy_ratio_value(float(t))
+    t = float(t)
+    expected = _lazy_ratio(t)
     hint = ("Write the eigenvalues of W_t in terms of those of W: what happens to 1 - rho? "
             "Then use the exponent you measured for the plateau against 1 - rho.")
-    if np.isclose(value, 1.0 / t, rtol=0.03):
+    if t < 1 and _near(value, 1.0 / t, 1e-6):
         hint = ("1 - rho shrinks by that factor, but the plateau is a squared distance: "
                 "use the exponent of (1 - rho) in lr^2 b^2 / (1 - rho)^2.")
-    elif np.isclose(value, t ** 2, rtol=0.03) or np.isclose(value, t, rtol=0.03):
+    elif t < 1 and (_near(value, t ** 2, 1e-6) or _near(value, t, 1e-6)):
         hint = ("Slower mixing makes the plateau larger, not smaller: the answer is a factor "
                 "above 1.")
-    return check_close(ex, value, expected, rtol=0.03, hint=hint)
+    elif t < 1 and _near(value, t ** -4, 1e-6):
+        hint = "Squared once too often: the plateau E is already a squared distance."
+    elif _near(value, expected, 0.05):
+        hint = ("That looks like a ratio measured at a finite step. The question asks for the "
+                "exact factor in the limit of small steps, which follows from the eigenvalues "
+                "of W_t alone.")
+    return check_close(ex, value, expected, rtol=1e-6, hint=hint)
+
+
+# ---------------------------------------------------------------------------- exercise 4
+#: Exercise 03.4: iterations compared, the problem's seed, the starting point's seed.
+_BUILD_STEPS = 12
+_BUILD_SEED = 3
+_BUILD_X0_SEED = 30
+
+
+def _build_graph(n: int):
+    """The graph of exercise 03.4: a path ``0 - 1 - ... - n-1`` plus the chord ``1 - (n-1)``
+    (for n >= 4), Metropolis weights, so the weights differ from node to node."""
+    from declearn.topology import apply_weights
+
+    edges = [(i, i + 1) for i in range(n - 1)] + ([(1, n - 1)] if n >= 4 else [])
+    return apply_weights(n, edges, "metropolis", name="exercise_03_4")
+
+
+def _build_problem(n: int):
+    """Deterministic heterogeneous least squares (sigma = 0): no noise stream to share."""
+    from declearn.problems import LeastSquares
+
+    return LeastSquares(n, d=3, m=6, heterogeneity=1.0, sigma=0.0, seed=_BUILD_SEED)
+
+
+def check_dgd_step(step, comm) -> Verdict:
+    """``step(comm, W, x, grad, lr)``, one DGD-ATC iteration ``x <- W (x - lr grad(x))``,
+    gives the same iterates as ``DGD(variant="atc")`` for :data:`_BUILD_STEPS` iterations on
+    the Metropolis graph of ``comm.size`` nodes (a path plus a chord), on heterogeneous least
+    squares (3 unknowns per node, no gradient noise), from seeded node-local starting points,
+    with ``lr = 0.3 / L``. ``grad`` is the node-local gradient oracle (a separate one from the
+    class's). Call it with a ``SimComm`` or, on every engine, with the engines' ``MPIComm``."""
+    from declearn.algorithms import DGD
+
+    ex = "03.4"
+    if step is None:
+        return Verdict(False, ex, "define dgd_step(comm, W, x, grad, lr) (it returns the new "
+                                  "x), then pass the function to the check.")
+    refused = refuse_library_call(ex, step, {"DGD"})
+    if refused is not None:
+        return refused
+    n = comm.size
+    if n < 3:
+        return Verdict(False, ex, f"run the check on 3 or more nodes (this communicator has {n}).")
+    topo, problem = _build_graph(n), _build_problem(n)
+    lr = 0.3 / problem.smoothness
+    x0 = torch.randn(n, 3, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(_BUILD_X0_SEED)).to(comm.device)
+    x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
+    reference = DGD(comm, problem, topo, lr=lr, variant="atc", x0=x0)
+    grad = problem.on(comm).grad  # the student's own oracle
+
+    def iterates():
+        x, k = x0.clone(), 0
+        while True:
+            x = step(comm, topo.at(k), x, grad, lr)
+            yield x
+            k += 1
+
+    return compare_iterates(
+        ex, comm, iterates(), reference, steps=_BUILD_STEPS, what="DGD(variant='atc')'s x",
+        hint="ATC adapts, then combines: each node takes its gradient step at its current x, "
+             "and the stepped values go through one round of gossip with W (self weight "
+             "included; no exact average, no second round).")
