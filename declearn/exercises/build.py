@@ -30,7 +30,8 @@ import torch
 
 from declearn.exercises.base import Verdict, check_true
 
-__all__ = ["compare_iterates", "refuse_library_call"]
+__all__ = ["compare_iterates", "path_with_chord", "refuse_before_running", "refuse_library_call",
+           "seeded_node_local"]
 
 #: Status codes a node reports after each iteration.
 _OK, _RAISED, _NOT_TENSOR, _BAD_SHAPE, _NOT_FINITE = range(5)
@@ -50,6 +51,42 @@ def refuse_library_call(exercise: str, step: Callable, forbidden) -> Verdict | N
         return Verdict(False, exercise, f"your step uses {', '.join(used)}: build the iteration "
                                         "from the communicator's primitives instead.")
     return None
+
+
+def refuse_before_running(exercise: str, step, comm, *, signature: str, returns: str,
+                          forbidden, min_nodes: int = 3, why: str = "") -> Verdict | None:
+    """The verdicts a build-it check gives without running anything: no function yet
+    (``None``), not a function, a function that calls a ``forbidden`` class, or fewer than
+    ``min_nodes`` nodes (``why`` says why more are needed); None when the run can start."""
+    if step is None:
+        return Verdict(False, exercise, f"define {signature} (it returns {returns}), then pass "
+                                        "the function to the check.")
+    refused = refuse_library_call(exercise, step, forbidden)
+    if refused is not None:
+        return refused
+    if comm.size < min_nodes:
+        return Verdict(False, exercise, f"run the check on {min_nodes} or more nodes{why} (this "
+                                        f"communicator has {comm.size}).")
+    return None
+
+
+def seeded_node_local(comm, width: int, seed: int) -> torch.Tensor:
+    """Node-local float64 starting values: row i of ``randn(n, width)`` drawn from ``seed``
+    for node i. Every rank draws the same table and keeps its own row (``x[comm.rank]``), so
+    SimComm and MPIComm start from the same values."""
+    table = torch.randn(comm.size, width, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(seed))
+    return table.to(comm.device)[comm.rank]
+
+
+def path_with_chord(n: int, chord: tuple[int, int], *, name: str):
+    """A check's graph: the path ``0 - 1 - ... - n-1`` plus the link ``chord`` when n >= 4,
+    with Metropolis weights (symmetric, doubly stochastic; the degrees differ, so do the
+    weights)."""
+    from declearn.topology import apply_weights
+
+    edges = [(i, i + 1) for i in range(n - 1)] + ([chord] if n >= 4 else [])
+    return apply_weights(n, edges, "metropolis", name=name)
 
 
 def compare_iterates(exercise: str, comm, student: Iterator[torch.Tensor], reference, *,

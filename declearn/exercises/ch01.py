@@ -27,10 +27,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 from declearn.exercises.base import Verdict, check_true, not_yet
-from declearn.exercises.build import compare_iterates, refuse_library_call
+from declearn.exercises.build import (
+    compare_iterates,
+    path_with_chord,
+    refuse_before_running,
+    seeded_node_local,
+)
 
 __all__ = [
     "GRAPH_EDGES",
@@ -236,10 +240,7 @@ _BUILD_SEED = 14
 def _build_graph(n: int):
     """The graph of exercise 01.4: a path ``0 - 1 - ... - n-1`` plus the chord ``0 - 2``, with
     Metropolis weights (degrees differ, so do the weights; for n <= 3 the path alone)."""
-    from declearn.topology import apply_weights
-
-    edges = [(i, i + 1) for i in range(n - 1)] + ([(0, 2)] if n >= 4 else [])
-    return apply_weights(n, edges, "metropolis", name="exercise_01_4")
+    return path_with_chord(n, (0, 2), name="exercise_01_4")
 
 
 def check_consensus_step(step, comm) -> Verdict:
@@ -250,19 +251,12 @@ def check_consensus_step(step, comm) -> Verdict:
     from declearn.algorithms import AverageConsensus
 
     ex = "01.4"
-    if step is None:
-        return Verdict(False, ex, "define consensus_step(comm, W, x) (it returns the new x), "
-                                  "then pass the function to the check.")
-    refused = refuse_library_call(ex, step, {"AverageConsensus"})
+    refused = refuse_before_running(ex, step, comm, signature="consensus_step(comm, W, x)",
+                                    returns="the new x", forbidden={"AverageConsensus"})
     if refused is not None:
         return refused
-    n = comm.size
-    if n < 3:
-        return Verdict(False, ex, f"run the check on 3 or more nodes (this communicator has {n}).")
-    topo = _build_graph(n)
-    x0 = torch.randn(n, 3, dtype=torch.float64,
-                     generator=torch.Generator().manual_seed(_BUILD_SEED)).to(comm.device)
-    x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
+    topo = _build_graph(comm.size)
+    x0 = seeded_node_local(comm, 3, _BUILD_SEED)
     reference = AverageConsensus(comm, topo, x0)
 
     def iterates():

@@ -23,10 +23,14 @@ import math
 import numbers
 
 import numpy as np
-import torch
 
 from declearn.exercises.base import Verdict, check_close
-from declearn.exercises.build import compare_iterates, refuse_library_call
+from declearn.exercises.build import (
+    compare_iterates,
+    path_with_chord,
+    refuse_before_running,
+    seeded_node_local,
+)
 
 __all__ = ["check_awc_step_bound", "check_dgd_step", "check_first_step", "check_lazy_ratio"]
 
@@ -213,10 +217,7 @@ _BUILD_X0_SEED = 30
 def _build_graph(n: int):
     """The graph of exercise 03.4: a path ``0 - 1 - ... - n-1`` plus the chord ``1 - (n-1)``
     (for n >= 4), Metropolis weights, so the weights differ from node to node."""
-    from declearn.topology import apply_weights
-
-    edges = [(i, i + 1) for i in range(n - 1)] + ([(1, n - 1)] if n >= 4 else [])
-    return apply_weights(n, edges, "metropolis", name="exercise_03_4")
+    return path_with_chord(n, (1, n - 1), name="exercise_03_4")
 
 
 def _build_problem(n: int):
@@ -236,20 +237,13 @@ def check_dgd_step(step, comm) -> Verdict:
     from declearn.algorithms import DGD
 
     ex = "03.4"
-    if step is None:
-        return Verdict(False, ex, "define dgd_step(comm, W, x, grad, lr) (it returns the new "
-                                  "x), then pass the function to the check.")
-    refused = refuse_library_call(ex, step, {"DGD"})
+    refused = refuse_before_running(ex, step, comm, signature="dgd_step(comm, W, x, grad, lr)",
+                                    returns="the new x", forbidden={"DGD"})
     if refused is not None:
         return refused
-    n = comm.size
-    if n < 3:
-        return Verdict(False, ex, f"run the check on 3 or more nodes (this communicator has {n}).")
-    topo, problem = _build_graph(n), _build_problem(n)
+    topo, problem = _build_graph(comm.size), _build_problem(comm.size)
     lr = 0.3 / problem.smoothness
-    x0 = torch.randn(n, 3, dtype=torch.float64,
-                     generator=torch.Generator().manual_seed(_BUILD_X0_SEED)).to(comm.device)
-    x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
+    x0 = seeded_node_local(comm, 3, _BUILD_X0_SEED)
     reference = DGD(comm, problem, topo, lr=lr, variant="atc", x0=x0)
     grad = problem.on(comm).grad  # the student's own oracle
 

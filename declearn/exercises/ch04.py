@@ -25,7 +25,12 @@ import numpy as np
 import torch
 
 from declearn.exercises.base import Verdict, check_close, check_true
-from declearn.exercises.build import compare_iterates, refuse_library_call
+from declearn.exercises.build import (
+    compare_iterates,
+    path_with_chord,
+    refuse_before_running,
+    seeded_node_local,
+)
 
 __all__ = ["check_d2_self_weight", "check_ed_as_d2", "check_gt_step", "check_messages"]
 
@@ -211,10 +216,7 @@ _BUILD_X0_SEED = 40
 def _build_graph(n: int):
     """The graph of exercise 04.4: a path ``0 - 1 - ... - n-1`` plus the chord ``0 - (n-2)``
     (for n >= 4), Metropolis weights (symmetric, doubly stochastic, different per node)."""
-    from declearn.topology import apply_weights
-
-    edges = [(i, i + 1) for i in range(n - 1)] + ([(0, n - 2)] if n >= 4 else [])
-    return apply_weights(n, edges, "metropolis", name="exercise_04_4")
+    return path_with_chord(n, (0, n - 2), name="exercise_04_4")
 
 
 def _build_problem(n: int):
@@ -263,20 +265,15 @@ def check_gt_step(step, comm) -> Verdict:
     from declearn.algorithms import GradientTracking
 
     ex = "04.4"
-    if step is None:
-        return Verdict(False, ex, "define gt_step(comm, W, x, y, g, grad, lr) (it returns the "
-                                  "new (x, y, g)), then pass the function to the check.")
-    refused = refuse_library_call(ex, step, {"GradientTracking", "PushDIGing"})
+    refused = refuse_before_running(ex, step, comm,
+                                    signature="gt_step(comm, W, x, y, g, grad, lr)",
+                                    returns="the new (x, y, g)",
+                                    forbidden={"GradientTracking", "PushDIGing"})
     if refused is not None:
         return refused
-    n = comm.size
-    if n < 3:
-        return Verdict(False, ex, f"run the check on 3 or more nodes (this communicator has {n}).")
-    topo, problem = _build_graph(n), _build_problem(n)
+    topo, problem = _build_graph(comm.size), _build_problem(comm.size)
     lr = 0.3 / problem.smoothness
-    x0 = torch.randn(n, 3, dtype=torch.float64,
-                     generator=torch.Generator().manual_seed(_BUILD_X0_SEED)).to(comm.device)
-    x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
+    x0 = seeded_node_local(comm, 3, _BUILD_X0_SEED)
     reference = _XY(GradientTracking(comm, problem, topo, lr=lr, variant="atc", x0=x0))
     grad = problem.on(comm).grad  # the student's own oracle
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from declearn.exercises.base import Verdict, check_true, not_yet
-from declearn.exercises.build import compare_iterates, refuse_library_call
+from declearn.exercises.build import compare_iterates, refuse_before_running, seeded_node_local
 
 __all__ = [
     "EDGES",
@@ -286,20 +286,13 @@ def check_push_sum_step(step, comm) -> Verdict:
     engines' ``MPIComm``."""
     from declearn.algorithms import PushSumConsensus
 
-    if step is None:
-        return Verdict(False, EX4, "define push_sum_step(comm, A, x, w) (it returns the new "
-                                   "pair x, w), then pass the function to the check.")
-    refused = refuse_library_call(EX4, step, {"PushSumConsensus", "PushDIGing"})
+    refused = refuse_before_running(EX4, step, comm, signature="push_sum_step(comm, A, x, w)",
+                                    returns="the new pair x, w",
+                                    forbidden={"PushSumConsensus", "PushDIGing"})
     if refused is not None:
         return refused
-    n = comm.size
-    if n < 3:
-        return Verdict(False, EX4, f"run the check on 3 or more nodes (this communicator has "
-                                   f"{n}).")
-    topo = _build_graph(n)
-    x0 = torch.randn(n, 3, dtype=torch.float64,
-                     generator=torch.Generator().manual_seed(_BUILD_SEED)).to(comm.device)
-    x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
+    topo = _build_graph(comm.size)
+    x0 = seeded_node_local(comm, 3, _BUILD_SEED)
     w0 = torch.ones_like(x0[..., :1])
     reference = PushSumConsensus(comm, topo, x0)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from declearn.exercises.base import Verdict, check_equal, check_true, is_number, not_yet
-from declearn.exercises.build import compare_iterates, refuse_library_call
+from declearn.exercises.build import compare_iterates, refuse_before_running, seeded_node_local
 
 __all__ = [
     "CORRECTION_N",
@@ -251,21 +251,14 @@ def check_relay_step(step, comm) -> Verdict:
     from declearn.algorithms import RelaySumConsensus
     from declearn.topology import binary_tree
 
-    if step is None:
-        return Verdict(False, EX4, "define relay_step(comm, tree, v, received) (it returns the "
-                                   "new received), then pass the function to the check.")
-    refused = refuse_library_call(EX4, step, {"RelaySum", "RelaySumConsensus", "RelaySGD",
-                                              "RelaySGDGrad"})
+    refused = refuse_before_running(
+        EX4, step, comm, signature="relay_step(comm, tree, v, received)",
+        returns="the new received", min_nodes=4, why=", where a binary tree is not a path",
+        forbidden={"RelaySum", "RelaySumConsensus", "RelaySGD", "RelaySGDGrad"})
     if refused is not None:
         return refused
-    n = comm.size
-    if n < 4:
-        return Verdict(False, EX4, f"run the check on 4 or more nodes, where a binary tree is "
-                                   f"not a path (this communicator has {n}).")
-    tree = binary_tree(n)
-    x0 = torch.randn(n, _BUILD_WIDTH, dtype=torch.float64,
-                     generator=torch.Generator().manual_seed(_BUILD_SEED)).to(comm.device)
-    x0 = x0[comm.rank]  # node-local: all rows under SimComm, the rank's own row on MPI
+    tree = binary_tree(comm.size)
+    x0 = seeded_node_local(comm, _BUILD_WIDTH, _BUILD_SEED)
     v = torch.cat([x0, torch.ones_like(x0[..., :1])], dim=-1)
     empty = torch.zeros(v.shape[:-1] + (tree.degree, v.shape[-1]), dtype=v.dtype,
                         device=v.device)
