@@ -13,6 +13,7 @@ __all__ = [
     "CommError",
     "CollectiveTimeoutError",
     "CollectiveMismatchError",
+    "IterationMismatchError",
     "CommunicatorOutOfSyncError",
     "ClusterError",
     "DivergenceError",
@@ -51,12 +52,16 @@ class CollectiveTimeoutError(CommError, TimeoutError):
         self.missing = tuple(int(r) for r in missing)
         self.timeout = float(timeout)
         self.rank = int(rank)
-        who = ", ".join(str(r) for r in self.missing) or "unknown ranks"
-        plural = "s" if len(self.missing) != 1 else ""
+        if self.missing:
+            who = ", ".join(str(r) for r in self.missing)
+            plural = "s" if len(self.missing) != 1 else ""
+            what = f"rank{plural} {who} did not arrive"
+        else:
+            what = "every rank it waited for had arrived, but the operation did not finish"
         msg = (
-            f"{op} timed out after {self.timeout:g} s on rank {self.rank}: "
-            f"rank{plural} {who} did not arrive. Every rank must call the same collective "
-            f"operations in the same order (look for an `if rank == ...:` around a collective)."
+            f"{op} timed out after {self.timeout:g} s on rank {self.rank}: {what}. Every rank "
+            "must call the same collective operations in the same order (look for an "
+            "`if rank == ...:` around a collective)."
         )
         if hint:
             msg += " " + hint
@@ -69,6 +74,24 @@ class CollectiveTimeoutError(CommError, TimeoutError):
 class CollectiveMismatchError(CommError, ValueError):
     """Ranks called the same collective with tensors of different shapes or dtypes,
     or called different collectives at the same point."""
+
+
+class IterationMismatchError(CollectiveMismatchError):
+    """Ranks paired operations made at different iterations of an algorithm (see
+    ``Communicator.iteration``): some rank is ahead of the others.
+
+    Attributes
+    ----------
+    iterations : dict[int, int | None]
+        The iteration each rank this rank heard from was at (None: outside any iteration).
+    """
+
+    def __init__(self, message: str, iterations=None):
+        self.iterations = dict(iterations or {})
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.iterations))
 
 
 class CommunicatorOutOfSyncError(CommError, RuntimeError):

@@ -501,3 +501,13 @@ def _tilt(n):
     T[:, 0] += 0.5 / n
     T[:, 1] -= 0.5 / n
     return T
+
+
+def test_fast_path_refuses_a_meta_tensor_after_a_cpu_call():
+    """The cached mixer of a CPU call must not accept a meta tensor of the same shape (its
+    get_device() is -1, as for CPU): it would return uninitialised memory."""
+    comm, ring = SimComm(4), make("ring", 4)
+    comm.neighbor_allreduce(torch.ones(4, 3, dtype=torch.float64), ring)
+    meta = torch.empty(4, 3, dtype=torch.float64, device="meta")
+    with pytest.raises(ValueError, match="on meta but this SimComm lives on cpu"):
+        comm.neighbor_allreduce(meta, ring)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import numbers
 import os
 from dataclasses import dataclass, field
 
@@ -122,6 +123,27 @@ class Communicator(abc.ABC):
     #: True for the one-process simulator, False for real processes.
     is_simulator: bool = False
 
+    #: The caller's iteration number, or None outside any iteration. An algorithm sets it
+    #: around each step (:meth:`at_iteration`); MPIComm carries it in every header, so an
+    #: operation paired with one made at another iteration on another rank raises
+    #: :class:`~declearn.errors.IterationMismatchError` instead of mixing iterates of
+    #: different iterations. The simulator has one process: its nodes cannot drift apart.
+    iteration: int | None = None
+
+    @contextlib.contextmanager
+    def at_iteration(self, k: int | None):
+        """``with comm.at_iteration(k):`` stamps the block's operations with iteration ``k``
+        (restoring the previous stamp afterwards, so blocks nest)."""
+        if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral)
+                              or k < 0):
+            raise ValueError(f"the iteration must be a non-negative integer or None, got {k!r}.")
+        saved = self.iteration
+        self.iteration = None if k is None else int(k)
+        try:
+            yield self
+        finally:
+            self.iteration = saved
+
     @property
     @abc.abstractmethod
     def size(self) -> int:
@@ -162,37 +184,52 @@ class Communicator(abc.ABC):
     def _new_traffic(self) -> Traffic: ...
 
     @abc.abstractmethod
-    def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None): ...
+    def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None,
+                  tag: str | None = None): ...
 
     def iallreduce(self, x: torch.Tensor, op: str = "mean", *,
-                   timeout: float | None = None) -> Pending:
+                   timeout: float | None = None, tag: str | None = None) -> Pending:
         """Start ``allreduce(x, op)`` and return at once; ``.wait()`` gives its result. The
         local computation between the two overlaps the communication where the backend can
         (this default completes it before returning)."""
-        return Completed(self.allreduce(x, op, timeout=timeout))
+        return Completed(self.allreduce(x, op, timeout=timeout, tag=tag))
 
     @abc.abstractmethod
-    def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None): ...
+    def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None,
+                  tag: str | None = None): ...
 
     @abc.abstractmethod
-    def allgather(self, x: torch.Tensor, *, timeout: float | None = None): ...
+    def allgather(self, x: torch.Tensor, *, timeout: float | None = None,
+                  tag: str | None = None): ...
 
     @abc.abstractmethod
-    def barrier(self, *, timeout: float | None = None) -> None: ...
+    def barrier(self, *, timeout: float | None = None, tag: str | None = None) -> None: ...
 
     @abc.abstractmethod
     def neighbor_allreduce(
         self, x: torch.Tensor, topology, *, weights: str = "receiver",
-        timeout: float | None = None,
+        timeout: float | None = None, tag: str | None = None,
     ): ...
 
     @abc.abstractmethod
-    def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None): ...
+    def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None,
+                  tag: str | None = None): ...
 
     @abc.abstractmethod
-    def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None): ...
+    def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None,
+                  tag: str | None = None): ...
 
     # ------------------------------------------------------------ shared argument checks
+    @staticmethod
+    def _check_tag(tag) -> str | None:
+        """``tag``: None (calls pair by call site) or a non-empty string (calls pair by tag)."""
+        if tag is not None and (not isinstance(tag, str) or not tag):
+            raise TypeError(
+                f"tag must be a non-empty string naming the calls that pair up (the same on "
+                f"every rank), got {tag!r}."
+            )
+        return tag
+
     def _check_topology(self, topology, weights: str | None = None):
         """Return the static Topology to use, or raise an error that says what to do."""
         from declearn.topology.base import DynamicTopology, Topology

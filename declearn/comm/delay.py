@@ -108,6 +108,14 @@ class DelayedComm(Communicator):
     def device(self) -> torch.device:
         return self.comm.device
 
+    @property
+    def iteration(self) -> int | None:  # type: ignore[override]
+        return self.comm.iteration
+
+    @iteration.setter
+    def iteration(self, k: int | None) -> None:
+        self.comm.iteration = k
+
     def __getattr__(self, name):
         if name == "comm":  # not set yet (during construction)
             raise AttributeError(name)
@@ -157,31 +165,33 @@ class DelayedComm(Communicator):
         return out
 
     # ------------------------------------------------------------------ operations
-    def allreduce(self, x, op="mean", *, timeout=None):
-        return self._timed(x, lambda: self.comm.allreduce(x, op, timeout=timeout))
+    def allreduce(self, x, op="mean", *, timeout=None, tag=None):
+        return self._timed(x, lambda: self.comm.allreduce(x, op, timeout=timeout, tag=tag))
 
-    def iallreduce(self, x, op="mean", *, timeout=None) -> Pending:
+    def iallreduce(self, x, op="mean", *, timeout=None, tag=None) -> Pending:
         ready = time.monotonic() + (0.0 if self._quiet else self.delay(x))
-        return _DelayedPending(self.comm.iallreduce(x, op, timeout=timeout), ready)
+        return _DelayedPending(self.comm.iallreduce(x, op, timeout=timeout, tag=tag), ready)
 
-    def broadcast(self, x, root=0, *, timeout=None):
-        return self._timed(x, lambda: self.comm.broadcast(x, root, timeout=timeout))
+    def broadcast(self, x, root=0, *, timeout=None, tag=None):
+        return self._timed(x, lambda: self.comm.broadcast(x, root, timeout=timeout, tag=tag))
 
-    def allgather(self, x, *, timeout=None):
-        return self._timed(x, lambda: self.comm.allgather(x, timeout=timeout))
+    def allgather(self, x, *, timeout=None, tag=None):
+        return self._timed(x, lambda: self.comm.allgather(x, timeout=timeout, tag=tag))
 
-    def barrier(self, *, timeout=None) -> None:
-        self._timed(None, lambda: self.comm.barrier(timeout=timeout))
+    def barrier(self, *, timeout=None, tag=None) -> None:
+        self._timed(None, lambda: self.comm.barrier(timeout=timeout, tag=tag))
 
-    def neighbor_allreduce(self, x, topology, *, weights="receiver", timeout=None):
+    def neighbor_allreduce(self, x, topology, *, weights="receiver", timeout=None, tag=None):
         return self._timed(x, lambda: self.comm.neighbor_allreduce(
-            x, topology, weights=weights, timeout=timeout))
+            x, topology, weights=weights, timeout=timeout, tag=tag))
 
-    def neighbor_allgather(self, x, topology, *, timeout=None):
-        return self._timed(x, lambda: self.comm.neighbor_allgather(x, topology, timeout=timeout))
+    def neighbor_allgather(self, x, topology, *, timeout=None, tag=None):
+        return self._timed(x, lambda: self.comm.neighbor_allgather(
+            x, topology, timeout=timeout, tag=tag))
 
-    def neighbor_alltoall(self, m, topology, *, timeout=None):
-        return self._timed(m, lambda: self.comm.neighbor_alltoall(m, topology, timeout=timeout))
+    def neighbor_alltoall(self, m, topology, *, timeout=None, tag=None):
+        return self._timed(m, lambda: self.comm.neighbor_alltoall(
+            m, topology, timeout=timeout, tag=tag))
 
 
 def _sleep_until(t: float) -> None:

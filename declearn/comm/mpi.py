@@ -23,9 +23,13 @@ all ranks call the same operations in the same order) within an ``epoch`` (bumpe
 ``E, S`` sized to the library's ``TAG_UB``; tag 1 is the resync control tag. A message left
 behind by an abandoned operation can therefore never match a later one.
 
-*Headers.* Every operation first sends a 20-int64 header to its peers: operation, dtype,
+*Headers.* Every operation first sends a 28-int64 header to its peers: operation, dtype,
 shape, payload bytes, operation argument (reduce op, root or weights mode), a fingerprint of
-the topology, data plane and ``seq``.
+the topology, data plane, ``seq``, the caller's iteration (``comm.iteration``, set by an
+algorithm around each step; -1 outside) and the call site (:mod:`declearn.comm.callsite`:
+the line that called the operation, or its ``tag``). Ranks pair two calls only if their
+headers are equal, so an extra or skipped call on one rank (its next call comes from another
+line) and ranks at different iterations raise instead of mixing unrelated tensors.
 
 * Global collectives (allreduce, broadcast, allgather, barrier) exchange headers all-to-all
   (``Irecv``/``Isend``). Once every header has arrived, every rank knows that every rank is
@@ -53,12 +57,15 @@ rank did not hear from. The communicator is then *out of sync*: every later oper
 :class:`~declearn.errors.CommunicatorOutOfSyncError` until :meth:`MPIComm.resync` has run on
 every rank.
 
-*Resync.* An all-to-all of tiny messages on the control tag (itself with a deadline): when a
-rank has heard from every rank, all are in ``resync``; every rank moves to epoch
-``max(epochs) + 1`` and ``seq = 0``, drains the stale messages already queued, and, if any
-rank abandoned a native collective, replaces ``coll`` by a fresh duplicate of ``p2p``
-(``Idup``, deadline-bounded). If that duplication times out, the engines must be restarted.
-:func:`resync_all` resyncs every live MPIComm of the process (an engine-side helper).
+*Resync.* A handshake of tiny messages on the control tag (itself with a deadline,
+:meth:`MPIComm._handshake`): each message carries the sender's resync generation and the
+newest generation it has received from the addressee, so a rank completes only on answers
+given while every other rank was in resync *with it*, never on messages left by a resync
+that timed out elsewhere. Then every rank moves to epoch ``max(epochs) + 1`` and
+``seq = 0``, drains the stale messages already queued, and, if any rank abandoned a native
+collective, replaces ``coll`` by a fresh duplicate of ``p2p`` (``Idup``, deadline-bounded).
+If that duplication times out, the engines must be restarted. :func:`resync_all` resyncs
+every live MPIComm of the process (an engine-side helper).
 
 *Data planes.* CPU tensors go to MPI as zero-copy views of their memory (upper-case mpi4py
 methods only, never pickles); CUDA tensors go through CUDA-aware MPI, pinned-host staging or
@@ -115,6 +122,7 @@ from declearn.comm.base import (
     Pending,
     Traffic,
 )
+from declearn.comm.callsite import NO_SITE, SITE_WORDS, call_site, describe_site, tag_site
 from declearn.comm.deadline import (
     Deadline,
     Graveyard,
@@ -138,6 +146,7 @@ from declearn.errors import (
     CollectiveMismatchError,
     CollectiveTimeoutError,
     CommunicatorOutOfSyncError,
+    IterationMismatchError,
 )
 
 __all__ = ["MPIComm", "resync_all", "live_comms"]
@@ -150,17 +159,18 @@ _OPS = (
 _OP_CODE = {name: i + 1 for i, name in enumerate(_OPS)}
 _MAGIC = 0x44434C4E  # "DCLN"
 _MAXDIM = 10
-_HLEN = 10 + _MAXDIM
 (_H_MAGIC, _H_OP, _H_DTYPE, _H_NDIM, _H_BYTES, _H_EXTRA, _H_TOPO, _H_PLANE, _H_SEQ,
- _H_SHAPE) = range(10)
-_H_DIMS = 10
+ _H_SHAPE, _H_ITER) = range(11)
+_H_SITE = 11  # SITE_WORDS words: the call site or tag (declearn.comm.callsite)
+_H_DIMS = _H_SITE + SITE_WORDS
+_HLEN = _H_DIMS + _MAXDIM
 _PLANE_MPI, _PLANE_NCCL = 0, 1
 
 _MAX_CALLS = 256  # call plans kept per communicator (see _NeighborCall)
 
 _CTRL_TAG = 1
 _TAG_BASE = 16
-_CTRL_LEN = 4
+_CTRL_LEN = 5
 
 _DTYPE_CODE = {
     dt: zlib.crc32(str(dt).encode()) & 0x7FFFFFFF
@@ -250,10 +260,13 @@ class _NeighborCall:
         self.bufs: list = []
         self.views: list | None = None
 
-    def header(self, seq: int) -> np.ndarray:
-        """This rank's header for operation ``seq``."""
-        self.hdr[_H_SEQ] = seq
-        return self.hdr
+    def header(self, seq: int, iteration: int, site: np.ndarray) -> np.ndarray:
+        """This rank's header for operation ``seq`` made at ``iteration`` from ``site``."""
+        hdr = self.hdr
+        hdr[_H_SEQ] = seq
+        hdr[_H_ITER] = iteration
+        hdr[_H_SITE:_H_DIMS] = site
+        return hdr
 
 
 _NEIGHBOR_OPS = frozenset(_OP_CODE[op] for op in _OPS if op.startswith("neighbor_"))
@@ -319,7 +332,45 @@ def _describe(h) -> str:
         parts.append(f"topology #{int(h[_H_TOPO]) & 0xFFFFFF:06x}")
     if int(h[_H_PLANE]) == _PLANE_NCCL:
         parts.append("NCCL data plane")
-    return f"{op}({', '.join(parts)})"
+    where = describe_site(h[_H_SITE:_H_DIMS])
+    text = f"{op}({', '.join(parts)})" + ("" if where == "an unknown line" else f" at {where}")
+    iteration = int(h[_H_ITER])
+    return text + (f" in iteration {iteration}" if iteration >= 0 else "")
+
+
+def _without_site(h) -> bytes:
+    """The header's bytes with the call site, iteration and seq blanked: what two calls of the
+    same operation on the same tensors have in common."""
+    h = np.array(h, np.int64)
+    h[_H_SITE:_H_DIMS] = 0
+    h[_H_ITER] = h[_H_SEQ] = 0
+    return h.tobytes()
+
+
+def _mismatch_error(head: str, groups, rank: int, advice: str) -> CollectiveMismatchError:
+    """The error for ``groups`` (``[(ranks, header), ...]``, first this rank's) that do not
+    match. Iterations that differ -> IterationMismatchError; calls that differ only in
+    their call site -> an error about the extra/missing call; else ``advice``."""
+    lines = "; ".join(f"{_ranks_text(ranks)} called {_describe(h)}" for ranks, h in groups)
+    iterations = {int(r): (int(h[_H_ITER]) if int(h[_H_ITER]) >= 0 else None)
+                  for ranks, h in groups for r in ranks}
+    if len(set(iterations.values())) > 1:
+        return IterationMismatchError(
+            f"{head}: {lines}. The ranks are at different iterations of an algorithm: a step "
+            "failed or was skipped on some rank, and the others went on. The "
+            "communicator is still in sync. With a declearn algorithm, call "
+            "alg.recover() on every rank (from a notebook: %px alg.recover()): it rolls every "
+            "rank back to the last iteration they all completed.",
+            iterations,
+        )
+    if len({_without_site(h) for _, h in groups}) == 1:
+        return CollectiveMismatchError(
+            f"{head}: {lines}. Same operation, different lines: the ranks reached different "
+            "calls, so some rank made an extra call or skipped one (look for an `if rank == "
+            "...:` or a loop that runs a different number of times). If the ranks really mean to pair calls made on different lines, give those calls "
+            "the same tag, e.g. comm.broadcast(x, tag='weights') on every rank."
+        )
+    return CollectiveMismatchError(f"{head}: {lines}. {advice}")
 
 
 def _ranks_text(ranks) -> str:
@@ -424,6 +475,11 @@ class MPIComm(Communicator):
     data_plane : {"auto", "cuda-aware", "staged", "nccl"}
         How CUDA tensors travel (see :mod:`declearn.comm.gpu`); CPU tensors always go
         through MPI.
+    check_call_sites : bool
+        Every header carries the line the operation was called from, and calls paired from
+        different lines raise CollectiveMismatchError (see :mod:`declearn.comm.callsite`).
+        Calls that are meant to pair from different lines take ``tag="..."``; False turns
+        the check off for every call.
 
     Example, in a cell run on every engine (``%%px``)::
 
@@ -438,7 +494,7 @@ class MPIComm(Communicator):
     is_simulator = False
 
     def __init__(self, comm=None, *, device=None, timeout: float | None = None,
-                 data_plane: str = "auto"):
+                 data_plane: str = "auto", check_call_sites: bool = True):
         try:
             from mpi4py import MPI
         except ImportError:
@@ -472,6 +528,10 @@ class MPIComm(Communicator):
         self._epoch = 0
         self._seq = 0
         self._resync_gen = 0
+        self._ctrl_seen = np.zeros(self._size, np.int64)  # see _handshake
+        self._ctrl_last = np.zeros((self._size, _CTRL_LEN), np.int64)
+        self._check_sites = bool(check_call_sites)
+        self._site = NO_SITE  # call site of the operation being started (see _stamp)
         self._out_of_sync: str | None = None
         self._broken: str | None = None
         self._coll_poisoned = False
@@ -620,14 +680,17 @@ class MPIComm(Communicator):
         )
 
     # ------------------------------------------------------------------ operations
-    def barrier(self, *, timeout: float | None = None) -> None:
+    def barrier(self, *, timeout: float | None = None, tag: str | None = None) -> None:
+        self._stamp(tag)
         with self._operation("barrier", timeout) as state:
             if self._size > 1:
                 hdr = self._header("barrier", (), torch.uint8)
                 self._exchange_all(state, hdr)
         self._count("barrier", 0, 0)
 
-    def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None):
+    def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None,
+                  tag: str | None = None):
+        self._stamp(tag)
         x = self._tensor(x)
         op = self._check_op(op)
         if x.dtype == torch.bool:
@@ -668,11 +731,13 @@ class MPIComm(Communicator):
         return out
 
     def iallreduce(self, x: torch.Tensor, op: str = "mean", *,
-                   timeout: float | None = None) -> Pending:
+                   timeout: float | None = None, tag: str | None = None) -> Pending:
         """Start ``allreduce(x, op)`` and return a :class:`Pending` at once (see the module
         docstring, *Nonblocking allreduce*): its ``wait()`` gives the result, ``done()`` says
         whether it has completed and moves it forward. Do not modify ``x`` before ``wait()``
-        returns. It matches an ``allreduce`` at the same point on another rank."""
+        returns. It matches an ``allreduce`` at the same point on another rank (from the same
+        line, or with the same ``tag``)."""
+        self._stamp(tag)
         x = self._tensor(x)
         op = self._check_op(op)
         if x.dtype == torch.bool:
@@ -685,7 +750,7 @@ class MPIComm(Communicator):
         plane = self._plane(x)
         n = self._size
         if n == 1 or not plane.direct or x.dtype not in _MPI_REDUCIBLE:
-            return Completed(self.allreduce(x, op, timeout=timeout))
+            return Completed(self.allreduce(x, op, timeout=timeout, tag=tag))
         seconds = resolve_timeout(timeout, self._timeout)
         self._check_usable("iallreduce")
         if len(self._graveyard):
@@ -730,7 +795,9 @@ class MPIComm(Communicator):
 
         return MPIGossip(self, topology, self._tensor(x), **options)
 
-    def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None):
+    def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None,
+                  tag: str | None = None):
+        self._stamp(tag)
         x = self._tensor(x)
         root = self._check_root(root)
         plane = self._plane(x)
@@ -754,7 +821,9 @@ class MPIComm(Communicator):
         self._count("broadcast", sent, sent * nbytes)
         return out
 
-    def allgather(self, x: torch.Tensor, *, timeout: float | None = None):
+    def allgather(self, x: torch.Tensor, *, timeout: float | None = None,
+                  tag: str | None = None):
+        self._stamp(tag)
         x = self._tensor(x)
         plane = self._plane(x)
         n = self._size
@@ -770,7 +839,8 @@ class MPIComm(Communicator):
         return out
 
     def neighbor_allreduce(self, x: torch.Tensor, topology, *, weights: str = "receiver",
-                           timeout: float | None = None):
+                           timeout: float | None = None, tag: str | None = None):
+        self._stamp(tag)
         x = self._tensor(x, floating="neighbor_allreduce")
         plane = self._plane(x)
         call = self._neighbor_call("neighbor_allreduce", topology, x, plane, weights)
@@ -791,7 +861,9 @@ class MPIComm(Communicator):
         self._count("neighbor_allreduce", len(plan.out_nbrs), len(plan.out_nbrs) * call.nbytes)
         return out
 
-    def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None):
+    def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None,
+                           tag: str | None = None):
+        self._stamp(tag)
         x = self._tensor(x)
         plane = self._plane(x)
         call = self._neighbor_call("neighbor_allgather", topology, x, plane)
@@ -805,7 +877,9 @@ class MPIComm(Communicator):
         self._count("neighbor_allgather", len(plan.out_nbrs), len(plan.out_nbrs) * call.nbytes)
         return out
 
-    def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None):
+    def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None,
+                          tag: str | None = None):
+        self._stamp(tag)
         m = self._tensor(m, "m")
         plane = self._plane(m)
         call = self._neighbor_call("neighbor_alltoall", topology, m, plane)
@@ -856,76 +930,133 @@ class MPIComm(Communicator):
         """Bring every rank back in step after an abandoned operation. Every rank must call it
         (from a notebook: ``%px comm.resync()``); it is harmless on a healthy communicator.
 
-        All ranks move to a new epoch (so messages of abandoned operations can never match
-        new ones) and, if a native collective was abandoned anywhere, get a fresh collective
-        communicator. Raises CollectiveTimeoutError if some rank does not call it in time.
+        It succeeds only when every rank is in resync *at the same time* (see
+        :meth:`_handshake`): a rank that was busy while the others resynced and gave up
+        cannot complete on their stale messages. All ranks then move to the same new epoch
+        (so messages of abandoned operations can never match new ones) and, if a native
+        collective was abandoned anywhere, get a fresh collective communicator. Otherwise
+        it raises CollectiveTimeoutError naming the ranks that did not take part, and the
+        communicator stays out of sync until a resync that every rank calls together.
         """
         if self._broken is not None:
             raise CommunicatorOutOfSyncError(self._broken)
         deadline = Deadline(resolve_timeout(timeout, self._timeout))
         self._abandon_in_flight("resync() was called before it completed")
         self._graveyard.sweep()
-        self._resync_gen += 1
-        n, r = self._size, self._rank
-        if n > 1:
-            mine = np.array(
-                [_MAGIC, self._resync_gen, self._epoch, int(self._coll_poisoned)], np.int64
-            )
-            table = np.zeros((n, _CTRL_LEN), np.int64)
-            table[r] = mine
-            requests = RequestSet(self._MPI)
-            for j in range(n):
-                if j != r:
-                    requests.add(self._p2p.Irecv(table[j], j, _CTRL_TAG), ("recv-ctrl", j), table)
-            for j in range(n):
-                if j != r:
-                    requests.add(self._p2p.Isend(mine, j, _CTRL_TAG), ("send-ctrl", j), mine)
-            try:
-                done = requests.wait(deadline)
-            except BaseException:  # Ctrl-C: MPI may still use the buffers
-                requests.abandon(self._graveyard)
-                self._out_of_sync = self._out_of_sync or "resync() was interrupted"
-                raise
-            if not done:
-                missing = [note[1] for note in requests.pending() if note[0] == "recv-ctrl"]
-                requests.abandon(self._graveyard)
-                self._out_of_sync = self._out_of_sync or "resync() timed out"
-                raise CollectiveTimeoutError(
-                    "resync", missing, deadline.timeout, r,
-                    hint="Call comm.resync() on every rank at the same time (from a "
-                    "notebook: %px comm.resync()); if it keeps failing, restart the engines.",
-                )
-            epoch = int(table[:, 2].max()) + 1
-            poisoned = bool(table[:, 3].any())
+        if self._size > 1:
+            epoch, poisoned = self._handshake(deadline)
         else:
             epoch, poisoned = self._epoch + 1, self._coll_poisoned
         self._epoch, self._seq = epoch, 0
         self._drain(deadline)
         if poisoned:
-            new, request = self._p2p.Idup()
-            done = False
-            try:
-                done = wait_until(request.Test, deadline)
-            finally:
-                if not done:  # timed out or interrupted: the duplication cannot be cancelled
-                    self._graveyard.bury(request, new)
-                    self._broken = (
-                        f"resync() could not renew the collective communicator on rank {r}. "
-                        + _RESTART_HINT
-                    )
-            if not done:
-                raise CollectiveTimeoutError("resync", (), deadline.timeout, r,
-                                             hint=_RESTART_HINT)
-            self._retired.append(self._coll)
-            self._coll = new
-            self._coll_poisoned = False
+            self._renew_coll(deadline)
         self._graveyard.sweep()
         self._drop_buffers()
         self._out_of_sync = None
 
+    def _handshake(self, deadline: Deadline) -> tuple[int, bool]:
+        """The control exchange of :meth:`resync`: returns the new epoch and whether some rank
+        abandoned a native collective, the same on every rank, once all are in resync together.
+
+        Rank r's k-th call has generation ``g_r = k``. It sends every rank j the control
+        message ``[MAGIC, g_r, epoch_r, poisoned_r, seen_r[j]]``, where ``seen_r[j]`` is the
+        newest generation r has received from j, and re-sends it to j each time ``seen_r[j]``
+        grows. Control messages are only sent from inside resync, so a message from j whose
+        last field equals ``g_r`` proves that j was in resync after r's call began. r
+        completes when the newest message from every j carries ``g_r``; the new epoch is
+        ``1 + max`` of the epochs in those messages (and r's). Messages of earlier calls
+        (a resync that timed out on some rank) are still received, but only move ``seen``:
+        they can never complete a later call. Control messages are received with matched
+        probes (``Improbe``), so nothing is left posted when a call gives up.
+        """
+        n, r = self._size, self._rank
+        self._resync_gen += 1
+        gen = self._resync_gen
+        seen, last = self._ctrl_seen, self._ctrl_last
+        sends = RequestSet(self._MPI)
+
+        def send(j: int) -> None:
+            msg = np.array([_MAGIC, gen, self._epoch, int(self._coll_poisoned), seen[j]],
+                           np.int64)
+            sends.add(self._p2p.Isend(msg, j, _CTRL_TAG), ("send-ctrl", j), msg)
+
+        def confirmed() -> bool:
+            while True:
+                message = self._p2p.Improbe(self._MPI.ANY_SOURCE, _CTRL_TAG, status)
+                if message is None:
+                    break
+                j = status.Get_source()
+                if self._take_ctrl(message, j):
+                    send(j)  # tell j that its call is seen
+            sends.test()
+            return bool((last[others, 4] == gen).all())
+
+        status = self._MPI.Status()
+        others = np.array([j for j in range(n) if j != r])
+        for j in others:
+            send(int(j))
+        try:
+            done = wait_until(confirmed, deadline)
+        except BaseException:  # Ctrl-C: MPI may still read the send buffers
+            sends.abandon(self._graveyard)
+            self._out_of_sync = self._out_of_sync or "resync() was interrupted"
+            raise
+        sends.abandon(self._graveyard)  # sends not finished yet: j receives them later
+        if not done:
+            missing = [int(j) for j in others if last[j, 4] != gen]
+            self._out_of_sync = self._out_of_sync or "resync() timed out"
+            raise CollectiveTimeoutError(
+                "resync", missing, deadline.timeout, r,
+                hint="resync completes only when every rank calls it at the same time: call "
+                "comm.resync() on every rank together (from a notebook: %px comm.resync(); "
+                "first cluster.interrupt() if some engine is still busy); if it keeps "
+                "failing, restart the engines.",
+            )
+        epoch = max(self._epoch, int(last[others, 2].max())) + 1
+        poisoned = self._coll_poisoned or bool(last[others, 3].any())
+        return epoch, poisoned
+
+    def _take_ctrl(self, message, j: int) -> bool:
+        """Receive control message ``message`` (matched, from rank ``j``) and note it; True
+        when it is the first one of a new call of ``j``."""
+        buf = np.zeros(_CTRL_LEN, np.int64)
+        message.Recv(buf)
+        if buf[0] != _MAGIC:
+            return False
+        self._ctrl_last[j] = buf
+        if buf[1] <= self._ctrl_seen[j]:
+            return False
+        self._ctrl_seen[j] = buf[1]
+        return True
+
+    def _renew_coll(self, deadline: Deadline) -> None:
+        """Replace ``coll`` (a native collective was abandoned on it) by a fresh duplicate
+        of ``p2p``; every rank does it in the same resync."""
+        r = self._rank
+        new, request = self._p2p.Idup()
+        done = False
+        try:
+            done = wait_until(request.Test, deadline)
+        finally:
+            if not done:  # timed out or interrupted: the duplication cannot be cancelled
+                self._graveyard.bury(request, new)
+                self._broken = (
+                    f"resync() could not renew the collective communicator on rank {r}. "
+                    + _RESTART_HINT
+                )
+        if not done:
+            raise CollectiveTimeoutError("resync", (), deadline.timeout, r, hint=_RESTART_HINT)
+        self._retired.append(self._coll)
+        self._coll = new
+        self._coll_poisoned = False
+
     def _drain(self, deadline: Deadline) -> None:
         """Receive and drop the messages of earlier epochs already queued here (best effort:
-        their senders' requests can then complete and leave the graveyard)."""
+        their senders' requests can then complete and leave the graveyard). Control messages
+        on the way are noted (see :meth:`_handshake`: one may belong to a peer's next
+        resync), and the first message of the current epoch from a peer ends its queue's
+        drain: it sent nothing older after it."""
         MPI = self._MPI
         status = MPI.Status()
         current = self._epoch % self._epoch_slots
@@ -934,6 +1065,12 @@ class MPIComm(Communicator):
                 continue
             while self._p2p.Iprobe(j, MPI.ANY_TAG, status):
                 tag = status.Get_tag()
+                if tag == _CTRL_TAG:
+                    message = self._p2p.Improbe(j, _CTRL_TAG, status)
+                    if message is None:
+                        break
+                    self._take_ctrl(message, j)
+                    continue
                 if tag < _TAG_BASE or ((tag - _TAG_BASE) // 2) // self._seq_slots == current:
                     break
                 message = self._p2p.Improbe(j, tag, status)
@@ -1023,8 +1160,8 @@ class MPIComm(Communicator):
             dims = list(shape[:_MAXDIM])
             template = np.array(
                 [_MAGIC, _OP_CODE[op], _DTYPE_CODE.get(dtype, 0), len(shape), nbytes, extra,
-                 topo, _PLANE_NCCL if nccl else _PLANE_MPI, 0, hash(shape)]
-                + dims + [0] * (_MAXDIM - len(dims)),
+                 topo, _PLANE_NCCL if nccl else _PLANE_MPI, 0, hash(shape), -1]
+                + [0] * SITE_WORDS + dims + [0] * (_MAXDIM - len(dims)),
                 dtype=np.int64,
             )
             if len(self._headers) > 256:
@@ -1032,7 +1169,21 @@ class MPIComm(Communicator):
             self._headers[key] = template
         h = template.copy()
         h[_H_SEQ] = self._seq
+        h[_H_ITER] = self._iteration_word()
+        h[_H_SITE:_H_DIMS] = self._site
         return h
+
+    def _iteration_word(self) -> int:
+        k = self.iteration
+        return -1 if k is None else k
+
+    def _stamp(self, tag) -> None:
+        """Note where the operation being started was called from (or its ``tag``): its
+        header carries it (see :mod:`declearn.comm.callsite`)."""
+        if tag is not None:
+            self._site = tag_site(self._check_tag(tag))
+        elif self._check_sites:
+            self._site = call_site(2)
 
     def _exchange_all(self, state: _Operation, hdr: np.ndarray) -> np.ndarray:
         """All-to-all header exchange of a global collective; raise on any mismatch."""
@@ -1071,14 +1222,11 @@ class MPIComm(Communicator):
         groups: dict = {}
         for rank, key in enumerate(keys):
             groups.setdefault(key, []).append(rank)
-        lines = "; ".join(
-            f"{_ranks_text(ranks)} called {_describe(table[ranks[0]])}"
-            for ranks in groups.values()
-        )
-        return CollectiveMismatchError(
-            f"{name} mismatch (seen on rank {self._rank}): {lines}. Every rank must call the "
-            "same collective operations in the same order, with tensors of the same shape "
-            "and dtype (and the same root/op)."
+        return _mismatch_error(
+            f"{name} mismatch (seen on rank {self._rank})",
+            [(ranks, table[ranks[0]]) for ranks in groups.values()], self._rank,
+            "Every rank must call the same collective operations in the same order, with "
+            "tensors of the same shape and dtype (and the same root/op).",
         )
 
     # ------------------------------------------------------------------ operations in flight
@@ -1226,7 +1374,7 @@ class MPIComm(Communicator):
         """
         p2p = self._p2p
         plan = call.plan
-        hdr, hdrs = call.header(self._seq), call.hdrs
+        hdr, hdrs = call.header(self._seq, self._iteration_word(), self._site), call.hdrs
         htag = self._tag(0)
         ptag = htag + 1
         ins = plan.in_nbrs
@@ -1292,7 +1440,7 @@ class MPIComm(Communicator):
         p2p = self._p2p
         plan = call.plan
         requests = state.requests
-        hdr, hdrs = call.header(self._seq), call.hdrs
+        hdr, hdrs = call.header(self._seq, self._iteration_word(), self._site), call.hdrs
         htag, ptag = self._tag(0), self._tag(1)
         requests.keep.append((hdrs, hdr))
         for slot, j in enumerate(plan.in_nbrs):
@@ -1344,17 +1492,17 @@ class MPIComm(Communicator):
         io.finish()
 
     def _neighbor_mismatch(self, name, hdr, mismatched) -> CollectiveMismatchError:
-        lines = "; ".join(
-            f"in-neighbor rank {j} called {_describe(h)}"
-            + (" with a different topology" if int(h[_H_TOPO]) != int(hdr[_H_TOPO])
-               and int(h[_H_OP]) == int(hdr[_H_OP]) else "")
-            for j, h in mismatched
-        )
-        return CollectiveMismatchError(
-            f"{name} mismatch on rank {self._rank}: this rank called {_describe(hdr)}, but "
-            f"{lines}. Every rank must call the same operation with tensors of the same shape "
-            "and dtype and the same topology (for a dynamic topology, topology.at(k) with the "
-            "same k on every rank)."
+        other_topology = any(int(h[_H_TOPO]) != int(hdr[_H_TOPO])
+                             and int(h[_H_OP]) == int(hdr[_H_OP]) for _, h in mismatched)
+        return _mismatch_error(
+            f"{name} mismatch on rank {self._rank} (this rank and the in-neighbors it heard "
+            "from)", [([self._rank], hdr)] + [([j], h) for j, h in mismatched], self._rank,
+            ("Rank(s) " + ", ".join(str(j) for j, h in mismatched
+                                     if int(h[_H_TOPO]) != int(hdr[_H_TOPO]))
+             + " used a different topology. " if other_topology else "")
+            + "Every rank must call the same operation with tensors of the same shape and "
+            "dtype and the same topology (for a dynamic topology, topology.at(k) with the "
+            "same k on every rank).",
         )
 
     def _wait_native(self, state: _Operation, request, keep) -> None:

@@ -201,8 +201,11 @@ class SimComm(Communicator):
             )
 
     # ------------------------------------------------------------------ collectives
-    def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None):
+    def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None,
+                  tag: str | None = None):
         """Every node gets ``sum_j x[j]`` (op="sum") or its mean (op="mean")."""
+        if tag is not None:
+            self._check_tag(tag)
         x = self._check_local(x)
         op = self._check_op(op)
         if x.dtype == torch.bool:
@@ -217,39 +220,49 @@ class SimComm(Communicator):
         self._record("allreduce", self._every_node(2 * (n - 1)), _node_bytes(x) / n)
         return out
 
-    def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None):
+    def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None,
+                  tag: str | None = None):
         """Every node gets ``x[root]``."""
+        if tag is not None:
+            self._check_tag(tag)
         x = self._check_local(x)
         root = self._check_root(root)
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device).copy_(x[root])
         self._record("broadcast", self._root_only(root), _node_bytes(x))
         return out
 
-    def allgather(self, x: torch.Tensor, *, timeout: float | None = None):
+    def allgather(self, x: torch.Tensor, *, timeout: float | None = None,
+                  tag: str | None = None):
         """Every node gets the stack ``x``: a new ``(n, n, *s)`` tensor (n copies of x, so
         mind memory for large n; ``x`` itself is what every node would see)."""
+        if tag is not None:
+            self._check_tag(tag)
         x = self._check_local(x)
         n = self._n
         out = torch.empty((n,) + tuple(x.shape), dtype=x.dtype, device=x.device).copy_(x)
         self._record("allgather", self._every_node(n - 1), _node_bytes(x))
         return out
 
-    def barrier(self, *, timeout: float | None = None) -> None:
+    def barrier(self, *, timeout: float | None = None, tag: str | None = None) -> None:
         """Nothing to wait for in one process; counted in ``traffic.by_op``."""
+        if tag is not None:
+            self._check_tag(tag)
         self._record("barrier", self._every_node(0), 0)
 
     # ------------------------------------------------------------------ neighbor ops
     def neighbor_allreduce(
         self, x: torch.Tensor, topology, *, weights: str = "receiver",
-        timeout: float | None = None,
+        timeout: float | None = None, tag: str | None = None,
     ):
         """``W @ X``: node i gets ``sum_j W[i, j] x[j]``. ``weights="receiver"`` checks that
         the rows of W sum to 1, ``"sender"`` that its columns do (push-sum)."""
+        if tag is not None:
+            self._check_tag(tag)
         m = self._mixers.get(id(topology))
         if not (
             m is not None and m.topology is topology and m.weights == weights
             and type(x) is torch.Tensor and x.shape == m.shape and x.dtype == m.dtype
-            and x.get_device() == m.device_index and not x.requires_grad
+            and x.get_device() == m.device_index and not x.is_meta and not x.requires_grad
         ):  # not the same call as last time: check everything, then remember it
             x = self._check_local(x)  # detached
             m = self._new_mixer(x, topology, weights)
@@ -268,18 +281,24 @@ class SimComm(Communicator):
         self._mixers[id(topo)] = m
         return m
 
-    def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None):
+    def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None,
+                  tag: str | None = None):
         """Node i gets ``(D_in, *s)``: slot t is its t-th in-neighbor's value, zero past its
         in-degree (D_in = largest in-degree, self excluded)."""
+        if tag is not None:
+            self._check_tag(tag)
         x = self._check_local(x)
         topo = self._checked_topology(topology)
         out = gather_slots(x, allgather_plan(topo, self._device), x.shape[1:])
         self._record_neighbors("neighbor_allgather", topo, _node_bytes(x))
         return out
 
-    def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None):
+    def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None,
+                  tag: str | None = None):
         """Node j passes ``m[j]`` of shape ``(D_out, *s)``, slot r for its r-th out-neighbor;
         node i gets ``(D_in, *s)``, slot t holding what its t-th in-neighbor sent it."""
+        if tag is not None:
+            self._check_tag(tag)
         m = self._check_local(m, "m")
         topo = self._checked_topology(topology)
         plan, d_out = alltoall_plan(topo, self._device)

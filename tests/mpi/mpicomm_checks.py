@@ -318,12 +318,12 @@ def skipped_neighbor_op(comm, skipper):
         pass
     elif comm.rank in near:
         exc = expect_raise(CollectiveTimeoutError,
-                           lambda: comm.neighbor_allreduce(x, ring, timeout=1.0),
+                           lambda: comm.neighbor_allreduce(x, ring, timeout=1.0, tag="s"),
                            "neighbor of a rank that skipped")
         check(skipper in exc.missing and set(exc.missing) <= near | {skipper},
               f"neighbor timeout names rank {skipper}: {exc}")
     else:  # not adjacent to the skipper: its exchange completes
-        y = comm.neighbor_allreduce(x, ring, timeout=5.0)
+        y = comm.neighbor_allreduce(x, ring, timeout=5.0, tag="s")
         close(y, (ring.W[comm.rank] * np.arange(n)).sum() * np.ones(3), 1e-12,
               "neighbor op far from the skipper")
     stale = (comm._tag(0), comm._tag(1))
@@ -370,12 +370,13 @@ def abandoned_native_collective(comm, quitter):
 
         comm._exchange_all = exchange_then_interrupt
         try:
-            expect_raise(KeyboardInterrupt, lambda: comm.allreduce(x, timeout=1.5),
+            expect_raise(KeyboardInterrupt, lambda: comm.allreduce(x, timeout=1.5, tag="q"),
                          "interrupted after the headers")
         finally:
             del comm._exchange_all
     else:
-        exc = expect_raise(CollectiveTimeoutError, lambda: comm.allreduce(x, timeout=1.5),
+        exc = expect_raise(CollectiveTimeoutError,
+                           lambda: comm.allreduce(x, timeout=1.5, tag="q"),
                            "a native collective one rank left")
         check("did not move in time" in str(exc) and comm._coll_poisoned,
               f"data-phase timeout: {exc}")
@@ -422,11 +423,11 @@ def mismatch_checks(comm):
     tags = (comm._tag(0), comm._tag(1))
     if sees:
         exc = expect_raise(CollectiveMismatchError,
-                           lambda: comm.neighbor_allreduce(x, ring, timeout=20),
+                           lambda: comm.neighbor_allreduce(x, ring, timeout=20, tag="m"),
                            "neighbor_allreduce with different shapes")
         check("(131072,)" in str(exc) and "(65536,)" in str(exc), f"neighbor mismatch: {exc}")
     else:
-        y = comm.neighbor_allreduce(x, ring, timeout=20)
+        y = comm.neighbor_allreduce(x, ring, timeout=20, tag="m")
         close(y, torch.ones(size, dtype=torch.float64), 1e-12, "ranks away from the mismatch")
     check(comm.in_sync, "in sync after a neighbor mismatch")
     no_leftovers(comm, tags, "a neighbor mismatch (larger and smaller payloads)")
@@ -435,11 +436,11 @@ def mismatch_checks(comm):
     tags = (comm._tag(0), comm._tag(1))
     if sees:
         exc = expect_raise(CollectiveMismatchError,
-                           lambda: comm.neighbor_allreduce(x, ring, timeout=20),
+                           lambda: comm.neighbor_allreduce(x, ring, timeout=20, tag="m"),
                            "neighbor_allreduce with an empty tensor on rank 0")
         check("(0,)" in str(exc) and "(3,)" in str(exc), f"empty-payload mismatch: {exc}")
     else:
-        comm.neighbor_allreduce(x, ring, timeout=20)
+        comm.neighbor_allreduce(x, ring, timeout=20, tag="m")
     no_leftovers(comm, tags, "a neighbor mismatch with an empty payload")
     # the same shapes again, matching: the call plans of the failed calls still work
     x = torch.full((3,), float(r), dtype=torch.float64)
@@ -451,20 +452,20 @@ def mismatch_checks(comm):
     tags = (comm._tag(0), comm._tag(1))
     if sees:
         exc = expect_raise(CollectiveMismatchError,
-                           lambda: comm.neighbor_allreduce(x, other, timeout=20),
+                           lambda: comm.neighbor_allreduce(x, other, timeout=20, tag="m"),
                            "neighbor_allreduce with different topologies")
         check("different topology" in str(exc), f"topology mismatch: {exc}")
     else:
-        comm.neighbor_allreduce(x, other, timeout=20)
+        comm.neighbor_allreduce(x, other, timeout=20, tag="m")
     no_leftovers(comm, tags, "a topology mismatch")
     # a global op where the others call a neighbor op on the complete graph, with
     # rendezvous-size payloads: rank 0 drains what the others send it, and nobody hangs
     full = T.make("complete", n)
     x = torch.ones(131072, dtype=torch.float64)
     if r == 0:
-        op = lambda: comm.allreduce(x, timeout=20)  # noqa: E731
+        op = lambda: comm.allreduce(x, timeout=20, tag="m")  # noqa: E731
     else:
-        op = lambda: comm.neighbor_allreduce(x, full, timeout=20)  # noqa: E731
+        op = lambda: comm.neighbor_allreduce(x, full, timeout=20, tag="m")  # noqa: E731
     tags = (comm._tag(0), comm._tag(1))
     exc = expect_raise(CollectiveMismatchError, op, "a global op against a neighbor op")
     check("allreduce(" in str(exc) and "neighbor_allreduce(" in str(exc),
