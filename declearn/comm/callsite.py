@@ -62,27 +62,27 @@ def _words(key: str, line: int, label: str) -> np.ndarray:
 
 def call_site(depth: int = 2) -> np.ndarray:
     """The words of the first frame outside ``declearn/comm``, starting ``depth`` frames
-    above this function's caller's caller (a fresh view is not made: do not modify)."""
+    above this function (the cached array itself: do not modify it)."""
     frame = sys._getframe(depth)
-    inside = _INSIDE
-    while frame is not None:
-        filename = frame.f_code.co_filename
-        known = inside.get(filename)
-        if known is None:
-            known = inside[filename] = os.path.abspath(filename).startswith(_COMM_DIR)
-        if not known:
-            break
+    filename = frame.f_code.co_filename
+    inside = _INSIDE.get(filename)
+    while inside is not False:
+        if inside is None:
+            inside = _INSIDE[filename] = os.path.abspath(filename).startswith(_COMM_DIR)
+            continue
         frame = frame.f_back
-    if frame is None:
-        return NO_SITE
+        if frame is None:
+            return NO_SITE
+        filename = frame.f_code.co_filename
+        inside = _INSIDE.get(filename)
     key = (filename, frame.f_lineno)
     words = _SITES.get(key)
     if words is None:
         name = _short_name(filename)
         _PATHS.setdefault(name, filename)
-        words = _SITES[key] = _words(name, key[1], name)
-        if len(_SITES) > 4096:
+        if len(_SITES) >= 4096:
             _SITES.clear()
+        words = _SITES[key] = _words(name, key[1], name)
     return words
 
 

@@ -121,6 +121,7 @@ from declearn.comm.base import (
     Completed,
     Pending,
     Traffic,
+    get_default_timeout,
 )
 from declearn.comm.callsite import NO_SITE, SITE_WORDS, call_site, describe_site, tag_site
 from declearn.comm.deadline import (
@@ -248,7 +249,8 @@ class _NeighborCall:
     the cache is keyed by its ``id``.
     """
 
-    __slots__ = ("topo", "plan", "hdr", "hdrs", "nbytes", "moved", "bufs", "views")
+    __slots__ = ("topo", "plan", "hdr", "hdrs", "nbytes", "moved", "bufs", "views",
+                 "iteration", "site")
 
     def __init__(self, topo, plan: _Plan, hdr: np.ndarray, nbytes: int):
         self.topo = topo
@@ -259,15 +261,22 @@ class _NeighborCall:
         self.moved = (len(plan.in_nbrs) + len(plan.out_nbrs)) * nbytes
         self.bufs: list = []
         self.views: list | None = None
+        self.iteration = self.site = _UNSET  # the first header() writes both
 
-    def header(self, seq: int, iteration: int, site: np.ndarray) -> np.ndarray:
-        """This rank's header for operation ``seq`` made at ``iteration`` from ``site``."""
+    def header(self, seq: int, iteration: int | None, site: np.ndarray) -> np.ndarray:
+        """This rank's header for operation ``seq`` made at ``iteration`` from ``site`` (the
+        call-site words are cached arrays: the same site is the same object)."""
         hdr = self.hdr
         hdr[_H_SEQ] = seq
-        hdr[_H_ITER] = iteration
-        hdr[_H_SITE:_H_DIMS] = site
+        if iteration != self.iteration:
+            self.iteration = iteration
+            hdr[_H_ITER] = -1 if iteration is None else iteration
+        if site is not self.site:
+            hdr[_H_SITE:_H_DIMS] = self.site = site
         return hdr
 
+
+_UNSET = object()
 
 _NEIGHBOR_OPS = frozenset(_OP_CODE[op] for op in _OPS if op.startswith("neighbor_"))
 
@@ -531,7 +540,7 @@ class MPIComm(Communicator):
         self._ctrl_seen = np.zeros(self._size, np.int64)  # see _handshake
         self._ctrl_last = np.zeros((self._size, _CTRL_LEN), np.int64)
         self._check_sites = bool(check_call_sites)
-        self._site = NO_SITE  # call site of the operation being started (see _stamp)
+        self._site = NO_SITE  # call site of the operation being started (see _tagged)
         self._out_of_sync: str | None = None
         self._broken: str | None = None
         self._coll_poisoned = False
@@ -681,7 +690,7 @@ class MPIComm(Communicator):
 
     # ------------------------------------------------------------------ operations
     def barrier(self, *, timeout: float | None = None, tag: str | None = None) -> None:
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         with self._operation("barrier", timeout) as state:
             if self._size > 1:
                 hdr = self._header("barrier", (), torch.uint8)
@@ -690,7 +699,7 @@ class MPIComm(Communicator):
 
     def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None,
                   tag: str | None = None):
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         x = self._tensor(x)
         op = self._check_op(op)
         if x.dtype == torch.bool:
@@ -737,7 +746,7 @@ class MPIComm(Communicator):
         whether it has completed and moves it forward. Do not modify ``x`` before ``wait()``
         returns. It matches an ``allreduce`` at the same point on another rank (from the same
         line, or with the same ``tag``)."""
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         x = self._tensor(x)
         op = self._check_op(op)
         if x.dtype == torch.bool:
@@ -797,7 +806,7 @@ class MPIComm(Communicator):
 
     def broadcast(self, x: torch.Tensor, root: int = 0, *, timeout: float | None = None,
                   tag: str | None = None):
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         x = self._tensor(x)
         root = self._check_root(root)
         plane = self._plane(x)
@@ -823,7 +832,7 @@ class MPIComm(Communicator):
 
     def allgather(self, x: torch.Tensor, *, timeout: float | None = None,
                   tag: str | None = None):
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         x = self._tensor(x)
         plane = self._plane(x)
         n = self._size
@@ -840,7 +849,7 @@ class MPIComm(Communicator):
 
     def neighbor_allreduce(self, x: torch.Tensor, topology, *, weights: str = "receiver",
                            timeout: float | None = None, tag: str | None = None):
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         x = self._tensor(x, floating="neighbor_allreduce")
         plane = self._plane(x)
         call = self._neighbor_call("neighbor_allreduce", topology, x, plane, weights)
@@ -863,7 +872,7 @@ class MPIComm(Communicator):
 
     def neighbor_allgather(self, x: torch.Tensor, topology, *, timeout: float | None = None,
                            tag: str | None = None):
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         x = self._tensor(x)
         plane = self._plane(x)
         call = self._neighbor_call("neighbor_allgather", topology, x, plane)
@@ -879,7 +888,7 @@ class MPIComm(Communicator):
 
     def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None,
                           tag: str | None = None):
-        self._stamp(tag)
+        self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
         m = self._tensor(m, "m")
         plane = self._plane(m)
         call = self._neighbor_call("neighbor_alltoall", topology, m, plane)
@@ -1092,11 +1101,16 @@ class MPIComm(Communicator):
         """``with self._operation(...) as state:`` runs one operation: refuse if out of sync;
         on an exception while messages are in flight, abandon them and mark the communicator
         out of sync; count the operation in ``seq`` either way."""
-        self._check_usable(name)
-        deadline = Deadline(resolve_timeout(timeout, self._timeout))
-        if len(self._graveyard):
+        if self._broken is not None or self._out_of_sync is not None:
+            self._check_usable(name)
+        if timeout is None:  # the communicator's deadline, validated when it was set
+            seconds = self._timeout if self._timeout is not None else get_default_timeout()
+        else:
+            seconds = resolve_timeout(timeout)
+        if self._graveyard.requests:
             self._graveyard.sweep()
-        return _Operation(self, name, deadline, RequestSet(self._MPI), spin_for(nbytes))
+        return _Operation(self, name, Deadline(seconds), RequestSet(self._MPI),
+                          spin_for(nbytes))
 
     def _check_usable(self, name: str) -> None:
         """Refuse operation ``name`` on a closed, broken or out-of-sync communicator."""
@@ -1177,13 +1191,13 @@ class MPIComm(Communicator):
         k = self.iteration
         return -1 if k is None else k
 
-    def _stamp(self, tag) -> None:
-        """Note where the operation being started was called from (or its ``tag``): its
-        header carries it (see :mod:`declearn.comm.callsite`)."""
-        if tag is not None:
-            self._site = tag_site(self._check_tag(tag))
-        elif self._check_sites:
-            self._site = call_site(2)
+    def _tagged(self, tag) -> np.ndarray:
+        """The header words of ``tag`` (calls pair by tag), or of no call site when call
+        sites are not checked. Every operation starts by noting where it was called from
+        (``self._site``; see :mod:`declearn.comm.callsite`)."""
+        if tag is None:
+            return NO_SITE
+        return tag_site(self._check_tag(tag))
 
     def _exchange_all(self, state: _Operation, hdr: np.ndarray) -> np.ndarray:
         """All-to-all header exchange of a global collective; raise on any mismatch."""
@@ -1374,7 +1388,7 @@ class MPIComm(Communicator):
         """
         p2p = self._p2p
         plan = call.plan
-        hdr, hdrs = call.header(self._seq, self._iteration_word(), self._site), call.hdrs
+        hdr, hdrs = call.header(self._seq, self.iteration, self._site), call.hdrs
         htag = self._tag(0)
         ptag = htag + 1
         ins = plan.in_nbrs
@@ -1440,7 +1454,7 @@ class MPIComm(Communicator):
         p2p = self._p2p
         plan = call.plan
         requests = state.requests
-        hdr, hdrs = call.header(self._seq, self._iteration_word(), self._site), call.hdrs
+        hdr, hdrs = call.header(self._seq, self.iteration, self._site), call.hdrs
         htag, ptag = self._tag(0), self._tag(1)
         requests.keep.append((hdrs, hdr))
         for slot, j in enumerate(plan.in_nbrs):
@@ -1618,7 +1632,8 @@ class MPIComm(Communicator):
         )
 
     def _tensor(self, x, what: str = "x", *, floating: str | None = None) -> torch.Tensor:
-        x = self._check_tensor(x, what)
+        if not isinstance(x, torch.Tensor):
+            self._check_tensor(x, what)  # raises, saying what to pass
         if x.layout != torch.strided:
             raise TypeError(f"{what} must be a dense tensor, got layout {x.layout}; use "
                             f"{what}.to_dense().")
@@ -1641,7 +1656,9 @@ class MPIComm(Communicator):
         t = self._traffic
         t.messages += messages
         t.bytes += nbytes
-        entry = t.by_op.setdefault(op, {"calls": 0, "messages": 0, "bytes": 0})
+        entry = t.by_op.get(op)
+        if entry is None:
+            entry = t.by_op[op] = {"calls": 0, "messages": 0, "bytes": 0}
         entry["calls"] += 1
         entry["messages"] += messages
         entry["bytes"] += nbytes
