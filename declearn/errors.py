@@ -115,7 +115,13 @@ class DivergenceError(DeclearnError, FloatingPointError):
         self.metric, self.value, self.lr, self.bound = metric, float(value), lr, bound
         what = f"{metric} = {value:.3g}" + (f" (past the bound {bound:.3g})" if bound else "")
         msg = f"{algorithm} diverged at iteration {self.iteration}: {what}."
-        if isinstance(lr, (int, float)):
+        if self.iteration == 0:  # no step taken yet: the step size plays no part
+            msg = (
+                f"{algorithm}: {what} at the starting point x0 (iteration 0, before any step), "
+                "so no step size can fix it. Look for NaN or inf in x0, in the problem's data, "
+                "or in what the gradient function returns at x0."
+            )
+        elif isinstance(lr, (int, float)):
             msg += f" Try a smaller step size: lr={lr:g} now, e.g. lr={lr / 2:g}."
         elif lr is not None:
             msg += " Try a smaller step size."

@@ -150,7 +150,8 @@ def test_push_sum_reaches_the_mean_where_row_normalised_averaging_is_biased():
     pi = pi / pi.sum()
     biased = torch.as_tensor(pi) @ x0
     assert (biased - mean).abs().max() > 1e-2, "the example must show a bias"
-    plain = AverageConsensus(SimComm(n), row, x0)
+    with pytest.warns(UserWarning, match=r"pi\^T x0.*not the mean"):  # says so
+        plain = AverageConsensus(SimComm(n), row, x0)
     plain.run(400, progress=False)
     assert torch.allclose(plain.x, biased.expand(n, 2), atol=1e-10)
 

@@ -96,7 +96,8 @@ def _declearn_weights(rule: str):
 def test_ch05_limits_agree_with_declearn_runs():
     comm = SimComm(ch05.N)
     x0 = torch.tensor(ch05.X0, dtype=torch.float64)[:, None]
-    plain = AverageConsensus(comm, _declearn_weights("uniform"), x0)
+    with pytest.warns(UserWarning, match="rows summing to 1 but not columns"):
+        plain = AverageConsensus(comm, _declearn_weights("uniform"), x0)
     plain.run(400, progress=False)
     assert torch.allclose(plain.x, torch.full_like(plain.x, ch05._biased_limit()), atol=1e-10)
     assert not math.isclose(ch05._biased_limit(), float(np.mean(ch05.X0)), rel_tol=1e-3)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from typing import ClassVar
 
 import ipywidgets
@@ -226,7 +227,9 @@ class ConsensusModel:
         pushing = directed_demo_graph(n, seed, weights="sender")
         averaging = directed_demo_graph(n, seed, weights="receiver")
         push = PushSumConsensus(SimComm(n), pushing, cls._x0_tensor(x0))
-        plain = AverageConsensus(SimComm(n), averaging, cls._x0_tensor(x0))
+        with warnings.catch_warnings():  # the bias it warns about is what this model shows
+            warnings.filterwarnings("ignore", "The weights of .* not columns", UserWarning)
+            plain = AverageConsensus(SimComm(n), averaging, cls._x0_tensor(x0))
         traces = {
             _PUSH_LABEL: ConsensusTrace(push, x0.mean(), capacity),
             _PLAIN_LABEL: ConsensusTrace(plain, x0.mean(), capacity),

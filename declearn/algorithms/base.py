@@ -16,6 +16,25 @@ and stops with :class:`~declearn.errors.DivergenceError` when a metric is NaN/in
 past ``divergence`` times its first value. Metrics are global (computed with collectives
 under ``comm.untracked()``), so under MPI every rank sees the same values and stops at the
 same iteration.
+
+*Failures.* A step is a transaction: :meth:`~Algorithm.step` keeps the state of iteration k
+(the instance's attributes, by reference, and those of its stateful parts: the oracle's
+position in the noise stream, a sync rule, relay buffers) and puts it back if ``_step()``
+raises, so a failed step leaves iteration k intact on its rank. It also keeps the state before
+the last completed step, so :meth:`~Algorithm.roll_back` can undo one step. Keeping states by
+reference costs nothing because no ``_step`` modifies a state tensor in place (it assigns new
+tensors); a subclass that does is caught by the tensors' version counters and told so.
+
+Under MPI one rank can fail while its neighbors complete the step (DGD on ``ring(4)`` whose
+gradient raises on rank 1 in step 3 leaves the ranks at iterations 3, 3, 3, 4). Every step
+runs inside ``comm.at_iteration(k)``, so MPIComm stamps its messages with k and the next step
+of ranks at different iterations raises :class:`~declearn.errors.IterationMismatchError`
+instead of mixing iterates of two iterations. :meth:`~Algorithm.recover`, called on every rank,
+resyncs the communicator, agrees on the iterations (one allgather), rolls the ranks one step
+ahead back to ``k_min``, the last iteration every rank completed, trims the history rows past
+it and returns it; the run then goes on exactly as an uninterrupted one (the oracle's noise
+included: call c of the oracle draws the noise seeded by ``(seed, c)``, and the call count is
+part of the state).
 """
 
 from __future__ import annotations
@@ -29,10 +48,10 @@ import numpy as np
 import torch
 
 from declearn.algorithms.history import History
-from declearn.errors import DivergenceError
+from declearn.errors import DivergenceError, IterationMismatchError
 from declearn.problems.base import as_problem
 
-__all__ = ["Algorithm", "StepSize", "check_step_size", "diminishing"]
+__all__ = ["Algorithm", "StepSize", "check_divergence", "check_step_size", "diminishing"]
 
 
 def check_step_size(lr, what: str = "lr") -> float:
@@ -119,6 +138,8 @@ class Algorithm:
         self._traffic0 = (_copy_count(traffic.messages), _copy_count(traffic.bytes))
         self._wall = 0.0
         self._ref: dict[str, float] = {}
+        self._undo: _Snapshot | None = None  # the state before the last completed step
+        self._unrestorable: str | None = None  # why the state is lost, after a failed step
 
     # ------------------------------------------------------------------ state
     def _initial_x(self, x0) -> torch.Tensor:
@@ -161,17 +182,153 @@ class Algorithm:
 
     # ------------------------------------------------------------------ iterations
     def step(self) -> None:
-        """One iteration: ``k -> k + 1``."""
-        self._step()
+        """One iteration: ``k -> k + 1``, all or nothing: if it raises, the state is that of
+        iteration k again (see the module docstring, *Failures*)."""
+        if self._unrestorable is not None:
+            raise RuntimeError(self._unrestorable)
+        before = _Snapshot(self)
+        comm = self.comm
+        outer, comm.iteration = comm.iteration, self.k  # comm.at_iteration(k), inlined
+        try:
+            self._step()
+        except BaseException as exc:
+            self._after_failed_step(before, exc)
+            raise
+        finally:
+            comm.iteration = outer
+        self._undo = before
         self.k += 1
 
     def _step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _stateful_parts(self) -> tuple:
+        """Objects besides the algorithm whose attributes are part of its state (restored
+        with it); a subclass that keeps state in a helper object adds it here. Attributes an
+        object lists in ``_scratch`` (buffers overwritten at every step) are left out."""
+        return () if self.oracle is None else (self.oracle,)
+
+    #: Why this algorithm cannot undo a step (None: it can).
+    _cannot_roll_back: str | None = None
+
+    #: Set (in its own body) by each class of declearn whose ``_step`` is known to assign new
+    #: tensors only (tests/test_algorithm_recovery.py checks it); for a ``_step`` defined
+    #: anywhere else every step also records the tensors' version counters, to catch an
+    #: in-place update. Not inherited: a subclass that overrides ``_step`` is checked.
+    _assigns_new_tensors = False
+
+    def _checks_in_place_updates(self) -> bool:
+        """Whether the snapshots of this algorithm record version counters (see above)."""
+        owner = next(c for c in type(self).__mro__ if "_step" in c.__dict__)
+        return not owner.__dict__.get("_assigns_new_tensors", False)
+
+    def _after_failed_step(self, before: _Snapshot, exc: BaseException) -> None:
+        k = self.k
+        problem = before.modified_in_place()
+        if problem is not None:
+            self._unrestorable = (
+                f"{self.name}: the failed step {k} -> {k + 1} modified {problem} in place, so "
+                f"the state of iteration {k} is lost and the state is neither k nor k + 1. "
+                "A _step() must assign new tensors (self.x = self.x - lr * g), never update "
+                "them in place (self.x.sub_(...)). Build the algorithm again."
+            )
+            note = self._unrestorable
+        else:
+            before.restore()
+            note = f"declearn: the step {k} -> {k + 1} of {self.name} failed; the state is " \
+                   f"that of iteration {k} again."
+            if not self.comm.is_simulator:
+                note += (" Other ranks may have finished the step: call alg.recover() on "
+                         "every rank (from a notebook: %px alg.recover()) before going on.")
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+
+    def roll_back(self) -> int:
+        """Undo the last completed step (one level: the state before it is kept, no earlier
+        one); returns the iteration now current. History rows past it are dropped. Under MPI
+        every rank must agree on what to undo: use :meth:`recover`."""
+        reason = self._roll_back_problem()
+        if reason is not None:
+            raise RuntimeError(reason)
+        self._undo.restore()
+        self._undo = None
+        self.history.drop_after(self.k)
+        return self.k
+
+    def _roll_back_problem(self) -> str | None:
+        """Why :meth:`roll_back` cannot undo a step now, or None."""
+        if self._unrestorable is not None:
+            return self._unrestorable
+        if self._cannot_roll_back is not None:
+            return f"{type(self).__name__} cannot roll back: {self._cannot_roll_back}"
+        if self._undo is None:
+            return (f"{self.name} at k={self.k} has no completed step to undo: it keeps the "
+                    "state before the last step only (one step), and none was taken since "
+                    "it was built or last rolled back.")
+        problem = self._undo.modified_in_place()
+        if problem is not None:
+            return (f"{self.name} cannot roll back: its last step modified {problem} of "
+                    f"iteration {self.k - 1} in place. A _step() must assign new tensors "
+                    "(self.x = self.x - lr * g), never update them in place.")
+        return None
+
+    def recover(self, timeout: float | None = None) -> int:
+        """After a failure, bring every rank back to the last iteration all of them completed,
+        and return it. **Every rank** must call it (from a notebook: ``%px alg.recover()``).
+
+        Resyncs the communicator (MPIComm; nothing to do under SimComm), gathers every rank's
+        iteration (one allgather), rolls the ranks that are one step ahead back to the
+        smallest one, ``k_min``, and drops the history rows past ``k_min``. The run then goes
+        on as an uninterrupted one would. Raises IterationMismatchError on every rank if
+        some rank is more than one step ahead or cannot undo its step (only one step is
+        kept), saying which; the ranks are then left as they were.
+        """
+        comm = self.comm
+        if comm.is_simulator:  # one process: its nodes are always at the same iteration
+            if self._unrestorable is not None:
+                raise RuntimeError(self._unrestorable)
+            return self.k
+        resync = getattr(comm, "resync", None)
+        if resync is not None:
+            resync(timeout=timeout)
+        undo_problem = self._roll_back_problem()
+        mine = torch.tensor([self.k, undo_problem is None, self._unrestorable is None],
+                            dtype=torch.int64)
+        with comm.untracked(), comm.at_iteration(None):
+            table = comm.allgather(mine, timeout=timeout).reshape(-1, 3).tolist()
+        ks = {r: int(row[0]) for r, row in enumerate(table)}
+        target = min(ks.values())
+        broken = [r for r, row in enumerate(table) if not row[2]]
+        too_far = [r for r, k in ks.items() if k > target + 1]
+        stuck = [r for r, row in enumerate(table) if ks[r] == target + 1 and not row[1]]
+        if broken or too_far or stuck:
+            why = []
+            if too_far:
+                why.append(f"{_ranks(too_far)} more than one step ahead of iteration "
+                           f"{target} (only the state before the last step is kept)")
+            if stuck:
+                why.append(f"{_ranks(stuck)} one step ahead but cannot undo it"
+                           + (f" ({undo_problem})" if comm.rank in stuck else ""))
+            if broken:
+                why.append(f"{_ranks(broken)} lost {'its' if len(broken) == 1 else 'their'} "
+                           "state in a failed step")
+            raise IterationMismatchError(
+                f"{self.name}.recover(): the ranks are at iterations "
+                f"{', '.join(f'{r}: {k}' for r, k in ks.items())} and cannot be brought back "
+                f"to a common one: {'; '.join(why)}. Build the algorithm again on every rank "
+                "(or reload a checkpoint).", ks)
+        if self.k > target:
+            self._undo.restore()
+            self._undo = None
+        self.history.drop_after(target)
+        return target
+
     def run(self, steps: int, *, log_every: int | None = None, progress: bool | None = None,
             divergence: float = 1e8) -> History:
         """Take ``steps`` iterations, logging metrics every ``log_every`` (default: about 200
-        rows per run) and at the end; returns ``self.history`` (runs continue each other)."""
+        rows per run) and at the end; returns ``self.history`` (runs continue each other).
+        Stops with DivergenceError when a logged metric is NaN/inf or grows past
+        ``divergence`` (a number > 1; ``math.inf``: NaN/inf only) times its first value."""
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
             raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
         if log_every is None:
@@ -179,7 +336,7 @@ class Algorithm:
         if isinstance(log_every, bool) or not isinstance(log_every, numbers.Integral) \
                 or log_every < 1:
             raise ValueError(f"log_every must be a positive integer, got {log_every!r}.")
-        self._divergence = float(divergence)
+        self._divergence = check_divergence(divergence)
         if len(self.history) == 0:
             self._log()
         show = (steps >= 200) if progress is None else bool(progress)
@@ -258,7 +415,8 @@ class Algorithm:
             return float(self.comm.allreduce(t, "mean"))
 
     def _log(self) -> None:
-        row = self.metrics()
+        with self.comm.at_iteration(self.k):
+            row = self.metrics()
         self.history.append(iteration=self.k, wall_time=self._wall, **row)
         for metric in ("consensus_error", "suboptimality", "grad_norm"):
             value = row.get(metric)
@@ -290,3 +448,69 @@ def _sq_norm(t: torch.Tensor, comm) -> torch.Tensor:
     if comm.is_simulator:
         return t.reshape(t.shape[0], -1).abs().pow(2).sum(1)
     return t.abs().pow(2).sum()
+
+
+def check_divergence(divergence) -> float:
+    """The divergence factor of :meth:`Algorithm.run` as a float > 1, or a ValueError."""
+    if isinstance(divergence, bool) or not isinstance(divergence, numbers.Real) \
+            or not divergence > 1:
+        raise ValueError(
+            f"divergence must be a number > 1, got {divergence!r}: run() stops when a metric "
+            "grows past divergence times its first value (default 1e8; math.inf stops only "
+            "on NaN or inf)."
+        )
+    return float(divergence)
+
+
+def _ranks(ranks) -> str:
+    """"rank 3 is" or "ranks 1, 3 are"."""
+    if len(ranks) == 1:
+        return f"rank {ranks[0]} is"
+    return f"ranks {', '.join(str(r) for r in ranks)} are"
+
+
+class _Snapshot:
+    """The state of an algorithm at one iteration: a shallow copy of its attributes and of
+    those of its stateful parts (references: no tensor is copied), and, unless the class
+    is known to assign new tensors only, the version counter of every tensor in it, so that
+    a later in-place modification is seen."""
+
+    __slots__ = ("parts", "versions")
+
+    def __init__(self, alg: Algorithm):
+        saved = alg.__dict__.copy()
+        del saved["_undo"]  # the snapshot before this one: not state, and it would chain
+        parts = [(alg, saved)]
+        for obj in alg._stateful_parts():
+            attrs = obj.__dict__.copy()
+            for name in getattr(obj, "_scratch", ()):
+                attrs.pop(name, None)
+            parts.append((obj, attrs))
+        self.parts = parts
+        check = saved.get("_check_versions")
+        if check is None:
+            check = alg._check_versions = alg._checks_in_place_updates()
+        if not check:
+            self.versions = ()
+            return
+        try:
+            self.versions = [(name, t, t._version) for _, attrs in parts
+                             for name, t in attrs.items() if isinstance(t, torch.Tensor)]
+        except RuntimeError:  # inference tensors have no version counter: not checked
+            self.versions = [(name, t, t._version) for _, attrs in parts
+                             for name, t in attrs.items()
+                             if isinstance(t, torch.Tensor) and not t.is_inference()]
+
+    def modified_in_place(self) -> str | None:
+        """The name of a tensor of this state modified in place since, or None."""
+        for name, t, version in self.versions:
+            if t._version != version:
+                return f"self.{name}"
+        return None
+
+    def restore(self) -> None:
+        for obj, attrs in self.parts:
+            keep = {"_undo", "_check_versions", *getattr(obj, "_scratch", ())}
+            for name in obj.__dict__.keys() - attrs.keys() - keep:  # set since
+                del obj.__dict__[name]
+            obj.__dict__.update(attrs)

@@ -16,6 +16,7 @@ all; gradient tracking and push-DIGing use them too.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -27,14 +28,36 @@ __all__ = ["AverageConsensus", "PushSumConsensus", "CECA"]
 
 
 class AverageConsensus(Algorithm):
-    """``x_i <- sum_j W[i, j] x_j`` with the topology of iteration k (static or dynamic)."""
+    """``x_i <- sum_j W[i, j] x_j`` with the topology of iteration k (static or dynamic).
+
+    W must be row-stochastic (else a TopologyError). The nodes reach the *mean* of ``x0`` only
+    if its columns sum to 1 too: with rows only they agree on ``pi^T x0``, where ``pi`` is the
+    left Perron vector of W (``pi^T W = pi^T``, ``sum_i pi_i = 1``), and a UserWarning says
+    so (chapter 05 shows that bias on purpose).
+    """
 
     name = "average_consensus"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, topology, x0):
         self.topology = topology
         super().__init__(comm, None, x0=x0)
         comm._check_topology(topology.at(0), "receiver")
+        steps = [topology.at(k) for k in range(min(getattr(topology, "period", None) or 1, 64))]
+        if not all(t.is_column_stochastic for t in steps):
+            limit = ("pi^T x0, with pi the left Perron vector of W (pi^T W = pi^T, sum pi = 1)"
+                     if isinstance(topology, Topology) else
+                     "sum_i pi_i x0_i, with pi the left (Perron) weights of the product of the "
+                     "W's")
+            warnings.warn(
+                f"The weights of {topology.name} have rows summing to 1 but not columns, so "
+                f"average consensus does not keep the average: the nodes agree on {limit}, "
+                "not the mean of x0. For the mean use doubly stochastic weights (Metropolis "
+                "weights on an undirected graph: ring(n), grid(n), apply_weights(n, edges, "
+                "rule='metropolis')), or PushSumConsensus with column-stochastic weights "
+                "(rule='uniform_out') on a directed graph.",
+                UserWarning, stacklevel=2,
+            )
 
     def _step(self) -> None:
         self.x = self.comm.neighbor_allreduce(self.x, self.topology.at(self.k))
@@ -55,6 +78,7 @@ class PushSumConsensus(Algorithm):
     """
 
     name = "push_sum"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, topology, x0):
         if not isinstance(topology, (Topology, DynamicTopology)):
@@ -106,6 +130,7 @@ class CECA(Algorithm):
     """
 
     name = "ceca"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, x0, *, ports: int = 2):
         from declearn.topology.ceca import ceca

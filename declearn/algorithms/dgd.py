@@ -83,6 +83,7 @@ class DGD(GossipMethod):
     """
 
     name = "dgd"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, problem, topology, *, lr, variant: str = "atc", x0=None):
         if variant not in DGD_VARIANTS:

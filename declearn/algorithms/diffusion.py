@@ -65,6 +65,7 @@ class ExactDiffusion(_StaticSymmetric):
     """
 
     name = "exact_diffusion"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
         super().__init__(comm, problem, topology, lr=lr, x0=x0)
@@ -91,6 +92,7 @@ class D2(_StaticSymmetric):
     """
 
     name = "d2"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
         super().__init__(comm, problem, topology, lr=lr, x0=x0)
@@ -125,6 +127,7 @@ class EXTRA(_StaticSymmetric):
     """
 
     name = "extra"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
         super().__init__(comm, problem, topology, lr=lr, x0=x0)

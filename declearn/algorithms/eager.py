@@ -68,6 +68,12 @@ class EagerSGD(Algorithm):
     """
 
     name = "eager_sgd"
+    _assigns_new_tensors = True
+    _cannot_roll_back = (
+        "the rounds of EagerSGD's partial allreduce run on their own (a service thread on "
+        "MPI) and a round that fired cannot be taken back. close() it on every rank and "
+        "build a new EagerSGD (from a checkpoint of x)."
+    )
 
     def __init__(self, comm, problem, *, lr, mode: str = "solo", staleness: int = 8,
                  straggler=None, step_time: float = 0.01, seed: int = 0, x0=None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from declearn.algorithms.base import Algorithm
+from declearn.algorithms.base import Algorithm, check_divergence
 from declearn.comm.gossip import _check_rate, expected_gossip_matrix, gossip_neighbors
 
 __all__ = ["AsyncGossip"]
@@ -48,6 +48,12 @@ class AsyncGossip(Algorithm):
     """
 
     name = "async_gossip"
+    _assigns_new_tensors = True
+    _cannot_roll_back = (
+        "AsyncGossip's exchanges happen in its gossip engine (service threads on MPI), "
+        "pairwise and without a global step to go back to. close() it on every rank and "
+        "build a new AsyncGossip (from a checkpoint of x)."
+    )
 
     def __init__(self, comm, topology, x0, *, rate: float = 1.0, seed: int = 0,
                  timeout: float | None = None):
@@ -87,7 +93,9 @@ class AsyncGossip(Algorithm):
     def run(self, ticks: int | None = None, *, duration: float | None = None,
             log_points: int = 50, progress: bool | None = None, divergence: float = 1e8):
         """Gossip for ``ticks`` clock ticks per node or for ``duration`` seconds; append
-        ``log_points`` rows to the history (time-sampled; see the module docstring)."""
+        ``log_points`` rows to the history (time-sampled; see the module docstring).
+        ``divergence`` is checked (a number > 1) but not used: gossip only averages."""
+        check_divergence(divergence)
         if len(self.history) == 0:
             self._row(self.engine.time, 0.0, float(self.metrics()["consensus_error"]),
                       0.0, 0.0)

@@ -51,6 +51,13 @@ class History:
         for c in COLUMNS:
             self._rows[c].append(row.get(c, math.nan))
 
+    def drop_after(self, k: int) -> None:
+        """Drop the rows of iterations past ``k`` (after a roll-back to iteration k)."""
+        keep = sum(1 for it in self._rows["iteration"] if it <= k)
+        if keep < len(self):
+            for column in self._rows.values():
+                del column[keep:]
+
     def __len__(self) -> int:
         return len(self._rows["iteration"])
 

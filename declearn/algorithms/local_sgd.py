@@ -266,6 +266,7 @@ class LocalSteps(Algorithm):
     the same ``comm``) turned into an algorithm; the named methods below are instances."""
 
     name = "local_steps"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, problem, rule: SyncRule, *, lr, x0=None):
         if not isinstance(rule, SyncRule):
@@ -278,6 +279,13 @@ class LocalSteps(Algorithm):
 
     def _params(self) -> dict:
         return {**super()._params(), **self.rule.params()}
+
+    def _stateful_parts(self) -> tuple:
+        return (*super()._stateful_parts(), self.rule)
+
+    def _checks_in_place_updates(self) -> bool:
+        own_rule = type(self.rule).__module__ == __name__  # rules of this module: audited
+        return super()._checks_in_place_updates() or not own_rule
 
     def finish(self) -> None:
         """Wait for the rule's allreduce still in flight (overlap variants)."""

@@ -18,6 +18,7 @@ class ParallelSGD(Algorithm):
     the problem says so): what one server averaging n workers' gradients would do."""
 
     name = "parallel_sgd"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, problem, *, lr, x0=None):
         super().__init__(comm, problem, x0=x0, lr=lr)

@@ -119,8 +119,11 @@ class _TreeChannel:
     sums come out as averages; the count stays a count), ``received[.., s, :]`` the last
     packed message from the s-th tree neighbor and ``received_sum`` their sum over s. Tree
     links are two-way, so slot s of what comes in and of what goes out are the same
-    neighbor. Buffers are reused from step to step (the hot path allocates only what the
-    communicator returns and the result)."""
+    neighbor. ``own`` is reused from step to step (scratch: it holds nothing between steps);
+    ``received`` and ``received_sum`` are state and never written in place, so that an
+    algorithm can keep them by reference to undo a step."""
+
+    _scratch = ("own",)
 
     def __init__(self, comm, tree, lead: tuple):
         self.comm = comm
@@ -142,8 +145,7 @@ class _TreeChannel:
             message = own.unsqueeze(slot_dim).expand(
                 own.shape[:slot_dim] + (self.slots,) + own.shape[slot_dim:])
         else:  # to neighbor s: own + (sum over all neighbors) - (what s sent us)
-            message = torch.sub((own + self.received_sum).unsqueeze(slot_dim), self.received,
-                                out=self.received)
+            message = torch.sub((own + self.received_sum).unsqueeze(slot_dim), self.received)
         self.received = self.comm.neighbor_alltoall(message, self.tree)
         self.received_sum = _sum_slots(self.received, slot_dim)
         self.steps += 1
@@ -235,6 +237,13 @@ class RelaySum:
         return torch.addcmul(mean, count.neg().add_(n).div_(n), fill)
 
 
+class _Relaying(Algorithm):
+    """An algorithm whose state includes the relay buffers of ``self.relay``."""
+
+    def _stateful_parts(self) -> tuple:
+        return (*super()._stateful_parts(), *self.relay.channels)
+
+
 def _tree_params(tree) -> dict:
     parts = tree_parts(tree)
     names = "+".join(p.name for p in parts)
@@ -242,7 +251,7 @@ def _tree_params(tree) -> dict:
 
 
 # ---------------------------------------------------------------------- algorithms
-class RelaySumConsensus(Algorithm):
+class RelaySumConsensus(_Relaying):
     r"""Average consensus by relaying the initial values: ``x_i^{t} = S_i^t / C_i^t``.
 
     ``S_i^t`` sums the initial values of the ``C_i^t`` nodes within ``t + 1`` hops of i
@@ -251,6 +260,7 @@ class RelaySumConsensus(Algorithm):
     """
 
     name = "relaysum_consensus"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, tree, x0):
         self._tree_info = _tree_params(tree)
@@ -265,7 +275,7 @@ class RelaySumConsensus(Algorithm):
         self.x = self.relay.mix(self.values, by_count=True)
 
 
-class RelaySGD(Algorithm):
+class RelaySGD(_Relaying):
     r"""RelaySGD (model relaying) on a spanning tree.
 
     ``x_half = x - lr * grad(x)``, then with ``S_i, C_i`` the relayed sum and count of the
@@ -280,6 +290,7 @@ class RelaySGD(Algorithm):
     """
 
     name = "relaysgd"
+    _assigns_new_tensors = True
     FILLS = ("initial", "own")
 
     def __init__(self, comm, problem, tree, *, lr, fill: str = "initial", x0=None):
@@ -306,7 +317,7 @@ class RelaySGD(Algorithm):
         self.x = self.relay.mix(half, self.x_ref if self.fill == "initial" else half)
 
 
-class RelaySGDGrad(Algorithm):
+class RelaySGDGrad(_Relaying):
     r"""RelaySGD/Grad: relaying updates ``u = -lr * grad(x)`` on a spanning tree.
 
         x_i <- x_i + S_i / n,      S_i = u_i + (relayed updates of the others)
@@ -317,6 +328,7 @@ class RelaySGDGrad(Algorithm):
     """
 
     name = "relaysgd_grad"
+    _assigns_new_tensors = True
 
     def __init__(self, comm, problem, tree, *, lr, x0=None):
         self._tree_info = _tree_params(tree)

@@ -36,6 +36,7 @@ class GradientTracking(GossipMethod):
     """
 
     name = "gradient_tracking"
+    _assigns_new_tensors = True
     weights = "doubly"
 
     def __init__(self, comm, problem, topology, *, lr, variant: str = "atc", x0=None):
@@ -87,6 +88,7 @@ class PushDIGing(GossipMethod):
     """
 
     name = "push_diging"
+    _assigns_new_tensors = True
     weights = "sender"
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
