@@ -6,12 +6,36 @@ parameter in one flat buffer, so a synchronisation is one collective:
   OverlapLocalSGD, CoCoDSGD;
 * gossip: DecentralizedSGD (neighbor averaging over a topology) and RelaySGD (relays over a
   spanning tree).
+
+Every optimizer saves its whole state with ``state_dict()`` and restores it with
+``load_state_dict()`` (:mod:`declearn.optim.optimizer_state`); :func:`save_checkpoint` and
+:func:`load_checkpoint` write and read one file per rank, atomically
+(:mod:`declearn.optim.checkpoint`).
 """
 
+from declearn.optim.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from declearn.optim.flat import FlatParameters
 from declearn.optim.gossip import DecentralizedSGD, RelaySGD
-from declearn.optim.local_sgd import CoCoDSGD, EASGD, LocalSGD, OverlapLocalSGD, PeriodicSyncSGD
+from declearn.optim.local_sgd import EASGD, CoCoDSGD, LocalSGD, OverlapLocalSGD, PeriodicSyncSGD
 from declearn.optim.stacked import StackedModel
 
-__all__ = ["FlatParameters", "PeriodicSyncSGD", "LocalSGD", "EASGD", "OverlapLocalSGD",
-           "CoCoDSGD", "DecentralizedSGD", "RelaySGD", "StackedModel"]
+__all__ = [
+    "EASGD",
+    "CheckpointError",
+    "CoCoDSGD",
+    "DecentralizedSGD",
+    "FlatParameters",
+    "LocalSGD",
+    "OverlapLocalSGD",
+    "PeriodicSyncSGD",
+    "RelaySGD",
+    "StackedModel",
+    "checkpoint_path",
+    "load_checkpoint",
+    "save_checkpoint",
+]

@@ -20,6 +20,11 @@ Under MPIComm each rank passes its own model. Under SimComm(n) the model must be
 models (every parameter with the node dim first), which lets a notebook train n small models
 in one process. At construction the parameters are set to node 0's (a broadcast not counted
 as traffic) so all nodes start from the same model, as the anchors assume.
+
+``state_dict()`` / ``load_state_dict()`` save and restore everything a resumed run needs (the
+parameters, the momentum buffer, the rule's position in the ``tau`` period and its anchors;
+:mod:`declearn.optim.optimizer_state`); :func:`declearn.optim.save_checkpoint` writes them to
+one file per rank.
 """
 
 from __future__ import annotations
@@ -136,6 +141,23 @@ class PeriodicSyncSGD(torch.optim.Optimizer):
         rank before tearing the communicator down."""
         if hasattr(self.rule, "finish"):
             self.rule.finish()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue exactly as this one would (a snapshot:
+        tensors are copies). See :mod:`declearn.optim.optimizer_state` for the contents and
+        the in-flight averages it completes first (call it on every rank at one iteration)."""
+        from declearn.optim.optimizer_state import optimizer_state
+
+        return optimizer_state(self)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Continue from ``state_dict`` (from :meth:`state_dict` of the same optimizer class,
+        hyperparameters, model, node and number of nodes); parameters included. Raises a
+        ValueError saying what differs, before changing anything."""
+        from declearn.optim.optimizer_state import load_optimizer_state
+
+        load_optimizer_state(self, state_dict)
 
 
 class LocalSGD(PeriodicSyncSGD):
