@@ -38,14 +38,12 @@ def _parse():
 
 
 def _relaunch(args) -> int:
-    from declearn.cluster.mpiexec import find_mpiexec, mpiexec_env
+    from declearn.cluster.mpiexec import find_mpiexec, local_job
 
-    mpiexec = find_mpiexec()
-    if mpiexec is None:
+    if find_mpiexec() is None:
         sys.exit("No mpiexec found: pip install mpich (or put an MPI on PATH).")
-    cmd = [mpiexec, "-n", str(args.n), sys.executable, os.path.abspath(__file__),
-           *sys.argv[1:]]
-    return subprocess.call(cmd, env=mpiexec_env(mpiexec))
+    cmd, env = local_job(args.n, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
+    return subprocess.call(cmd, env=env)
 
 
 def _sizes(args):

@@ -3,6 +3,7 @@
 ::
 
     declearn cluster start -n 4 [--profile declearn]   # a cluster that outlives this command
+                 [--open-network --ip '*' --mpi-args '-f hosts' --no-resource-check]
     declearn cluster status [--profile declearn]       # what runs: engines, ranks
     declearn cluster stop [--profile declearn] [--all]
     declearn doctor [--quick]                          # is this machine ready for the chapters?
@@ -63,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow more engines than max(4, cores)")
     p.add_argument("--gpus", type=_gpus, default="auto", help="auto (default), yes or no")
     p.add_argument("--ip", default="127.0.0.1",
-                   help="controller address; '*' for engines on other hosts")
+                   help="controller address (default 127.0.0.1); '*' with --open-network for "
+                        "engines on other hosts")
+    p.add_argument("--open-network", action="store_true",
+                   help="launch with the MPI's own mpiexec, which listens on every network "
+                        "interface (engines on other hosts, host files, -ppn); by default "
+                        "every process listens on loopback only. Only on a trusted network")
     p.add_argument("--mpi-args", default="", help="extra mpiexec arguments, one quoted string")
     p.add_argument("--no-resource-check", action="store_true",
                    help="skip the local core/memory rules (engines on other hosts)")
@@ -95,6 +101,7 @@ def _cluster_start(args) -> int:
             oversubscribe=True if args.oversubscribe else None, gpus=args.gpus,
             mpi_args=shlex.split(args.mpi_args), activate=False, ip=args.ip,
             check_resources=not args.no_resource_check, persistent=True,
+            open_network=args.open_network,
         )
     except ClusterError as exc:
         print(f"declearn cluster start: {exc}", file=sys.stderr)

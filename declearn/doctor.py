@@ -144,17 +144,15 @@ def check_mpi_library(timeout: float) -> tuple[Check, str]:
 
 def mpi_roundtrip(runtime, timeout: float = 60) -> Check:
     """``mpiexec -n 2 python -c ...``: rank 0 sends a value, rank 1 echoes it, rank 0 checks."""
-    from declearn.cluster.mpiexec import mpiexec_env
+    from declearn.cluster.mpiexec import local_job
 
     name = "MPI round trip over 2 ranks"
     if runtime is None:
         return Check(name, "SKIP", "no mpiexec")
-    cmd = [runtime.mpiexec, "-n", "2", *runtime.root_args(), *runtime.oversubscribe_args(),
-           sys.executable, "-c", _ROUNDTRIP]
+    cmd, env = local_job(2, [sys.executable, "-c", _ROUNDTRIP], runtime=runtime)  # loopback
     t0 = time.perf_counter()
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                             env=mpiexec_env(runtime.mpiexec))
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return Check(name, "FAIL", f"no answer in {timeout:g} s",
                      "MPI processes cannot reach each other: check the hostname resolves "

@@ -127,6 +127,8 @@ def test_cli_cluster_start_attach_status_stop(ipython_dir):
     assert status.returncode == 1 and "No cluster" in status.stdout
     with pytest.raises(ClusterError, match="No running cluster"):
         dc.attach()
+    # the controller's engine table goes with its cluster (ipyparallel leaves it behind)
+    assert not (profile_dir / "log" / "engines.json").exists()
 
 
 def test_cli_cleans_up_stale_files(ipython_dir):
@@ -152,6 +154,49 @@ def test_cli_cleans_up_stale_files(ipython_dir):
     assert stop.returncode == 0 and "No cluster running" in stop.stdout, stop.stdout
     assert not (security / "cluster-old.json").exists()
     assert not Path(ClusterRecord.path_for(pdir, "old")).exists()
+
+
+@pytest.mark.cluster
+def test_cli_stop_of_a_dead_cluster_removes_its_files_and_only_its(ipython_dir):
+    """A cluster whose processes all died (kill -9) leaves connection files, the cluster file,
+    declearn's record, the controller's engine table and the launchers' logs; `declearn
+    cluster stop` removes them all, and no file of another cluster."""
+    path, env = ipython_dir
+    profile_dir = path / "profile_declearn"
+    started = _run(["cluster", "start", "-n", "1", "--cluster-id", "dead", "--gpus", "no"], env)
+    assert started.returncode == 0, started.stderr + started.stdout
+    pids = _cluster_pids(profile_dir)
+    # another cluster's files, and names that only start like this cluster's
+    others = [profile_dir / "security" / "ipcontroller-other-client.json",
+              profile_dir / "security" / "ipcontroller-deadbeef-engine.json",
+              profile_dir / "log" / "enginesother.json",
+              profile_dir / "log" / "enginesdeadbeef.json",
+              profile_dir / "log" / "engines.json",
+              profile_dir / "log" / "ipcontroller-other-1.log",
+              profile_dir / "log" / "ipengine-deadbeef-1-2.log"]
+    for other in others:
+        other.write_text("{}")
+    before = {p for p in profile_dir.rglob("*") if p.is_file()}
+    mine = before - set(others) - {profile_dir / "startup" / "README"}
+    assert {"cluster-dead.json", "declearn-cluster-dead.json", "ipcontroller-dead-client.json",
+            "ipcontroller-dead-engine.json", "enginesdead.json"} <= {p.name for p in mine}
+    for pid in pids:  # all started by this test
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pids)
+    status = _run(["cluster", "status"], env)
+    assert "'dead': NOT running" in status.stdout, status.stdout
+
+    stop = _run(["cluster", "stop"], env)
+    assert stop.returncode == 0, stop.stderr
+    left = {p for p in profile_dir.rglob("*") if p.is_file()}
+    assert not left & mine, sorted(str(p) for p in left & mine)
+    assert set(others) <= left
 
 
 def test_cli_bad_input(ipython_dir, monkeypatch, capsys):

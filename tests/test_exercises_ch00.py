@@ -181,13 +181,13 @@ _MPI_SCRIPT = textwrap.dedent("""
 @needs_mpi
 @pytest.mark.mpi
 def test_ring_allreduce_under_mpiexec(tmp_path):
-    from declearn.cluster.mpiexec import find_mpiexec, mpiexec_env
+    from declearn.cluster.mpiexec import local_job
 
     script = tmp_path / "ring_checks.py"
     script.write_text(_MPI_SCRIPT)
-    mpiexec = find_mpiexec()
-    proc = subprocess.run([mpiexec, "-n", "4", sys.executable, str(script)], check=False,
-                          env=mpiexec_env(mpiexec), capture_output=True, text=True, timeout=120)
+    cmd, env = local_job(4, [sys.executable, str(script)])  # on loopback, as a local cluster
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True,
+                          timeout=120)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert all(f"RING-OK rank {r} of 4" in out for r in range(4)), out[-5000:]

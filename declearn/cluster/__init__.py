@@ -13,11 +13,14 @@ pinned by local rank where GPUs exist, and the same Python as this kernel (``MPI
 there). ``declearn cluster start -n 4`` starts a cluster that outlives the shell; notebooks use
 it with :func:`attach`. Gotchas handled here: ``%px`` runs on a *blocking* view (a non-blocking
 one prints nothing), engines are addressed by MPI rank (never by engine id), and a killed engine
-takes its whole MPI job down, which :meth:`Cluster.restart` brings back.
+takes its whole MPI job down: the call that was running raises :class:`MPIJobEndedError`
+naming the rank that died and how, every later use says the job ended, and
+:meth:`Cluster.restart` starts a new one.
 """
 
 from declearn.cluster.checks import ClusterRequestError
-from declearn.cluster.handle import Cluster
+from declearn.cluster.faults import ClusterBusyError, ClusterStoppedError, MPIJobEndedError
+from declearn.cluster.handle import Cluster, ClusterView
 from declearn.cluster.launch import (
     DEFAULT_PROFILE,
     attach,
@@ -30,7 +33,8 @@ from declearn.cluster.launch import (
 from declearn.cluster.mpiexec import MPIRuntime, find_mpiexec, mpi_runtime
 
 __all__ = [
-    "start", "attach", "connect", "Cluster", "list_clusters", "stop_clusters",
+    "start", "attach", "connect", "Cluster", "ClusterView", "list_clusters", "stop_clusters",
+    "MPIJobEndedError", "ClusterBusyError", "ClusterStoppedError",
     "resolve_profile_dir",
     "DEFAULT_PROFILE", "ClusterRequestError", "MPIRuntime", "find_mpiexec", "mpi_runtime",
 ]

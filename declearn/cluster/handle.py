@@ -14,17 +14,42 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
-from numbers import Integral
+from numbers import Integral, Real
 
+from ipyparallel import AsyncResult, DirectView
+from ipyparallel.error import CompositeError, EngineError, NoEnginesRegistered, RemoteError
+
+from declearn.cluster.checks import ClusterRequestError
 from declearn.cluster.engine_side import resync_engine, setup_engine
+from declearn.cluster.faults import (
+    ClusterBusyError,
+    ClusterStoppedError,
+    DeathWatch,
+    JobEnd,
+    MPIJobEndedError,
+    read_hydra_report,
+)
 from declearn.cluster.processes import cluster_processes, end_processes
-from declearn.cluster.record import ClusterRecord
+from declearn.cluster.record import cluster_files, remove_cluster_files
 from declearn.errors import ClusterError
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "ClusterView"]
 
 _POLL = 0.02  # seconds between two looks at the engine registry
+#: Seconds a call that saw engines die waits for mpiexec to exit (and finish its report).
+JOB_END_WAIT = 10.0
+#: Seconds cluster.resync() waits for the engines' answers beyond their own resync deadline.
+RESYNC_GRACE = 5.0
+
+
+def _rank_list(ranks) -> str:
+    """``"rank 2"`` / ``"ranks 0, 2"``."""
+    ranks = list(ranks)
+    if len(ranks) == 1:
+        return f"rank {ranks[0]}"
+    return f"ranks {', '.join(map(str, ranks))}"
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -92,6 +117,25 @@ def wait_for_engines(client, n: int, deadline: float, ipp_cluster, *, what: str,
         time.sleep(_POLL)
 
 
+def _exit_status(launcher) -> int | None:
+    """The exit status of the launcher's process once it has ended, when this process is its
+    parent: from ipyparallel's stop notice, or psutil's cached wait, or Popen's; else None."""
+    stop_data = getattr(launcher, "stop_data", None) or {}
+    if isinstance(stop_data.get("exit_code"), int):
+        return stop_data["exit_code"]
+    proc = getattr(launcher, "process", None)
+    if proc is not None:
+        try:
+            code = proc.wait(timeout=0)
+        except Exception:  # still running, or not ours to wait for
+            code = None
+        if isinstance(code, int):
+            return code
+    popen = getattr(launcher, "_popen_process", None)
+    # Popen says 0 when another wait reaped the process first: only trust a failure
+    return popen.returncode if popen is not None and popen.returncode else None
+
+
 def _local_child(launcher) -> bool:
     """Whether this process started the launcher's process (else it was loaded from a file)."""
     return getattr(launcher, "_popen_process", None) is not None
@@ -130,6 +174,7 @@ def stop_engines(ipp_cluster, *, grace: float = 3.0) -> None:
 def shutdown_cluster(ipp_cluster, *, grace: float = 3.0) -> list:
     """End every process of the cluster, engines first (a controller that vanishes first
     makes engines wait for it), remove its files; return the processes that survived."""
+    files = cluster_files(ipp_cluster.profile_dir, ipp_cluster.cluster_id)  # named in them
     stop_engines(ipp_cluster, grace=grace)
     controller = ipp_cluster.controller
     if controller is not None:
@@ -146,10 +191,66 @@ def shutdown_cluster(ipp_cluster, *, grace: float = 3.0) -> list:
     survivors = end_processes(cluster_processes(ipp_cluster.profile_dir, ipp_cluster.cluster_id),
                               grace=grace)
     ipp_cluster.remove_cluster_file()
-    record = ClusterRecord.load(ipp_cluster.profile_dir, ipp_cluster.cluster_id)
-    if record is not None:
-        record.remove()
+    remove_cluster_files(ipp_cluster.profile_dir, ipp_cluster.cluster_id, files)
     return survivors
+
+
+def _engine_died(exc: BaseException) -> bool:
+    """Whether an ipyparallel error says that an engine died while running the request."""
+    if isinstance(exc, EngineError):
+        return True
+    if isinstance(exc, CompositeError):
+        return any(entry[0] == "EngineError" for entry in exc.elist)
+    return isinstance(exc, RemoteError) and exc.ename == "EngineError"
+
+
+class _ExplainedResult(AsyncResult):
+    """An AsyncResult whose ``get()`` says which rank died when engines died meanwhile
+    (``%px`` sends without blocking, then calls ``get()`` itself)."""
+
+    _cluster: Cluster
+
+    def get(self, *args, **kwargs):
+        try:
+            return super().get(*args, **kwargs)
+        except (CompositeError, RemoteError) as exc:
+            explained = self._cluster._explain_failure(exc)
+            if explained is None:
+                raise
+            raise explained from exc
+
+
+class ClusterView(DirectView):
+    """The blocking, rank-ordered DirectView of a :class:`Cluster` (``cluster.view``, what
+    ``%px`` uses). Before each request it checks that the cluster can serve it: stopped
+    clusters and ended MPI jobs raise a :class:`ClusterError` that says what to do, instead of
+    ipyparallel's closed-socket or no-engine errors. A request during which engines die
+    raises :class:`MPIJobEndedError`, naming the rank that died first and how."""
+
+    _cluster: Cluster
+
+    def _explained(self, call, *args, **kwargs):
+        self._cluster._check_usable(self)
+        try:
+            result = call(*args, **kwargs)
+        except (CompositeError, RemoteError) as exc:
+            explained = self._cluster._explain_failure(exc)
+            if explained is None:
+                raise
+            raise explained from exc
+        except NoEnginesRegistered:
+            self._cluster._check_usable(self, wait=JOB_END_WAIT)
+            raise
+        if type(result) is AsyncResult:
+            result.__class__ = _ExplainedResult  # adds get(); same state, same behaviour
+            result._cluster = self._cluster
+        return result
+
+    def execute(self, *args, **kwargs):
+        return self._explained(super().execute, *args, **kwargs)
+
+    def _really_apply(self, *args, **kwargs):  # apply*, push, pull, map, scatter, gather
+        return self._explained(super()._really_apply, *args, **kwargs)
 
 
 class Cluster:
@@ -183,6 +284,8 @@ class Cluster:
         self._view = None
         self._stopped = False
         self._detached = False
+        self._watch: DeathWatch | None = None
+        self._output_links: list[str] = []
         self.info: list[dict] = []
 
     # ------------------------------------------------------------------ identity
@@ -237,6 +340,12 @@ class Cluster:
                 timeout=max(deadline - time.monotonic(), 1.0)
             )
         except Exception as exc:
+            if "torch sees no GPU" in str(exc):  # engines on another host: restarting cannot help
+                raise ClusterRequestError(
+                    f"Engine set-up failed: {exc}. No GPU is visible to the engines, so "
+                    "restarting cannot help: start the cluster with gpus=False (CPU engines) or "
+                    "gpus='auto', or on machines with GPUs and a CUDA build of torch."
+                ) from exc
             raise ClusterError(
                 f"Engine set-up failed: {exc}. Restart the cluster (cluster.restart()); if "
                 "it fails again, run `declearn doctor`."
@@ -252,9 +361,12 @@ class Cluster:
                 "are registered with this controller. Stop this cluster and start a fresh one."
             )
         self.info = sorted(results, key=lambda info: info["rank"])
-        view = self.client[[info["engine_id"] for info in self.info]]
+        view = ClusterView(client=self.client, socket=self.client._mux_stream,
+                           targets=[info["engine_id"] for info in self.info])
+        view._cluster = self
         view.block = True  # a non-blocking %px prints nothing: the classic trap
         self._view = view
+        self._start_watch()
         if self._activate:
             try:
                 from IPython import get_ipython
@@ -264,11 +376,124 @@ class Cluster:
                 view.activate()
 
     def _check_running(self) -> None:
-        if self._stopped:
-            raise ClusterError(
-                f"Cluster {self.cluster_id!r} was stopped or detached; start a new one with "
-                "declearn.cluster.start(n) or attach again with declearn.cluster.attach()."
+        if not self._stopped:
+            return
+        if self._detached:
+            raise ClusterStoppedError(
+                f"This notebook detached from cluster {self.cluster_id!r} (cluster.stop()); "
+                "it keeps running for others. Use it again with declearn.cluster.connect(n) "
+                "(or declearn.cluster.attach()), or start a new one with "
+                "declearn.cluster.start(n)."
             )
+        raise ClusterStoppedError(
+            f"Cluster {self.cluster_id!r} was stopped (cluster.stop()) and its engines are "
+            "gone: start a new one with declearn.cluster.connect(n) (or "
+            "declearn.cluster.start(n)), then re-run your set-up cells."
+        )
+
+    # ------------------------------------------------------------------ health
+    def _start_watch(self) -> None:
+        """Watch the engines that run on this host, to name the first one that dies."""
+        self._stop_watch()
+        here = socket.gethostname()
+        local = {d["rank"]: d["pid"] for d in self.info if d.get("host") == here}
+        if local:
+            self._watch = DeathWatch(local)
+        # ipyparallel deletes mpiexec's output file as soon as its event loop (a kernel's)
+        # sees mpiexec exit; a second name for the file keeps Hydra's report readable.
+        for es in self.ipp.engines.values():
+            path = getattr(es, "output_file", "")
+            link = f"{path}.declearn-{os.getpid()}"
+            try:
+                if os.path.exists(link):
+                    os.remove(link)
+                os.link(path, link)
+            except OSError:
+                continue
+            self._output_links.append(link)
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        for link in self._output_links:
+            try:
+                os.remove(link)
+            except OSError:
+                pass
+        self._output_links = []
+
+    def _mpiexec_state(self) -> tuple[bool, str, int | None]:
+        """(still running, its output, its exit status if known) for the engines' mpiexec."""
+        sets = list(self.ipp.engines.values())
+        running = all(_launcher_alive(es) for es in sets)
+        output, code = "", None
+        if not running:
+            for link in self._output_links:
+                try:
+                    with open(link, errors="replace") as f:
+                        output += f.read()
+                except OSError:
+                    pass
+            for es in sets:
+                if not self._output_links:
+                    try:
+                        output += es.get_output() or ""
+                    except Exception:
+                        pass
+                code = _exit_status(es)
+        return running, output, code
+
+    def _job_end(self, wait: float = 0.0) -> JobEnd | None:
+        """Why the MPI job is over, or None while it runs. With ``wait``, first give mpiexec
+        up to that many seconds to exit (when an engine died, so its report is complete)."""
+        ids = {d["engine_id"] for d in self.info}
+        deadline = time.monotonic() + wait
+        while True:
+            dead = self._watch.dead_ranks() if self._watch is not None else []
+            running, output, code = self._mpiexec_state()
+            try:
+                missing = bool(ids - set(self.client.ids))
+            except Exception:
+                missing = True
+            if not (dead or missing or not running):
+                return None
+            if not running or time.monotonic() >= deadline:
+                break
+            time.sleep(_POLL)
+        return JobEnd.build(self.cluster_id, self.n, self._watch,
+                            read_hydra_report(output, code), mpiexec_running=running,
+                            output_tail=_tail(output, 15))
+
+    def _check_usable(self, view=None, *, wait: float = 0.0) -> None:
+        """Raise a ClusterError that says what to do if this cluster (or ``view``, a view of
+        an earlier job) cannot serve a request; cheap enough to run before each one."""
+        self._check_running()
+        if view is not None and view is not self._view and (
+                self._view is None or list(view.targets) != list(self._view.targets)):
+            raise ClusterError(
+                "This view belongs to an MPI job that cluster.restart() replaced; use "
+                "cluster.view (%px already runs on the new engines)."
+            )
+        end = self._job_end(wait)
+        if end is not None:
+            raise MPIJobEndedError(end.message(during=False), ranks_first=end.first,
+                                   how=end.how)
+
+    def _explain_failure(self, exc: BaseException) -> MPIJobEndedError | None:
+        """The error to raise instead of ``exc`` when engines died during a request."""
+        if not _engine_died(exc) or self._stopped:
+            return None
+        end = self._job_end(wait=JOB_END_WAIT)
+        if end is None:
+            return None
+        return MPIJobEndedError(end.message(during=True), ranks_first=end.first, how=end.how,
+                                during=True)
+
+    def check(self) -> None:
+        """Raise the error the next use would raise (cluster stopped, MPI job ended, with
+        what to do); return None if the engines can serve requests."""
+        self._check_usable()
 
     # ------------------------------------------------------------------ control
     def stop(self, shutdown: bool | None = None, *, grace: float = 3.0) -> None:
@@ -280,6 +505,7 @@ class Cluster:
             shutdown = self.owned
         self._stopped = True
         self._detached = not shutdown
+        self._stop_watch()
         try:
             self.client.close()
         except Exception:
@@ -301,6 +527,7 @@ class Cluster:
         self._check_running()
         timeout = self.timeout if timeout is None else float(timeout)
         deadline = time.monotonic() + timeout
+        self._stop_watch()
         stop_engines(self.ipp)
         # New engines ask for ids 0..n-1 again: let the old registrations go first (the
         # nannies report a death at once; the heartbeat window is 30 s).
@@ -319,17 +546,64 @@ class Cluster:
         loop, e.g. declearn's deadline loop around a collective, raises KeyboardInterrupt and
         the engine is usable again; a wait inside the MPI library itself is not interrupted
         (then use :meth:`restart`)."""
-        self._check_running()
+        self._check_usable()
         self.client.send_signal(signal.SIGINT, targets=[d["engine_id"] for d in self.info],
                                 block=True)
 
-    def resync(self, timeout: float | None = None) -> list[int] | None:
-        """Call ``declearn.comm.mpi.resync_all()`` on every engine at once, after a timed-out
-        collective left the ranks out of step. Returns, per rank, how many MPIComm objects
-        were resynced; None if this declearn has no ``resync_all``."""
-        self._check_running()
-        done = self._view.apply_sync(resync_engine, timeout)
+    def resync(self, timeout: float = 30.0) -> list[int] | None:
+        """Call ``declearn.comm.mpi.resync_all(timeout=timeout)`` on every engine at once,
+        after a timed-out collective left the ranks out of step. Returns, per rank, how many
+        MPIComm objects were resynced; None if this declearn has no ``resync_all``.
+
+        A resync needs every rank at the same time, so it is refused at once, with
+        :class:`ClusterBusyError` naming the ranks, while some engine still runs an earlier
+        request (a ``%px`` cell, an ``apply``): ``cluster.interrupt()`` frees them. It also
+        has its own deadline here: ranks that have not answered ``timeout`` +
+        :data:`RESYNC_GRACE` seconds after the request are named the same way, and their
+        request is cancelled if it has not started.
+        """
+        self._check_usable()
+        if isinstance(timeout, bool) or not isinstance(timeout, Real) or not timeout > 0:
+            raise ClusterRequestError(
+                f"timeout must be a positive number of seconds, got {timeout!r}; for example "
+                "cluster.resync(timeout=30)."
+            )
+        eids = [d["engine_id"] for d in self.info]
+        busy = self._busy_ranks(eids)
+        if busy:
+            raise ClusterBusyError(
+                f"cluster.resync() did not start: {_rank_list(busy)} "
+                f"{'is' if len(busy) == 1 else 'are'} still running an earlier "
+                "request (a %px cell or an apply), and a resync needs every rank at once. "
+                "Stop it with cluster.interrupt() (or wait for it to finish), then call "
+                "cluster.resync() again.", busy)
+        result = self._view.apply_async(resync_engine, float(timeout))
+        try:
+            done = result.get(timeout=float(timeout) + RESYNC_GRACE)
+        except TimeoutError:
+            pending = [rank for rank, msg_id in enumerate(result.msg_ids)
+                       if msg_id in self.client.outstanding]
+            try:  # a request still queued behind another one must not run later, alone
+                self.client.abort(jobs=[result.msg_ids[r] for r in pending],
+                                  targets=[eids[r] for r in pending], block=False)
+            except Exception:
+                pass
+            raise ClusterBusyError(
+                f"cluster.resync(timeout={timeout:g}) got no answer from {_rank_list(pending)}"
+                f" within {timeout + RESYNC_GRACE:g} s: busy with an earlier request, or stuck"
+                " inside MPI itself. Call cluster.interrupt(), then cluster.resync() again; "
+                "if a rank still does not answer, cluster.restart() (engine state is lost).",
+                pending) from None
         return None if all(d is None for d in done) else done
+
+    def _busy_ranks(self, eids: list[int]) -> list[int]:
+        """Ranks whose engine has requests queued or running (from any client)."""
+        try:
+            status = self.client.queue_status(targets=eids, verbose=False)
+        except Exception:
+            return []
+        return [rank for rank, eid in enumerate(eids)
+                if status.get(eid, {}).get("queue", 0) or status.get(eid, {}).get("tasks", 0)]
 
     # ------------------------------------------------------------------ protocol
     def __enter__(self) -> Cluster:

@@ -1,10 +1,17 @@
 """Start a cluster of MPI engines from Python, attach to a running one, list or stop them.
 
-A cluster is one ipyparallel controller (listening on 127.0.0.1 unless ``ip`` says otherwise)
-plus n engines launched as ONE MPI job, ``mpiexec -n n python -m ipyparallel.engine --mpi``,
-with the ``mpiexec`` that :func:`~declearn.cluster.mpiexec.find_mpiexec` finds (passed by full
-path: a Jupyter kernel may not have the virtual environment on PATH). Engines run the same
-Python as the caller, so whatever is importable here (declearn, torch) is importable there.
+A cluster is one ipyparallel controller plus n engines launched as ONE MPI job,
+``mpiexec -n n python -m ipyparallel.engine --mpi``, with the ``mpiexec`` that
+:func:`~declearn.cluster.mpiexec.find_mpiexec` finds (passed by full path: a Jupyter kernel may
+not have the virtual environment on PATH). Engines run the same Python as the caller, so
+whatever is importable here (declearn, torch) is importable there.
+
+Exposure. By default (``open_network=False``) every process of the cluster listens on the
+loopback interface only: the controller on 127.0.0.1, the MPI job started by MPICH's
+``mpiexec.gforker`` (no TCP port) with the ranks' network module on ``lo`` (see
+:mod:`declearn.cluster.mpiexec`). ``open_network=True`` launches with the MPI's own ``mpiexec``
+(Hydra: its proxies, host files, ``-ppn``...), which listens on every interface, as engines on
+other hosts need; ``ip`` then chooses the controller's interface.
 
 Start-up is faster than ipyparallel's defaults: no fixed 1 s delay between controller and
 engines (the engines get the connection info once the controller has written it), and the
@@ -16,15 +23,29 @@ unregistration window stays at ipyparallel's 30 s (60 missed pings).
 from __future__ import annotations
 
 import glob
+import ipaddress
 import logging
 import os
+import socket
 import time
+import warnings
 
-from declearn.cluster.checks import check_capacity, check_engine_count, check_gpus
+from declearn.cluster.checks import (
+    ClusterRequestError,
+    check_capacity,
+    check_engine_count,
+    check_gpus,
+)
 from declearn.cluster.handle import Cluster, shutdown_cluster, wait_for_engines
-from declearn.cluster.mpiexec import mpi_runtime, mpiexec_env
-from declearn.cluster.processes import cluster_processes, end_processes
-from declearn.cluster.record import ClusterRecord
+from declearn.cluster.mpiexec import (
+    check_loopback_args,
+    loopback_env,
+    loopback_runtime,
+    mpi_runtime,
+    mpiexec_env,
+)
+from declearn.cluster.processes import cluster_processes, end_processes, pid_alive
+from declearn.cluster.record import ClusterRecord, cluster_files, remove_cluster_files
 from declearn.errors import ClusterError
 
 __all__ = ["start", "attach", "list_clusters", "stop_clusters", "forget_stale",
@@ -64,7 +85,9 @@ def _launch_args(runtime, mpi_args, oversubscribe: bool) -> list[str]:
     return [a for a in extra if a not in args] + args
 
 
-def _config(runtime, mpi_args):
+def _config(runtime, mpi_args, env=None):
+    """ipyparallel configuration that launches the engines with ``runtime.mpiexec`` and
+    ``mpi_args``, with the variables ``env`` added to their environment."""
     from traitlets.config import Config
 
     cfg = Config()
@@ -72,8 +95,64 @@ def _config(runtime, mpi_args):
     cfg.MPILauncher.mpi_args = list(mpi_args)
     # Hydra finds its proxy next to mpiexec; the kernel's PATH may not have that directory.
     path = mpiexec_env(runtime.mpiexec)["PATH"]
-    cfg.MPIEngineSetLauncher.environment = {"PATH": path}
+    cfg.MPIEngineSetLauncher.environment = {"PATH": path, **(env or {})}
     return cfg
+
+
+def _is_loopback(ip: str) -> bool:
+    """Whether the controller address ``ip`` (an address or a host name) is on loopback."""
+    if ip == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(ip)).is_loopback
+        except (OSError, ValueError):
+            return False
+
+
+def _loopback_launch(runtime, mpi_args, ip: str):
+    """The runtime and engine environment that keep a one-machine cluster on loopback; raise
+    ClusterRequestError where an argument asks for more (``ip``, Hydra-only mpi_args)."""
+    if not _is_loopback(ip):
+        raise ClusterRequestError(
+            f"ip={ip!r} makes the controller listen beyond this machine, but the cluster is "
+            "confined to loopback by default. For engines on other hosts pass "
+            f"open_network=True as well (`--open-network`), on a trusted network; on one "
+            "machine leave ip at its default, 127.0.0.1."
+        )
+    local = loopback_runtime(runtime)
+    if local is None:
+        warnings.warn(
+            f"declearn knows no launcher of this MPI ({runtime.flavor}: {runtime.mpiexec}) "
+            "that keeps a job on the loopback interface: its mpiexec and ranks may listen on "
+            "every network interface while the cluster runs. The mpich wheel has one "
+            "(pip install mpich); pass open_network=True to accept this MPI as it is.",
+            RuntimeWarning, stacklevel=3)
+        return runtime, {}
+    check_loopback_args(mpi_args, local.mpiexec)
+    return local, loopback_env()
+
+
+def _check_gpus_visible(gpus) -> None:
+    """``gpus=True`` for engines on this machine: fail now, before any process starts, if
+    torch sees no GPU here (the engines would see none either; a restart cannot help)."""
+    if gpus is not True:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    masked = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+    raise ClusterRequestError(
+        f"gpus=True but torch sees no GPU on this machine ({socket.gethostname()}; torch "
+        f"{torch.__version__}, CUDA build {torch.version.cuda}{masked}), so no engine could "
+        "get one and restarting cannot help. Start the cluster with gpus=False (CPU engines) "
+        "or gpus='auto' (one GPU per engine where there are GPUs, else CPU), or run it on a "
+        "machine with GPUs and a CUDA build of torch."
+    )
 
 
 def _ipp_logger(level: int) -> logging.Logger:
@@ -112,6 +191,7 @@ def start(
     controller_args=(),
     check_resources: bool = True,
     persistent: bool = False,
+    open_network: bool = False,
 ) -> Cluster:
     """Start a controller and ``n`` MPI engines, wait until all are registered, set them up,
     and return a :class:`Cluster` handle (which stops them all on ``stop()`` / ``with`` exit /
@@ -130,13 +210,16 @@ def start(
     oversubscribe : bool or None
         None: up to ``max(4, cores)`` engines; True: any number; False: at most ``cores``.
     gpus : "auto", True or False
-        One GPU per engine by local rank where GPUs exist ("auto"), required (True), or none.
+        One GPU per engine by local rank where GPUs exist ("auto"), required (True: refused at
+        once when torch sees no GPU on this machine), or none.
     mpi_args : sequence of str
-        Extra ``mpiexec`` arguments (host files, ``-ppn``...).
+        Extra ``mpiexec`` arguments. On loopback only ``mpiexec.gforker``'s few options
+        (``-genv``, ``-wdir``...); host files, ``-ppn``, ``-bind-to`` need ``open_network``.
     activate : bool
         Make ``%px``/``%%px`` run on this cluster's (blocking, rank-ordered) view.
     ip : str
-        Address the controller listens on; ``"*"`` for engines on other hosts.
+        Address the controller listens on: loopback unless ``open_network``; ``"*"`` for
+        engines on other hosts.
     controller_args : sequence of str
         Extra ``ipcontroller`` arguments (e.g. ``["--usethreads"]`` to save memory).
     check_resources : bool
@@ -145,12 +228,23 @@ def start(
     persistent : bool
         Keep the cluster running after this Python process exits (``declearn cluster start``
         uses it); the handle returned then does not own the cluster.
+    open_network : bool
+        False (default): every process of the cluster listens on loopback only (see the
+        module docstring). True: launch with the MPI's own ``mpiexec``, which listens on
+        every network interface, as engines on other hosts need; only on a trusted network.
     """
     n = check_engine_count(n)
     gpus = check_gpus(gpus)
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ClusterError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+    if not isinstance(open_network, bool):
+        raise ClusterRequestError(f"open_network must be True or False, got {open_network!r}.")
     runtime = mpi_runtime()
+    engine_env = {}
+    if not open_network:
+        runtime, engine_env = _loopback_launch(runtime, mpi_args, ip)
+    if check_resources:
+        _check_gpus_visible(gpus)
     if check_resources:
         over = check_capacity(n, oversubscribe=oversubscribe)
     else:
@@ -171,13 +265,14 @@ def start(
                   controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}",
                                    f"--HeartMonitor.max_heartmonitor_misses={HEARTBEAT_MISSES}",
                                    *map(str, controller_args)],
-                  config=_config(runtime, args))
+                  config=_config(runtime, args, engine_env))
     if cluster_id is not None:
         kwargs["cluster_id"] = str(cluster_id)
     ipp_cluster = _ipp_cluster(**kwargs)
     record = ClusterRecord(profile_dir=pdir, cluster_id=ipp_cluster.cluster_id, n=n,
                            mpiexec=runtime.mpiexec, mpi_args=args, gpus=gpus, ip=ip,
-                           started_by="cli" if persistent else "python", persistent=persistent)
+                           started_by="cli" if persistent else "python", persistent=persistent,
+                           open_network=open_network, mpi_env=engine_env)
     deadline = time.monotonic() + timeout
     handle = None
     try:
@@ -210,7 +305,7 @@ def _load(pdir: str, cluster_id: str):
         from declearn.cluster.mpiexec import MPIRuntime
 
         runtime = MPIRuntime(record.mpiexec, "unknown", "")
-        kwargs["config"] = _config(runtime, record.mpi_args)
+        kwargs["config"] = _config(runtime, record.mpi_args, record.mpi_env)
     path = os.path.join(pdir, "security", f"cluster-{cluster_id}.json")
     return ipp.Cluster.from_file(path, **kwargs), record
 
@@ -221,18 +316,22 @@ def _attachable(pdir: str, cluster_id: str) -> bool:
         ipp_cluster, _ = _load(pdir, cluster_id)
     except Exception:
         return False
-    return ipp_cluster.controller is not None and ipp_cluster.controller.running
+    return _controller_running(ipp_cluster)
 
 
-def _forget(pdir: str, cluster_id: str) -> None:
-    """Remove the files of a cluster whose controller is gone, ending its leftovers."""
+def _controller_running(ipp_cluster) -> bool:
+    """Whether the cluster's controller process runs (a zombie does not)."""
+    controller = ipp_cluster.controller
+    return (controller is not None and controller.running
+            and pid_alive(getattr(controller, "pid", None)))
+
+
+def _forget(pdir: str, cluster_id: str, files: list[str] | None = None) -> None:
+    """End the leftovers of a cluster whose controller is gone, and remove its files (``files``
+    as listed by :func:`~declearn.cluster.record.cluster_files` before anything was removed,
+    plus whatever of them exists now)."""
     end_processes(cluster_processes(pdir, cluster_id))
-    for path in (os.path.join(pdir, "security", f"cluster-{cluster_id}.json"),
-                 ClusterRecord.path_for(pdir, cluster_id)):
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
+    remove_cluster_files(pdir, cluster_id, [*(files or ()), *cluster_files(pdir, cluster_id)])
 
 
 def forget_stale(pdir: str) -> list[str]:
@@ -287,7 +386,7 @@ def attach(
     pdir = resolve_profile_dir(profile, profile_dir)
     cid = _pick_cluster_id(pdir, cluster_id)
     ipp_cluster, record = _load(pdir, cid)
-    if ipp_cluster.controller is None or not ipp_cluster.controller.running:
+    if not _controller_running(ipp_cluster):
         raise ClusterError(
             f"The controller of cluster {cid!r} in {pdir} is not running (a stale file). "
             "`declearn cluster stop` cleans it up; then start a new cluster."
@@ -332,10 +431,13 @@ def list_clusters(profile: str | None = None, *, profile_dir: str | None = None,
             continue
         if record is not None:
             entry.update(n=record.n, started_by=record.started_by)
-        controller = ipp_cluster.controller
-        entry["running"] = controller is not None and controller.running
+        entry["running"] = _controller_running(ipp_cluster)
         if entry["running"]:
-            client = ipp_cluster.connect_client_sync()
+            try:
+                client = ipp_cluster.connect_client_sync()
+            except Exception:  # a controller that does not answer: listed, engines unknown
+                out.append(entry)
+                continue
             try:
                 ids = client.ids
                 entry["engines"] = len(ids)
@@ -360,14 +462,15 @@ def stop_clusters(profile: str | None = None, cluster_id: str | None = None, *,
         ids = [cid for cid in ids if cid == cluster_id]
     stopped = []
     for cid in ids:
+        files = cluster_files(pdir, cid)  # shutdown_cluster removes the file that names some
         try:
             ipp_cluster, _ = _load(pdir, cid)
         except Exception:
-            _forget(pdir, cid)
+            _forget(pdir, cid, files)
             continue
         was_running = ipp_cluster.controller is not None or bool(ipp_cluster.engines)
         shutdown_cluster(ipp_cluster)
-        _forget(pdir, cid)
+        _forget(pdir, cid, files)
         if was_running:
             stopped.append(cid)
     return stopped

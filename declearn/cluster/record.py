@@ -4,23 +4,30 @@ ipyparallel writes ``<profile_dir>/security/cluster-<id>.json`` (process ids, en
 the cluster). It does not keep how the engines were launched (which ``mpiexec``, its
 arguments, the GPU setting), which :meth:`Cluster.restart` needs after :func:`attach`; this
 record keeps them in ``<profile_dir>/security/declearn-cluster-<id>.json``.
+
+:func:`cluster_files` lists every file a cluster leaves in its profile, which ipyparallel
+removes only in part when the processes are signalled (its controller never deletes the engine
+table ``log/engines<id>.json``), and not at all for a cluster whose processes died.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["ClusterRecord"]
+__all__ = ["ClusterRecord", "cluster_files", "remove_cluster_files"]
 
 
 @dataclass
 class ClusterRecord:
     """How a cluster was started: ``n`` engines via ``mpiexec`` + ``mpi_args``; ``gpus`` as
     given to start(); ``started_by`` is "python" or "cli"; ``persistent`` clusters outlive the
-    process that started them."""
+    process that started them; ``open_network`` as given to start() (None: a record written
+    before declearn had it); ``mpi_env``: the variables added to the engines' environment
+    (the loopback confinement), given again on restart."""
 
     profile_dir: str
     cluster_id: str
@@ -31,6 +38,8 @@ class ClusterRecord:
     ip: str = "127.0.0.1"
     started_by: str = "python"
     persistent: bool = False
+    open_network: bool | None = None
+    mpi_env: dict = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
 
@@ -65,3 +74,55 @@ class ClusterRecord:
             return None
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def cluster_files(profile_dir: str, cluster_id: str) -> list[str]:
+    """The files of cluster ``cluster_id`` in ``profile_dir`` that exist: ipyparallel's cluster
+    file, declearn's record, the two connection files, the controller's engine table, and the
+    launchers' output files (those the cluster file names, and those named after this id)."""
+    security = os.path.join(profile_dir, "security")
+    prefix = f"ipcontroller-{cluster_id}" if cluster_id else "ipcontroller"
+    cluster_file = os.path.join(security, f"cluster-{cluster_id}.json")
+    paths = [cluster_file, ClusterRecord.path_for(profile_dir, cluster_id),
+             os.path.join(security, f"{prefix}-client.json"),
+             os.path.join(security, f"{prefix}-engine.json"),
+             os.path.join(profile_dir, "log", f"engines{cluster_id}.json")]
+    try:
+        with open(cluster_file) as f:
+            data = json.load(f)
+        states = [(data.get("controller") or {}).get("state") or {}]
+        states += list(((data.get("engines") or {}).get("sets") or {}).values())
+        log_dir = os.path.realpath(os.path.join(profile_dir, "log"))
+        for state in states:
+            out = state.get("output_file") if isinstance(state, dict) else None
+            # only this profile's log folder: a cluster file is no licence to delete elsewhere
+            if out and os.path.dirname(os.path.realpath(out)) == log_dir:
+                paths.append(out)
+    except (OSError, ValueError, AttributeError):
+        pass
+    # The launchers' logs, also when the cluster file no longer names them (ipyparallel
+    # rewrites it as soon as it sees the processes gone): ipyparallel names them
+    # <name>[-<cluster id>][-<engine set id>]-<pid>.log, which tells cluster ids apart.
+    cid = f"{re.escape(cluster_id)}-" if cluster_id else ""
+    own_log = re.compile(rf"(ipcontroller-{cid}\d+|ipengine-{cid}\d+-\d+)\.log")
+    log_dir = os.path.join(profile_dir, "log")
+    try:
+        paths += [os.path.join(log_dir, name) for name in sorted(os.listdir(log_dir))
+                  if own_log.fullmatch(name)]
+    except OSError:
+        pass
+    return [p for p in dict.fromkeys(paths) if os.path.isfile(p)]
+
+
+def remove_cluster_files(profile_dir: str, cluster_id: str,
+                         paths: list[str] | None = None) -> list[str]:
+    """Delete the files of that cluster (``paths``, by default :func:`cluster_files`); return
+    those removed."""
+    removed = []
+    for path in cluster_files(profile_dir, cluster_id) if paths is None else paths:
+        try:
+            os.remove(path)
+            removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
