@@ -50,3 +50,14 @@ def test_notebook_cells_are_named_by_content_not_by_process():
     assert _short_name("/tmp/ipykernel_99/2890412.py") == "cell 2890412"
     assert _short_name("<ipython-input-7-4f2a9c>") == "cell 4f2a9c"
     assert _short_name("/home/u/run.py") == "run.py"
+
+
+def test_timeout_with_no_missing_rank_says_what_is_known():
+    """A deadline passed in the data phase (every header had arrived): the error must not say
+    "ranks unknown ranks did not arrive" but what is known."""
+    from declearn.errors import CollectiveTimeoutError
+
+    text = str(CollectiveTimeoutError("allreduce", (), 5.0, 2))
+    assert "unknown" not in text
+    assert "every rank it waited for had arrived, but the operation did not finish" in text
+    assert "rank 3 did not arrive" in str(CollectiveTimeoutError("allreduce", (3,), 5.0, 2))
