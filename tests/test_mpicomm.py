@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from mpi_helpers import have_mpi, needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import have_mpi, needs_mpi, run_mpi
 
 
 def _ok_lines(output: str, n: int) -> list[str]:
@@ -55,15 +55,15 @@ def test_mpicomm_one_rank():
 
 # --------------------------------------------------------------------------- pure Python
 def test_importing_mpicomm_does_not_import_mpi4py():
-    code = ("import sys, declearn.comm.mpi, declearn.comm.gpu, declearn.comm.placement, "
-            "declearn.comm.deadline; assert 'mpi4py' not in sys.modules, 'mpi4py imported'")
+    code = ("import sys, declearn.comm.mpi, declearn.comm.mpi.planes, declearn.comm.placement, "
+            "declearn.comm.mpi.deadline; assert 'mpi4py' not in sys.modules, 'mpi4py imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_deadline_expires_on_time_and_returns_early():
-    from declearn.comm.deadline import Deadline, wait_until
+    from declearn.comm.mpi.deadline import Deadline, wait_until
 
     t0 = time.monotonic()
     assert wait_until(lambda: False, Deadline(0.3)) is False
@@ -76,7 +76,7 @@ def test_deadline_expires_on_time_and_returns_early():
 
 def test_resolve_timeout_order_and_errors():
     from declearn.comm.base import get_default_timeout
-    from declearn.comm.deadline import resolve_timeout
+    from declearn.comm.mpi.deadline import resolve_timeout
 
     assert resolve_timeout(None, 7) == 7.0
     assert resolve_timeout(2, 7) == 2.0
@@ -90,7 +90,7 @@ def test_resolve_timeout_order_and_errors():
 
 
 def test_as_bytes_is_a_view():
-    from declearn.comm.gpu import as_bytes
+    from declearn.comm.mpi.planes import as_bytes
 
     for dtype in (torch.float64, torch.float32, torch.complex64, torch.bool, torch.bfloat16):
         t = torch.zeros((3, 2), dtype=dtype)
@@ -102,7 +102,7 @@ def test_as_bytes_is_a_view():
 
 
 def test_buffer_cache_reuses_and_evicts():
-    from declearn.comm.gpu import BufferCache
+    from declearn.comm.mpi.planes import BufferCache
 
     cache = BufferCache(capacity=2)
     a = cache.get("k", (3,), torch.float64, "cpu")
@@ -113,7 +113,7 @@ def test_buffer_cache_reuses_and_evicts():
 
 
 def test_cuda_aware_env_override(monkeypatch):
-    from declearn.comm import gpu
+    from declearn.comm.mpi import planes as gpu
 
     monkeypatch.setenv("DECLEARN_CUDA_AWARE", "1")
     assert gpu.cuda_aware_mpi() is True
@@ -153,7 +153,7 @@ def test_mpi_library_is_found_and_asked():
         pytest.skip("needs mpi4py")
     code = (
         "from mpi4py import MPI\n"
-        "from declearn.comm import gpu\n"
+        "from declearn.comm.mpi import planes as gpu\n"
         "p = gpu.libmpi_path(); print(p); print(gpu.query_cuda_support(p))\n"
     )
     env = dict(os.environ)

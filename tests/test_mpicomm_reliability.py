@@ -10,8 +10,9 @@ import re
 import numpy as np
 import pytest
 
-from declearn.comm.callsite import NO_SITE, call_site, describe_site, tag_site
-from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from declearn.comm.mpi.callsite import NO_SITE, call_site, describe_site, tag_site
+
+from mpi_helpers import needs_mpi, run_mpi
 
 
 @pytest.mark.mpi
@@ -44,7 +45,7 @@ def test_call_sites_differ_by_line_and_tags_by_name():
 
 
 def test_notebook_cells_are_named_by_content_not_by_process():
-    from declearn.comm.callsite import _short_name
+    from declearn.comm.mpi.callsite import _short_name
 
     assert _short_name("/tmp/ipykernel_1234/2890412.py") == "cell 2890412"
     assert _short_name("/tmp/ipykernel_99/2890412.py") == "cell 2890412"

@@ -10,11 +10,11 @@ from declearn.comm.base import (
     get_default_timeout,
     set_default_timeout,
 )
-from declearn.comm.sim import SimComm
-from declearn.comm.mpi import MPIComm
 from declearn.comm.delay import DelayedComm
+from declearn.comm.mpi import MPIComm
 from declearn.comm.partial import partial_allreduce
 from declearn.comm.ring import ring_allreduce
+from declearn.comm.sim import SimComm
 
 __all__ = [
     "Communicator", "SimComm", "MPIComm", "Traffic", "get_default_timeout",

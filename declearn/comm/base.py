@@ -28,6 +28,12 @@ Semantics, with ``W = topology.W`` (row i = receiver) and node-local ``x``:
 * ``neighbor_allgather(x, topology)``: node i gets ``(D_in, *s)`` where ``D_in`` is the largest
   in-degree of the topology; slot s holds ``x_j`` for the s-th in-neighbor j of i (ascending,
   self excluded), slots past i's in-degree are zero.
+* ``partial_allreduce(shape, ...)``: eager-SGD's solo/majority collectives, an object called
+  once per step (:mod:`declearn.comm.partial`); ``pairwise_gossip(topology, x, ...)``:
+  asynchronous pairwise averaging of ``x`` (:mod:`declearn.comm.gossip`).
+* ``progress()`` moves nonblocking operations forward and returns how many are in flight;
+  ``resync()`` brings every node back in step after an abandoned operation (every node calls
+  it; a no-op where nothing can be abandoned).
 * ``neighbor_alltoall(m, topology)``: a different message to each out-neighbor. Node i passes
   ``m_i`` of shape ``(D_out, *s)``, slot s addressed to its s-th out-neighbor (ascending, self
   excluded; slots past its out-degree are ignored). Node i gets ``(D_in, *s)``: slot s holds
@@ -46,11 +52,16 @@ import contextlib
 import numbers
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from declearn.errors import TopologyError
+
+if TYPE_CHECKING:
+    from declearn.comm.gossip import Gossip
+    from declearn.comm.partial import PartialAllreduce
 
 __all__ = [
     "Communicator",
@@ -218,6 +229,35 @@ class Communicator(abc.ABC):
     @abc.abstractmethod
     def neighbor_alltoall(self, m: torch.Tensor, topology, *, timeout: float | None = None,
                   tag: str | None = None): ...
+
+    @abc.abstractmethod
+    def partial_allreduce(self, shape, *, dtype: torch.dtype = torch.float64,
+                          mode: str = "solo", staleness: int = 8, seed: int = 0,
+                          op: str = "mean", step_time: float = 0.0,
+                          timeout: float | None = None) -> PartialAllreduce:
+        """eager-SGD's partial allreduce of node-local tensors of one node's shape ``shape``
+        (see :mod:`declearn.comm.partial`; every node creates it at the same time)."""
+
+    @abc.abstractmethod
+    def pairwise_gossip(self, topology, x: torch.Tensor, *, rate: float = 1.0, seed: int = 0,
+                        timeout: float | None = None) -> Gossip:
+        """Asynchronous pairwise gossip of the node-local ``x`` over ``topology`` (see
+        :mod:`declearn.comm.gossip`; every node creates it at the same time)."""
+
+    def progress(self) -> int:
+        """Move the nonblocking operations in flight forward without blocking; return how
+        many are still in flight (0 where operations complete when started)."""
+        return 0
+
+    @property
+    def in_flight(self) -> int:
+        """Number of nonblocking operations started and not finished yet."""
+        return 0
+
+    def resync(self, *, timeout: float | None = None) -> None:
+        """Bring every node back in step after an abandoned operation (every node calls it).
+        Nothing to do where no operation can be abandoned (one process)."""
+        return None
 
     # ------------------------------------------------------------ shared argument checks
     @staticmethod

@@ -194,6 +194,26 @@ class DelayedComm(Communicator):
             m, topology, timeout=timeout, tag=tag))
 
 
+    # ------------------------------------------------------------------ the rest, forwarded
+    def partial_allreduce(self, shape, **options):
+        """The wrapped communicator's partial allreduce (not delayed)."""
+        return self.comm.partial_allreduce(shape, **options)
+
+    def pairwise_gossip(self, topology, x, **options):
+        """The wrapped communicator's pairwise gossip (not delayed)."""
+        return self.comm.pairwise_gossip(topology, x, **options)
+
+    def progress(self) -> int:
+        return self.comm.progress()
+
+    @property
+    def in_flight(self) -> int:
+        return self.comm.in_flight
+
+    def resync(self, *, timeout: float | None = None) -> None:
+        self.comm.resync(timeout=timeout)
+
+
 def _sleep_until(t: float) -> None:
     """Sleep until the monotonic time ``t`` (in slices, so Ctrl-C is seen promptly)."""
     while True:

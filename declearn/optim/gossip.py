@@ -28,6 +28,7 @@ from declearn.algorithms.local_sgd import SyncRule, check_period
 from declearn.algorithms.relay import RelaySum
 from declearn.errors import TopologyError
 from declearn.optim.local_sgd import PeriodicSyncSGD
+from declearn.optim.sync_state import known_rule
 from declearn.topology.base import DynamicTopology, Topology
 
 __all__ = ["GossipAveraging", "RelayAveraging", "DecentralizedSGD", "RelaySGD"]
@@ -36,6 +37,7 @@ __all__ = ["GossipAveraging", "RelayAveraging", "DecentralizedSGD", "RelaySGD"]
 _CHECKED_STEPS = 64
 
 
+@known_rule
 class GossipAveraging(SyncRule):
     """``x <- W(r) x`` at the r-th synchronisation (r = 0, 1, ...), W doubly stochastic."""
 
@@ -61,6 +63,7 @@ class GossipAveraging(SyncRule):
         return self.comm.neighbor_allreduce(x, topo)
 
 
+@known_rule
 class RelayAveraging(SyncRule):
     """RelaySum over a spanning tree (or a pair of trees), the missing mass filled with the
     shared starting model (the anchor ``z``, node 0's, never updated)."""

@@ -41,7 +41,7 @@ from declearn.algorithms.local_sgd import (
     SyncRule,
 )
 
-__all__ = ["load_rule_state", "rule_identity", "rule_state"]
+__all__ = ["known_rule", "load_rule_state", "rule_identity", "rule_state"]
 
 #: Tensors a rule may hold, by attribute name (None until first set).
 _TENSORS = ("z", "u", "s")
@@ -49,15 +49,20 @@ _TENSORS = ("z", "u", "s")
 _COUNTERS = ("calls", "rounds")
 
 
-def _known_rules() -> tuple:
-    from declearn.optim.gossip import GossipAveraging, RelayAveraging
+#: The rules whose state this module knows how to save (their attributes are those above);
+#: :mod:`declearn.optim.gossip` adds its two with :func:`known_rule`.
+_KNOWN_RULES: set = {ModelAveraging, BlockMomentum, ElasticAveraging, OverlapAveraging,
+                     CoCoDAveraging}
 
-    return (ModelAveraging, BlockMomentum, ElasticAveraging, OverlapAveraging,
-            CoCoDAveraging, GossipAveraging, RelayAveraging)
+
+def known_rule(cls: type) -> type:
+    """Class decorator: ``cls`` keeps its state in the attributes this module saves."""
+    _KNOWN_RULES.add(cls)
+    return cls
 
 
 def _check_known(rule: SyncRule) -> None:
-    if type(rule) not in _known_rules():
+    if type(rule) not in _KNOWN_RULES:
         raise TypeError(
             f"Cannot checkpoint the synchronisation rule {type(rule).__name__}: only the rules "
             "of declearn.algorithms.local_sgd and declearn.optim.gossip are known. Give your "
@@ -149,7 +154,7 @@ def _tensor(value, like: torch.Tensor, name: str, shape: tuple | None = None):
         return None
     shape = tuple(like.shape) if shape is None else shape
     if not isinstance(value, torch.Tensor):
-        raise ValueError(  # noqa: TRY004 (a damaged saved state, not a wrong argument)f"The saved {name!r} must be a tensor or None, got "
+        raise ValueError(
                          f"{type(value).__name__}.")
     if tuple(value.shape) != shape:
         raise ValueError(

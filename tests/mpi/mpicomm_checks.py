@@ -463,9 +463,9 @@ def mismatch_checks(comm):
     full = T.make("complete", n)
     x = torch.ones(131072, dtype=torch.float64)
     if r == 0:
-        op = lambda: comm.allreduce(x, timeout=20, tag="m")  # noqa: E731
+        op = lambda: comm.allreduce(x, timeout=20, tag="m")
     else:
-        op = lambda: comm.neighbor_allreduce(x, full, timeout=20, tag="m")  # noqa: E731
+        op = lambda: comm.neighbor_allreduce(x, full, timeout=20, tag="m")
     tags = (comm._tag(0), comm._tag(1))
     exc = expect_raise(CollectiveMismatchError, op, "a global op against a neighbor op")
     check("allreduce(" in str(exc) and "neighbor_allreduce(" in str(exc),
@@ -501,7 +501,7 @@ def subcomm_checks(sim_factory):
 def plane_logic_checks(comm):
     """The CUDA data planes' logic, run on CPU tensors: staging through (unpinned) host
     buffers, and handing tensors to MPI directly as CUDA-aware MPI would (no stream here)."""
-    from declearn.comm import gpu
+    from declearn.comm.mpi import planes as gpu
 
     n, r = comm.size, comm.rank
     cache = gpu.BufferCache()
@@ -545,7 +545,8 @@ def plane_logic_checks(comm):
 
 
 def gpu_plane_checks():
-    from declearn.comm import gpu, placement
+    from declearn.comm import placement
+    from declearn.comm.mpi import planes as gpu
 
     path = gpu.libmpi_path()
     check(path is not None and "mpi" in os.path.basename(path), f"libmpi found: {path}")

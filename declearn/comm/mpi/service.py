@@ -34,7 +34,8 @@ import threading
 import time
 import weakref
 
-from declearn.comm.deadline import Deadline, resolve_timeout
+from declearn.comm.mpi.deadline import resolve_timeout
+from declearn.comm.mpi.registry import _ORPHANS
 
 __all__ = ["Service", "Backoff", "require_thread_multiple", "live_services"]
 
@@ -47,10 +48,10 @@ MAX_SLEEP_S = 1e-3
 JOIN_S = 5.0
 
 _yield = getattr(os, "sched_yield", lambda: time.sleep(0))
-_LIVE: "weakref.WeakSet[Service]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Service] = weakref.WeakSet()
 
 
-def live_services() -> list["Service"]:
+def live_services() -> list[Service]:
     """The services of this process whose thread is still running."""
     return [s for s in list(_LIVE) if s.running]
 
@@ -105,19 +106,14 @@ class Service:
     kind = "service"
 
     def __init__(self, comm, *, timeout: float | None = None):
-        from declearn.comm.mpi import MPIComm
-
-        if not isinstance(comm, MPIComm):
+        open_channel = getattr(comm, "open_channel", None)
+        if open_channel is None:
             raise TypeError(f"{type(self).__name__} runs on an MPIComm, got {type(comm).__name__}.")
-        MPI = comm._MPI
-        require_thread_multiple(MPI)
-        comm._check_usable(self.kind)
-        self.MPI = MPI
         self.owner = comm
         self.rank, self.size = comm.rank, comm.size
         self.timeout = resolve_timeout(timeout, comm.timeout)
         # Collective over every rank of comm: all must create the service together.
-        self.mpi = comm._duplicate(comm._p2p, Deadline(self.timeout))
+        self.MPI, self.mpi = open_channel(self.kind, self.timeout, require_thread_multiple)
         self.lock = threading.Lock()
         self.cv = threading.Condition(self.lock)
         self.wake = threading.Event()
@@ -211,9 +207,7 @@ class Service:
         self._free()
 
     def _abandon(self) -> None:
-        from declearn.comm import mpi as _mpi
-
-        _mpi._ORPHANS.append((self.mpi, self._orphans))
+        _ORPHANS.append((self.mpi, self._orphans))
 
     def _cleanup(self) -> None:
         pass

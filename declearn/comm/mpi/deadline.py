@@ -30,7 +30,8 @@ import functools
 import math
 import os
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from declearn.comm.base import get_default_timeout
 
@@ -202,7 +203,7 @@ class RequestSet:
         if self.requests[index]:
             self.requests[index].Cancel()
 
-    def abandon(self, graveyard: "Graveyard") -> None:
+    def abandon(self, graveyard: Graveyard) -> None:
         """Give up on every pending request: cancel the receives, and hand whatever MPI may
         still touch (with the buffers) to ``graveyard``."""
         for request, note in zip(self.requests, self.notes):

@@ -36,7 +36,7 @@ SITE_WORDS = 2 + _NAME_BYTES // 8
 #: The words of "no call site" (MPIComm(check_call_sites=False)): every call matches.
 NO_SITE = np.zeros(SITE_WORDS, np.int64)
 
-_COMM_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_COMM_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # declearn/comm/
 _CELL_FILE = re.compile(r"ipykernel_\d+[/\\](\w+)\.py$|<ipython-input-\d+-(\w+)>$")
 _INSIDE: dict[str, bool] = {}  # file name -> inside declearn/comm?
 _SITES: dict[tuple, np.ndarray] = {}  # (file name, line) -> words

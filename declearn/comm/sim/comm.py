@@ -270,7 +270,7 @@ class SimComm(Communicator):
         self._record("neighbor_allreduce", m.out_degrees, m.nbytes)
         return out
 
-    def _new_mixer(self, x, topology, weights) -> "_Mixer":
+    def _new_mixer(self, x, topology, weights) -> _Mixer:
         topo = self._checked_topology(topology, weights)
         self._check_inexact(x, "neighbor_allreduce")
         plan = mix_plan(topo, self._device, x.dtype, self.kernel, x.numel() // self._n)
@@ -321,15 +321,15 @@ class SimComm(Communicator):
 
     def partial_allreduce(self, shape, **options):
         """eager-SGD's partial allreduce, emulated on a simulated clock (a
-        :class:`~declearn.comm.partial.SimPartialAllreduce`; ``shape`` is one node's)."""
-        from declearn.comm.partial import SimPartialAllreduce
+        :class:`~declearn.comm.sim.partial.SimPartialAllreduce`; ``shape`` is one node's)."""
+        from declearn.comm.sim.partial import SimPartialAllreduce
 
         return SimPartialAllreduce(self, shape, **options)
 
     def pairwise_gossip(self, topology, x: torch.Tensor, **options):
         """Asynchronous pairwise gossip of the node-local ``x`` (updated in place), event by
-        event (a :class:`~declearn.comm.gossip.SimGossip`)."""
-        from declearn.comm.gossip import SimGossip
+        event (a :class:`~declearn.comm.sim.gossip.SimGossip`)."""
+        from declearn.comm.sim.gossip import SimGossip
 
         return SimGossip(self, topology, self._check_local(x), **options)
 
