@@ -15,7 +15,7 @@ A node-local tensor ``x`` has shape ``(n, *s)``; ``x[i]`` is node i's value. Wit
 Every result is a new contiguous tensor that shares no memory with the input (modify it in
 place freely) and never requires grad: communication is not differentiable, as under MPI.
 Inputs are never modified. The mixing kernels and their plans live in
-:mod:`declearn.comm.sim_kernels`; nothing loops over nodes in Python.
+:mod:`declearn.comm.sim.kernels`; nothing loops over nodes in Python.
 
 Dtypes. ``neighbor_allreduce`` and ``allreduce(op="mean")`` need a floating (or complex)
 tensor: weighting or averaging integers would round, so they raise a TypeError that says to
@@ -46,7 +46,7 @@ import torch
 
 from declearn.comm.base import WEIGHT_MODES, Communicator, Traffic
 from declearn.comm.memory import ensure_cpu_allocator_tuned
-from declearn.comm.sim_kernels import (
+from declearn.comm.sim.kernels import (
     KERNELS,
     allgather_plan,
     alltoall_plan,

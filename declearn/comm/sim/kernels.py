@@ -21,7 +21,11 @@ Three mixing kernels, all giving ``W @ X`` up to rounding:
     about 10 to 40 times a plain copy here, against about 3 for the slices on a ring).
 ``"sparse"``
     ``torch.sparse_csr_tensor(W) @ X`` (MKL on CPU, cuSPARSE on CUDA): one pass that reads,
-    for each output row, the rows of its in-neighbors.
+    for each output row, the rows of its in-neighbors. On CPU, once X is too large for the
+    cache, the product runs over column blocks, ``out[:, c:c+b] = W @ X[:, c:c+b]``, each
+    written in place into the output (MKL reads and writes the strided blocks directly: no
+    copy), with ``b`` from :func:`sparse_block_width` so that every in-neighbor row an output
+    row reads is still in cache when the next output row reads it again.
 ``"dense"``
     ``W_dense @ X`` (BLAS), for small n or dense W (complete graph, D-EquiStatic with large M).
 
@@ -43,10 +47,27 @@ preallocated ``out``, allocator tuned as in :mod:`declearn.comm.memory`):
   62x at 0.05): :func:`dense_min_density`. Complete graphs and D-EquiStatic with large M end
   up dense; n <= :data:`DENSE_MAX_N` always does (one BLAS call: n = 16, d = 100: dense 2.8x
   copy, CSR 6x, slices 15x), and n > :data:`DENSE_MAX_N_ANY` never does (memory).
+* Column blocks of the CSR product (a shared, loaded 2-core VM, torch 2.13, float64, best
+  of 25 interleaved rounds, times as multiples of a copy): blocks of ``2^19`` elements
+  (:data:`SPARSE_BLOCK_ELEMENTS`) took the static exponential graph at n = 256, d = 1e4 from
+  10x to 4.4x (one thread) and Erdos-Renyi (degree ~ 2 ln n) at n = 256, d = 1e4 from 11-17x
+  to 5-8x in one run, but only 4.93x to 4.92x and 6.2x to 5.9x in another (the VM was
+  loaded 3-4x over); blocks of ``2^15`` to ``2^16`` elements were 1.5-2x slower than
+  ``2^19``, and narrow blocks lose (n = 4096, d = 1000, 128 columns: 18-21x against 13-18x
+  unblocked; n = 1024, d = 1e4, 512 columns: 8.3x against 6.5x in one run), hence blocks
+  only from :data:`SPARSE_MIN_BLOCK_WIDTH` columns (n <= 512). The slices of "circulant" gain
+  nothing from column blocks (their S passes stay S passes; 256 to 4096 columns: 5-16x
+  against 7x unblocked for the exponential graph).
 * Also measured and not used: ``torch.roll`` (10-50x copy), a per-slot gather over a padded
-  in-neighbor table (index_select + addcmul per slot: 26-73x where CSR takes 5-18x),
-  ``index_add_`` over the COO entries (16-110x), and column chunking of the slices or of CSR
-  (blocks of 64K to 1M elements to stay in cache: 0.6-3x slower or noise-level gains).
+  in-neighbor table (index_select + addcmul per slot: 26-73x where CSR takes 5-18x), the same
+  gather blocked over columns with one ``mv`` over the S gathered copies per block (8-11x),
+  ``index_add_`` over the COO entries (16-110x), ``embedding_bag`` with per-sample weights
+  and scipy's CSR product (both 1.3-2x slower than MKL in float64).
+* What bounds them: a copy moves each element once at memory (or cache) speed; mixing needs
+  ``nnz / n`` multiply-adds per element. Torch's in-cache ``add_`` runs at ~4.7 G
+  elements/s on one core, so nine shifts cost at least 3-4 copies of a 20 MB tensor even
+  with no cache misses, and 18 in-neighbors per row (Erdos-Renyi at n = 4096) cost ~10
+  copies of a 3 MB tensor that a copy reads and writes at cache speed.
 
 These constants come from one CPU; on CUDA the same rule applies untested.
 """
@@ -69,6 +90,9 @@ __all__ = [
     "DENSE_MAX_N_ANY",
     "dense_min_density",
     "CACHED_ELEMENTS",
+    "SPARSE_BLOCK_ELEMENTS",
+    "SPARSE_MIN_BLOCK_WIDTH",
+    "sparse_block_width",
     "MixPlan",
     "SlotPlan",
     "choose_kernel",
@@ -106,6 +130,29 @@ def dense_min_density(n: int, d: int) -> float:
 
 #: Node-local tensors below this many elements count as cache-resident (16 MiB in float64).
 CACHED_ELEMENTS = 1 << 21
+
+#: On CPU, the sparse product runs over column blocks of X of about this many elements
+#: (all nodes; 4 MiB in float64), ...
+SPARSE_BLOCK_ELEMENTS = 1 << 19
+
+#: ... when such a block is at least this many columns wide (and X has more columns).
+SPARSE_MIN_BLOCK_WIDTH = 1024
+
+
+def sparse_block_width(n: int, d: int, device: torch.device | str = "cpu") -> int:
+    """Width ``b`` of the column blocks ``X[:, c:c+b]`` that the sparse product runs over for
+    node-local values of ``d`` elements on ``n`` nodes. The blocks split ``d`` as evenly as
+    multiples of 8 columns allow (64-byte rows in float64), as few as hold at most about
+    :data:`SPARSE_BLOCK_ELEMENTS` elements each; ``d`` itself (one block) off CPU, for small
+    X, or when the blocks would be narrower than :data:`SPARSE_MIN_BLOCK_WIDTH`."""
+    if n < 1 or d < 1:
+        raise ValueError(f"n and d must be positive, got n={n}, d={d}.")
+    widest = SPARSE_BLOCK_ELEMENTS // n // 8 * 8
+    if torch.device(device).type != "cpu" or d <= widest or widest < SPARSE_MIN_BLOCK_WIDTH:
+        return d
+    blocks = -(-d // widest)  # as few blocks as fit, then as even as multiples of 8 allow
+    width = math.ceil(math.ceil(d / blocks) / 8) * 8
+    return width if width >= SPARSE_MIN_BLOCK_WIDTH else d
 
 
 # ---------------------------------------------------------------------------------- mixing
@@ -230,6 +277,11 @@ def mix(x: torch.Tensor, plan: MixPlan) -> torch.Tensor:
         return out
     if x.numel() == 0:
         return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if plan.kernel == "sparse" and plan.compute_dtype == x.dtype and x.dim() >= 2:
+        d = x.numel() // x.shape[0]
+        width = sparse_block_width(plan.n, d, x.device)
+        if width < d and x.is_contiguous():
+            return _mix_sparse_blocked(x, plan.matrix, width)
     flat = x.dim() <= 2  # W @ x directly (matrix-vector for 1-D x), else flatten to (n, d)
     X = x if flat else x.reshape(x.shape[0], -1)
     if plan.compute_dtype != x.dtype:
@@ -244,11 +296,35 @@ def mixer(plan: MixPlan, shape: torch.Size):
     a callable ``f(x) -> W @ X`` with every decision taken here once, for hot loops."""
     if plan.kernel == "circulant" or math.prod(shape) == 0 or plan.compute_dtype != plan.dtype:
         return lambda x: mix(x, plan)
+    if plan.kernel == "sparse" and len(shape) >= 2:
+        d = math.prod(shape[1:])
+        width = sparse_block_width(plan.n, d, plan.device)
+        if width < d:
+            matrix = plan.matrix
+            return lambda x: (
+                _mix_sparse_blocked(x, matrix, width) if x.is_contiguous() else mix(x, plan)
+            )
     if len(shape) <= 2:
         return plan.matrix.matmul
     flat = (shape[0], math.prod(shape[1:]))
     matmul = plan.matrix.matmul
     return lambda x: matmul(x.reshape(flat)).view(shape)
+
+
+def _mix_sparse_blocked(x: torch.Tensor, matrix: torch.Tensor, width: int) -> torch.Tensor:
+    """``W @ X`` for a contiguous ``x`` of shape ``(n, *s)`` seen as ``X`` of shape ``(n, d)``,
+    one column block at a time: ``out[:, c:c+b] = W @ X[:, c:c+b]`` for ``c = 0, b, 2b, ...``
+    (the last block narrower), so the rows of ``X[:, c:c+b]`` stay in cache while every
+    output row that reads them is formed. Each product writes into its block of ``out``."""
+    n = x.shape[0]
+    X = x.view(n, -1)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    O = out.view(n, -1)
+    d = X.shape[1]
+    for c in range(0, d, width):
+        b = min(width, d - c)
+        torch.mm(matrix, X.narrow(1, c, b), out=O.narrow(1, c, b))
+    return out
 
 
 def _mix_circulant(x: torch.Tensor, out: torch.Tensor, shifts) -> None:
