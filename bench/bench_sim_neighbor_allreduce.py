@@ -13,8 +13,8 @@ Each row prints the times and ``sim/best`` (target <= 1.0) and ``sim/copy`` (tar
 n >= 256). ``sim`` and the plain expressions return a new tensor at each call, ``copy`` does
 not: above 32 MiB glibc hands out fresh pages that the OS zero-fills on first touch, which
 the malloc setting of :mod:`declearn.comm.memory` avoids (SimComm applies it, process-wide,
-so the plain expressions benefit too; ``--default-allocator`` keeps glibc's defaults). Sizes are capped
-at n * d <= 2.6e7 elements (208 MB per float64 tensor, under 2 GB for everything alive
+so the plain expressions benefit too; ``--default-allocator`` keeps glibc's defaults). Sizes are
+capped at n * d <= 2.6e7 elements (208 MB per float64 tensor, under 2 GB for everything alive
 at once); dense matmuls above 4e9 flops are skipped (a quarter second or more each).
 
 Usage::
@@ -22,6 +22,8 @@ Usage::
     python bench/bench_sim_neighbor_allreduce.py            # full run, a few minutes
     python bench/bench_sim_neighbor_allreduce.py --quick    # under a minute
     python bench/bench_sim_neighbor_allreduce.py --default-allocator  # glibc's defaults
+    # also time another copy of the kernels (e.g. the last commit's) in the same rounds:
+    python bench/bench_sim_neighbor_allreduce.py --quick --baseline-kernels /tmp/sim_kernels_old.py
 
 The machine may be shared: rerun rows that look off (``--only ring --n 256 --d 100000``).
 """
@@ -29,8 +31,10 @@ The machine may be shared: rerun rows that look off (``--only ring --n 256 --d 1
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
+import sys
 import time
 import warnings
 
@@ -38,7 +42,8 @@ import torch
 
 from declearn.comm.memory import ensure_cpu_allocator_tuned
 from declearn.comm.sim import SimComm
-from declearn.comm.sim_kernels import mix_plan
+from declearn.comm.sim import kernels as sim_kernels
+from declearn.comm.sim.kernels import mix_plan
 from declearn.errors import TopologyError
 from declearn.topology import make
 
@@ -105,7 +110,27 @@ def plain_expressions(topo, x):
     return fns
 
 
-def run_case(name, topo, d, threads, reps, budget, check=True):
+def load_kernels(path: str):
+    """Another copy of ``declearn/comm/sim/kernels.py`` (e.g. from an older commit), as a
+    module, to time its kernels beside the current ones."""
+    spec = importlib.util.spec_from_file_location("sim_kernels_baseline", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--baseline-kernels: cannot load {path!r} as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def baseline_mixer(kernels, topo, x):
+    """The baseline module's own choice and mixer for ``x``, built without the topology's
+    plan cache (which the current kernels fill)."""
+    kernel = kernels.choose_kernel(topo, x.numel() // x.shape[0])
+    plan = kernels._build_mix_plan(topo, x.device, x.dtype, kernel)
+    return kernel, kernels.mixer(plan, x.shape)
+
+
+def run_case(name, topo, d, threads, reps, budget, check=True, baseline=None):
     torch.set_num_threads(threads)
     n = topo.n
     x = torch.randn(n, d, dtype=torch.float64)
@@ -117,7 +142,19 @@ def run_case(name, topo, d, threads, reps, budget, check=True):
         ref = plain["csr"]()
         assert torch.allclose(comm.neighbor_allreduce(x, topo), ref, atol=1e-12), name
     fns = {"sim": lambda: comm.neighbor_allreduce(x, topo), "copy": lambda: out.copy_(x)}
+    before = ""
+    if baseline is not None:
+        base_kernel, base_fn = baseline_mixer(baseline, topo, x)
+        if check:
+            assert torch.allclose(base_fn(x), ref, atol=1e-12), name
+        fns["before"] = lambda: base_fn(x)
+        _, after_fn = baseline_mixer(sim_kernels, topo, x)  # the same route, current kernels
+        fns["after"] = lambda: after_fn(x)
     times = best_times({**fns, **plain}, reps=reps, budget=budget)
+    if baseline is not None:
+        before = (f"  kernels only: before({base_kernel})/copy="
+                  f"{times['before'] / times['copy']:6.2f} after/copy="
+                  f"{times['after'] / times['copy']:6.2f}")
     best_key = min(plain, key=lambda k: times[k])
     r_best = times["sim"] / times[best_key]
     r_copy = times["sim"] / times["copy"]
@@ -131,7 +168,7 @@ def run_case(name, topo, d, threads, reps, budget, check=True):
                   ("ok" if r_copy <= 3.0 else "SLOW-vs-copy")
     print(
         f"{name:16s} n={n:5d} d={d:6d} thr={threads} kernel={plan.kernel:9s} [ms] {cols}  "
-        f"sim/best({best_key})={r_best:5.2f} sim/copy={r_copy:6.2f} {verdict}",
+        f"sim/best({best_key})={r_best:5.2f} sim/copy={r_copy:6.2f} {verdict}{before}",
         flush=True,
     )
     return r_best, r_copy
@@ -144,12 +181,15 @@ def main(argv=None):
     ap.add_argument("--n", nargs="*", type=int, help="node counts")
     ap.add_argument("--d", nargs="*", type=int, help="per-node sizes")
     ap.add_argument("--threads", nargs="*", type=int, help="torch thread counts")
+    ap.add_argument("--baseline-kernels", metavar="FILE",
+                    help="also time the kernels of this copy of comm/sim/kernels.py, same rounds")
     ap.add_argument("--default-allocator", action="store_true",
                     help="keep glibc's malloc defaults (DECLEARN_TUNE_ALLOCATOR=0)")
     args = ap.parse_args(argv)
     if args.default_allocator:
         os.environ["DECLEARN_TUNE_ALLOCATOR"] = "0"
     print("malloc tuned for reuse (declearn.comm.memory):", ensure_cpu_allocator_tuned())
+    baseline = load_kernels(args.baseline_kernels) if args.baseline_kernels else None
     all_threads = torch.get_num_threads()
     if args.quick:
         ns, ds, reps, budget = [16, 256, 4096], [100, 10_000], 3, 0.05
@@ -170,7 +210,8 @@ def main(argv=None):
                 for d in ds:
                     if n * d > MAX_ELEMENTS:
                         continue
-                    r_best, r_copy = run_case(name, topo, d, thr, reps, budget)
+                    r_best, r_copy = run_case(name, topo, d, thr, reps, budget,
+                                              baseline=baseline)
                     if n >= 256 and (r_best > 1.0 or r_copy > 3.0):
                         misses.append((name, n, d, thr, r_best, r_copy))
     torch.set_num_threads(all_threads)
