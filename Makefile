@@ -1,6 +1,9 @@
 # The two commands of the README:
 #   make lab    create the environment (first time only) and open JupyterLab on tutorials/
 #   make test   create the environment (first time only) and run every test
+# and for whoever changes the code:
+#   make lint   ruff over the code, tests and notebooks, then mypy over the Communicator
+#               protocol and the algorithms (both configured in pyproject.toml)
 #
 # The environment is a virtualenv in $(VENV) with declearn installed in editable mode, MPI
 # included (the mpich wheel puts mpiexec into $(VENV)/bin: no compiler, no system MPI).
@@ -16,7 +19,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.declearn-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: env lab test bench doctor clean
+.PHONY: env lab lint typecheck test bench doctor clean
 
 env: $(STAMP)
 
@@ -34,6 +37,13 @@ $(STAMP): pyproject.toml binder/overrides.json
 lab: $(STAMP)
 	cd tutorials && $(BIN)/jupyter lab
 
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -44,4 +54,4 @@ doctor: $(STAMP)
 	$(BIN)/declearn doctor
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts

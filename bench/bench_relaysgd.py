@@ -70,7 +70,7 @@ def load_academic_relaysgd():
     if block is None:
         return None, f"no python code block under '{SECTION}' in {path}"
     namespace: dict = {}
-    exec(compile(block.group(1), f"{path.name}:academic", "exec"), namespace)  # noqa: S102
+    exec(compile(block.group(1), f"{path.name}:academic", "exec"), namespace)
     if "relaysgd" not in namespace:
         return None, "the code block defines no relaysgd()"
     return namespace["relaysgd"], ""
@@ -156,11 +156,16 @@ def bench_academic(ns, d, lr, rounds):
         diff = float((alg.x - task.states[-1]).abs().max())
         if not diff <= 1e-9:
             raise AssertionError(f"n={n}: declearn and the academic code differ by {diff:.3g}")
-        steps_ref = max(3, int(2000 / n))
-        t_ref = best_time(lambda: academic(AcademicTask(problem), AcademicWorld(tree), lr,
-                                           steps_ref), rounds) / steps_ref
-        steps_ours = 200
-        t_ours = best_time(lambda: [alg.step() for _ in range(steps_ours)], rounds) / steps_ours
+        steps_ref, steps_ours = max(3, int(2000 / n)), 200
+
+        def reference(problem=problem, tree=tree, steps=steps_ref):
+            return academic(AcademicTask(problem), AcademicWorld(tree), lr, steps)
+
+        def ours(alg=alg, steps=steps_ours):
+            return [alg.step() for _ in range(steps)]
+
+        t_ref = best_time(reference, rounds) / steps_ref
+        t_ours = best_time(ours, rounds) / steps_ours
         ratios[n] = t_ref / t_ours
         print(f"    {n:>6} {t_ref:>16.3e} {t_ours:>16.3e} {ratios[n]:>8.0f}x  {diff:>10.1e}")
     return ratios
@@ -179,8 +184,14 @@ def bench_floor(ns, ds, lr, rounds):
             oracle = problem.on(comm)
             x = alg.x.clone()
             k = max(2, min(50, int(2e7 / (n * d))))
-            t_grad = best_time(lambda: [oracle.grad(x) for _ in range(k)], rounds) / k
-            t_step = best_time(lambda: [alg.step() for _ in range(k)], rounds) / k
+            def grads(oracle=oracle, x=x, k=k):
+                return [oracle.grad(x) for _ in range(k)]
+
+            def steps(alg=alg, k=k):
+                return [alg.step() for _ in range(k)]
+
+            t_grad = best_time(grads, rounds) / k
+            t_step = best_time(steps, rounds) / k
             out[(n, d)] = overhead = (t_step - t_grad) / t_grad
             print(f"    {n:>6} {d:>6} {m:>4} {1 / t_grad:>10.1f} {1 / t_step:>11.1f} "
                   f"{overhead:>8.2f}x")

@@ -88,7 +88,7 @@ class JupyterLab:
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/lab/tree/{path}?token={self.token}"
 
-    def __enter__(self) -> "JupyterLab":
+    def __enter__(self) -> JupyterLab:
         state = self.root.parent / f"lab-state-{self.port}"
         env = dict(os.environ)
         env.update(

@@ -5,8 +5,8 @@ Under SimComm (this file): for every algorithm class, a step that fails (a gradi
 raises, or any one of the step's communications) leaves exactly the state of an identical
 twin that never failed, and both then go on with bit-identical iterates (the noise of
 stochastic gradients included); ``roll_back()`` after a step gives the twin's state one
-iteration earlier. Under a real ``mpiexec -n 4`` (tests/mpi/algorithm_recovery_checks.py): the
-issue's scenario (DGD on ring(4), the gradient raises once on rank 1 in step 3): the next step
+iteration earlier. Under a real ``mpiexec -n 4`` (tests/mpi/algorithm_recovery_checks.py): a
+one-rank failure (DGD on ring(4), the gradient raises once on rank 1 in step 3): the next step
 raises IterationMismatchError instead of going on with ranks at different iterations, and
 after ``recover()`` on every rank the run matches an uninterrupted one.
 """
@@ -20,7 +20,6 @@ import traceback
 import numpy as np
 import pytest
 import torch
-from mpi_helpers import needs_mpi, run_mpi
 
 from declearn.algorithms import (
     CECA,
@@ -48,6 +47,8 @@ from declearn.comm import SimComm
 from declearn.errors import DivergenceError
 from declearn.problems import LeastSquares
 from declearn.topology import apply_weights, chain, double_binary_trees, ring
+
+from mpi_helpers import needs_mpi, run_mpi
 
 N = 5
 
@@ -312,11 +313,11 @@ def test_eager_sgd_and_async_gossip_refuse_to_roll_back_and_say_why():
     _fail_step(eager, None, "grad")  # before the round: the state stays exact
     _assert_same_state(eager, twin, "eager-sgd")
     _assert_same_future(eager, twin, "eager-sgd")
-    with pytest.raises(RuntimeError, match="cannot roll back.*EagerSGD"):
+    with pytest.raises(RuntimeError, match=r"cannot roll back.*EagerSGD"):
         eager.roll_back()
     gossip = AsyncGossip(SimComm(N), ring(N), _x0())
     gossip.step()
-    with pytest.raises(RuntimeError, match="cannot roll back.*AsyncGossip"):
+    with pytest.raises(RuntimeError, match=r"cannot roll back.*AsyncGossip"):
         gossip.roll_back()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +22,30 @@ import pytest
 import torch
 
 from declearn.algorithms import (
-    CECA, D2, DGD, EXTRA, AverageConsensus, ExactDiffusion, GradientTracking, PushDIGing,
-    PushSumConsensus, diminishing,
+    CECA,
+    D2,
+    DGD,
+    EXTRA,
+    AverageConsensus,
+    ExactDiffusion,
+    GradientTracking,
+    PushDIGing,
+    PushSumConsensus,
+    diminishing,
 )
 from declearn.comm import SimComm
 from declearn.errors import TopologyError
 from declearn.problems import LeastSquares
 from declearn.topology import (
-    ceca, exponential, grid, od_equidyn, one_peer_exponential, ring,
+    ceca,
+    exponential,
+    grid,
+    od_equidyn,
+    one_peer_exponential,
+    ring,
 )
 
-from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import needs_mpi, run_mpi
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location(
@@ -293,7 +307,7 @@ def test_diminishing_step_dgd_converges_where_the_constant_step_stalls(hetero):
     for _ in range(4):
         dim.run(2000, progress=False)
         errs.append(_dist2(dim.x, prob.x_star))
-    assert all(b < a for a, b in zip(errs, errs[1:])), errs  # still improving
+    assert all(b < a for a, b in pairwise(errs)), errs  # still improving
     assert errs[-1] < 0.1 * _dist2(const.x, prob.x_star)
 
 
@@ -463,7 +477,7 @@ def test_bad_input_gets_clear_errors(hetero):
     for cls in (ExactDiffusion, D2, EXTRA):
         with pytest.raises(TopologyError, match="GradientTracking"):
             cls(comm, prob, one_peer_exponential(9), lr=0.1)
-    with pytest.raises(TopologyError, match="doubly stochastic.*PushDIGing"):
+    with pytest.raises(TopologyError, match=r"doubly stochastic.*PushDIGing"):
         GradientTracking(comm, prob, directed_graph(9, "uniform_out"), lr=0.1)
     with pytest.raises(TopologyError, match="doubly stochastic"):
         GradientTracking(comm, prob, directed_one_peer(9), lr=0.1)

@@ -37,7 +37,7 @@ from declearn.topology import (
     star,
 )
 
-from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import needs_mpi, run_mpi
 
 
 class Quadratics(Problem):
@@ -250,7 +250,7 @@ def test_dgd_plateau_grows_with_heterogeneity_relaysgd_does_not():
     n, lr = 16, 0.1
     dgd, relay = {}, {}
     for zeta2 in (0.1, 10.0):
-        def problem():
+        def problem(zeta2=zeta2):
             return RandomQuadratics(n, d=10, heterogeneity=zeta2, sigma=0.05, mu=0.5, seed=3)
 
         dgd[zeta2] = _plateau(DGD(SimComm(n), problem(), ring(n), lr=lr))

@@ -32,7 +32,7 @@ from declearn.problems import LeastSquares
 from declearn.problems.base import FunctionProblem
 from declearn.topology import Topology, grid, one_peer_exponential, ring, star
 
-from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import needs_mpi, run_mpi
 
 
 # ====================================================================== DelayedComm

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_lab import (  # noqa: E402  (tests/ is on sys.path)
+from browser_lab import (
     JupyterLab,
     chromium_path,
     launch_chromium,

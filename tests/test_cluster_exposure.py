@@ -20,11 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 from ipyparallel import interactive
-from mpi_helpers import mpi_command, needs_mpi
 
 import declearn.cluster as dc
 from declearn.cluster.mpiexec import launcher_failure
 from declearn.errors import ClusterError
+
+from mpi_helpers import mpi_command, needs_mpi
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/net/tcp"),
                                 reason="reads Linux's /proc/net socket table")

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from mpi_helpers import needs_mpi, run_mpi  # tests/ is on sys.path
 
 from declearn.comm import SimComm
 from declearn.exercises import Verdict
 from declearn.exercises.build import compare_iterates
+
+from mpi_helpers import needs_mpi, run_mpi  # tests/ is on sys.path
 
 HERE = Path(__file__).resolve().parent
 MODULES = sorted(p.stem for p in HERE.glob("build_steps_ch*.py"))

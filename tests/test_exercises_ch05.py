@@ -77,9 +77,9 @@ W_LIMIT = _power(_A(), np.ones(ch05.N))            # where w <- A w goes: (4, 6,
 
 
 def test_independent_values_are_the_fractions_of_the_solutions():
-    assert LIMIT == pytest.approx(12 / 5, rel=1e-12)
-    assert PI == pytest.approx(np.array([2, 3, 2, 3]) / 10, rel=1e-12)
-    assert W_LIMIT == pytest.approx(np.array([4, 6, 4, 6]) / 5, rel=1e-12)
+    assert pytest.approx(12 / 5, rel=1e-12) == LIMIT
+    assert pytest.approx(np.array([2, 3, 2, 3]) / 10, rel=1e-12) == PI
+    assert pytest.approx(np.array([4, 6, 4, 6]) / 5, rel=1e-12) == W_LIMIT
 
 
 def test_ch05_matrices_agree_with_declearn_rules():
@@ -180,7 +180,8 @@ def _wrong_push_sum_matrices() -> dict:
         "the adjacency without weights": _M(),
         "identity": np.eye(4),
         "the transpose of plain averaging": _W().T,
-        "a doubly stochastic guess (lazy 4-cycle)": 0.5 * np.eye(4) + 0.5 * np.roll(np.eye(4), 1, 0),
+        "a doubly stochastic guess (lazy 4-cycle)":
+            0.5 * np.eye(4) + 0.5 * np.roll(np.eye(4), 1, 0),
     }
 
 

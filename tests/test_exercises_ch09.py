@@ -116,7 +116,7 @@ def test_prediction_comes_from_the_paper_table():
     # Table 2 of Vogels et al. (NeurIPS 2021), worst worker, rows without momentum, written out
     paper = {"all-reduce": (87.0, 87.0, 87.0), "DSGD, ring": (87.4, 79.9, 53.9),
              "RelaySGD, chain": (87.3, 87.2, 86.5), "RelaySGD, double trees": (87.4, 86.9, 84.6)}
-    assert ch09._PAPER_WORST == paper
+    assert paper == ch09._PAPER_WORST
     drops = {name: row[0] - row[-1] for name, row in paper.items()}
     assert max(drops, key=drops.get) == "DSGD, ring" == ch09._largest_drop()
     assert set(ch09._PAPER_WORST) == set(ch09.METHODS)

@@ -17,7 +17,7 @@ import declearn.optim as O
 from declearn.comm import SimComm
 from declearn.problems.base import Problem
 
-from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import needs_mpi, run_mpi
 
 
 class LeastSquares(Problem):

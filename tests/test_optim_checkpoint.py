@@ -3,9 +3,9 @@ fresh objects equals the uninterrupted run (float32, 1e-6), under SimComm here a
 real ``mpiexec -n 4`` (tests/mpi/optim_checkpoint_checks.py, whose scenario this file shares:
 every optimizer, a tiny network, node-specific data, a seeded noise generator).
 
-The oracle is always the uninterrupted run, never the state that was saved. Also: the
-issue's two cases spelled out, state_dict() as a snapshot, the checkpoint files (names,
-atomic replacement, errors), and bad inputs to load_state_dict.
+The oracle is always the uninterrupted run, never the state that was saved. Also: momentum and
+Local SGD's tau position saved mid-period with torch.save, state_dict() as a snapshot, the
+checkpoint files (names, atomic replacement, errors), and bad inputs to load_state_dict.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ import re
 import pytest
 import torch
 from ipyparallel import interactive
-from mpi_helpers import MPI_SCRIPTS, needs_mpi, run_mpi  # tests/ is on sys.path
 
 import declearn.optim as O
 from declearn.comm import SimComm
 from declearn.topology import exponential, ring
+
+from mpi_helpers import MPI_SCRIPTS, needs_mpi, run_mpi  # tests/ is on sys.path
 
 _spec = importlib.util.spec_from_file_location(
     "optim_checkpoint_checks", MPI_SCRIPTS / "optim_checkpoint_checks.py")
@@ -52,8 +53,8 @@ def test_resume_in_fresh_objects_equals_the_uninterrupted_run(name):
     assert max_diff(ref, S.uninterrupted(name, sim())) == 0, "the oracle is not deterministic"
 
 
-def _issue_run(make_opt, steps, cut=None):
-    """The issue's recipe on 4 stacked nets: torch.save of model + optimizer at ``cut``."""
+def _torch_save_run(make_opt, steps, cut=None):
+    """The usual PyTorch recipe on 4 stacked nets: torch.save of model + optimizer at ``cut``."""
     comm = sim()
     model = O.StackedModel(S.make_net(0), N)
     opt = make_opt(model.parameters(), comm)
@@ -78,9 +79,9 @@ def _issue_run(make_opt, steps, cut=None):
     lambda p, c: O.LocalSGD(p, c, lr=0.1, tau=2),
 ], ids=["DecentralizedSGD(momentum=0.9)", "LocalSGD(tau=2)"])
 @pytest.mark.parametrize("cut", [1, 3, 7])
-def test_the_issues_two_cases_at_odd_steps(make_opt, cut):
-    ref = _issue_run(make_opt, 12)
-    x = _issue_run(make_opt, 12, cut)
+def test_momentum_and_tau_resumed_at_odd_steps(make_opt, cut):
+    ref = _torch_save_run(make_opt, 12)
+    x = _torch_save_run(make_opt, 12, cut)
     assert max_diff(x, ref) <= 1e-6, f"resumed at step {cut}: off by {max_diff(x, ref):.3g}"
 
 
@@ -171,7 +172,7 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path, comm, model=model, opt=opt, noise=noise)
     with pytest.raises(CheckpointError, match="plain value"):
         load_checkpoint(tmp_path, comm, model=model, opt=opt, step=model)
-    with pytest.raises(TypeError, match="numpy arrays via torch.as_tensor"):
+    with pytest.raises(TypeError, match=r"numpy arrays via torch\.as_tensor"):
         save_checkpoint(tmp_path, comm, model=model, table=object())
     with pytest.raises(TypeError, match="Name what to save"):
         save_checkpoint(tmp_path, comm)
@@ -203,7 +204,7 @@ def test_load_state_dict_says_what_does_not_fit():
         opt.load_state_dict(_state("LocalSGD tau=3 BMUF") | {"optimizer": "LocalSGD"})
     with pytest.raises(ValueError, match=r"nodes: saved 3, here 4"):
         opt.load_state_dict(_state("LocalSGD tau=2", SimComm(3, dtype=torch.float32)))
-    with pytest.raises(ValueError, match="not the state of a declearn.optim optimizer"):
+    with pytest.raises(ValueError, match=r"not the state of a declearn\.optim optimizer"):
         opt.load_state_dict(torch.optim.SGD(S.make_net(0).parameters(), lr=0.1).state_dict())
     # another model: the shapes are named
     other = O.StackedModel(torch.nn.Linear(S.D_IN, 2), N)

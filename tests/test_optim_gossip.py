@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_optim import LeastSquares, _stacked_params
 
 import declearn.algorithms as A
 import declearn.optim as O
@@ -25,8 +26,6 @@ from declearn.topology import (
     one_peer_exponential,
     ring,
 )
-
-from test_optim import LeastSquares, _stacked_params  # noqa: E402  (tests/ is on sys.path)
 
 
 def _train(opt, params, problem, steps):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from declearn.problems import (
     partition,
 )
 
-from mpi_helpers import needs_mpi, run_mpi  # noqa: E402  (tests/ is on sys.path)
+from mpi_helpers import needs_mpi, run_mpi
 
 F64 = torch.float64
 
@@ -181,7 +182,7 @@ def test_least_squares_heterogeneity_knob():
 
 def test_logistic_heterogeneity_grows_with_the_knob():
     b2 = [LogisticRegression(8, heterogeneity=h, seed=3).heterogeneity for h in (0, 1, 3, 10)]
-    assert all(a < b for a, b in zip(b2, b2[1:])), b2
+    assert all(a < b for a, b in pairwise(b2)), b2
     assert b2[-1] > 2 * b2[0]
     assert LogisticRegression(8, split="identical", seed=3).heterogeneity < 1e-20
     p = LogisticRegression(8, heterogeneity=1.0, seed=3)
@@ -358,7 +359,7 @@ def test_dirichlet_skew_decreases_with_alpha():
                                                                                 abs=0.01)
     assert ent[0.01] < 0.6 and srt < 0.25  # near one label per node
     blocks = partition(labels, 10, method="sorted")  # contiguous label ranges, in order
-    assert all(labels[a].max() <= labels[b].min() for a, b in zip(blocks, blocks[1:]))
+    assert all(labels[a].max() <= labels[b].min() for a, b in pairwise(blocks))
 
 
 # ----------------------------------------------------------------------- bad input

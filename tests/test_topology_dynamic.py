@@ -146,7 +146,7 @@ def test_one_peer_rejects_non_regular_graphs():
 
 def test_one_peer_rejects_regular_graphs_with_unbalanced_steps():
     cube = Topology.from_matrix(hypercube_matrix(8), name="hypercube")
-    with pytest.raises(TopologyError, match="not doubly stochastic.*step 0"):
+    with pytest.raises(TopologyError, match=r"not doubly stochastic.*step 0"):
         one_peer(cube)
 
 
@@ -202,7 +202,7 @@ def test_equitopo_basis_is_unbiased_and_doubly_stochastic(n):
 
 def test_equitopo_basis_bad_index():
     for u in (0, 5, -1, 1.5):
-        with pytest.raises(TopologyError, match="1..4"):
+        with pytest.raises(TopologyError, match=r"1\.\.4"):
             equitopo_basis(5, u)
 
 

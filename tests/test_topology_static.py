@@ -234,7 +234,7 @@ def test_grid_2x3_is_bluefog_meshgrid():
 # ---------------------------------------------------------------------- hypercube
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 16, 32])
 def test_hypercube_matches_bits(n):
-    d = int(round(math.log2(n)))
+    d = round(math.log2(n))
     W = np.zeros((n, n))
     for i in range(n):
         W[i, i] = 1.0 / (d + 1)

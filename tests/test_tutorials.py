@@ -73,7 +73,7 @@ def test_outputs_are_clean_and_paths_relative(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_imports_exist_and_no_library_code_in_cells(path):
     nb = _load(path)
-    for i, src, tree in _code_trees(nb):
+    for i, _src, tree in _code_trees(nb):
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and \
                     node.module.split(".")[0] in ("declearn", "widgets"):

@@ -5,7 +5,7 @@ Every method is an :class:`Algorithm`: node-local state, ``step()``, ``run(steps
 """
 
 from declearn.algorithms.base import Algorithm, StepSize, check_step_size, diminishing
-from declearn.algorithms.consensus import *  # noqa: F401,F403
+from declearn.algorithms.consensus import *  # noqa: F403
 from declearn.algorithms.history import History, plot_histories
 from declearn.algorithms.local_sgd import CoCoDSGD, EASGD, LocalSGD, OverlapLocalSGD
 from declearn.algorithms.parallel import ParallelSGD

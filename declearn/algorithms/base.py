@@ -42,7 +42,8 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -210,6 +211,8 @@ class Algorithm:
 
     #: Why this algorithm cannot undo a step (None: it can).
     _cannot_roll_back: str | None = None
+    #: Whether snapshots record tensor versions: set on the instance by its first snapshot.
+    _check_versions: bool
 
     #: Set (in its own body) by each class of declearn whose ``_step`` is known to assign new
     #: tensors only (tests/test_algorithm_recovery.py checks it); for a ``_step`` defined
@@ -250,7 +253,7 @@ class Algorithm:
         reason = self._roll_back_problem()
         if reason is not None:
             raise RuntimeError(reason)
-        self._undo.restore()
+        cast(_Snapshot, self._undo).restore()  # not None: _roll_back_problem() said so
         self._undo = None
         self.history.drop_after(self.k)
         return self.k
@@ -288,9 +291,7 @@ class Algorithm:
             if self._unrestorable is not None:
                 raise RuntimeError(self._unrestorable)
             return self.k
-        resync = getattr(comm, "resync", None)
-        if resync is not None:
-            resync(timeout=timeout)
+        comm.resync(timeout=timeout)
         undo_problem = self._roll_back_problem()
         mine = torch.tensor([self.k, undo_problem is None, self._unrestorable is None],
                             dtype=torch.int64)
@@ -318,7 +319,7 @@ class Algorithm:
                 f"to a common one: {'; '.join(why)}. Build the algorithm again on every rank "
                 "(or reload a checkpoint).", ks)
         if self.k > target:
-            self._undo.restore()
+            cast(_Snapshot, self._undo).restore()  # one step ahead and not stuck: it has one
             self._undo = None
         self.history.drop_after(target)
         return target
@@ -453,7 +454,7 @@ def _sq_norm(t: torch.Tensor, comm) -> torch.Tensor:
 def check_divergence(divergence) -> float:
     """The divergence factor of :meth:`Algorithm.run` as a float > 1, or a ValueError."""
     if isinstance(divergence, bool) or not isinstance(divergence, numbers.Real) \
-            or not divergence > 1:
+            or not float(divergence) > 1:
         raise ValueError(
             f"divergence must be a number > 1, got {divergence!r}: run() stops when a metric "
             "grows past divergence times its first value (default 1e8; math.inf stops only "
@@ -476,6 +477,7 @@ class _Snapshot:
     a later in-place modification is seen."""
 
     __slots__ = ("parts", "versions")
+    versions: list[tuple[str, torch.Tensor, int]]
 
     def __init__(self, alg: Algorithm):
         saved = alg.__dict__.copy()
@@ -491,7 +493,7 @@ class _Snapshot:
         if check is None:
             check = alg._check_versions = alg._checks_in_place_updates()
         if not check:
-            self.versions = ()
+            self.versions = []
             return
         try:
             self.versions = [(name, t, t._version) for _, attrs in parts

@@ -92,7 +92,7 @@ class EagerSGD(Algorithm):
         )
         self.staleness = self.partial.staleness
         self._stash: list | None = None  # log points kept during run(), see _log
-        self._replay = None  # the stored traffic counts while a stored point is measured
+        self._replay: tuple | None = None  # stored traffic counts while a stored point is measured
 
     def _params(self) -> dict:
         p = {**super()._params(), "mode": self.mode, "staleness": self.staleness}
@@ -185,9 +185,9 @@ def _check_straggler(straggler, n: int):
             f"straggler must be (rank, seconds) or ('random', seconds), got {straggler!r}."
         ) from None
     if who != "random" and (isinstance(who, bool) or not isinstance(who, numbers.Integral)
-                            or not 0 <= who < n):
+                            or not 0 <= int(who) < n):
         raise ValueError(f"The straggler's rank must be in 0..{n - 1} or 'random', got {who!r}.")
-    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not seconds >= 0 \
-            or not np.isfinite(seconds):
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) \
+            or not float(seconds) >= 0 or not np.isfinite(float(seconds)):
         raise ValueError(f"The straggler's delay must be seconds >= 0, got {seconds!r}.")
     return (who if who == "random" else int(who), float(seconds))

@@ -90,7 +90,8 @@ class AsyncGossip(Algorithm):
         self.engine.run(ticks=1, log_points=0)
         self.x = self.engine.value
 
-    def run(self, ticks: int | None = None, *, duration: float | None = None,
+    def run(  # type: ignore[override]  # counts clock ticks (or seconds), not steps
+            self, ticks: int | None = None, *, duration: float | None = None,
             log_points: int = 50, progress: bool | None = None, divergence: float = 1e8):
         """Gossip for ``ticks`` clock ticks per node or for ``duration`` seconds; append
         ``log_points`` rows to the history (time-sampled; see the module docstring).

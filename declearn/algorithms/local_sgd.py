@@ -62,7 +62,7 @@ def check_period(tau) -> int:
 
 def check_alpha(alpha, what: str = "alpha") -> float:
     """A coefficient strictly between 0 and 1, or a ValueError."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < float(alpha) < 1:
         raise ValueError(
             f"{what} must be a number strictly between 0 and 1, got {alpha!r} (0 never pulls "
             "the models together, 1 overwrites them)."
@@ -72,7 +72,7 @@ def check_alpha(alpha, what: str = "alpha") -> float:
 
 def check_gmf(gmf) -> float:
     """The global (block) momentum factor in [0, 1), or a ValueError."""
-    if isinstance(gmf, bool) or not isinstance(gmf, numbers.Real) or not 0 <= gmf < 1:
+    if isinstance(gmf, bool) or not isinstance(gmf, numbers.Real) or not 0 <= float(gmf) < 1:
         raise ValueError(
             f"gmf (global momentum factor) must be in [0, 1), got {gmf!r}; 0 means plain "
             "averaging, typical values are 0.5 to 0.9."

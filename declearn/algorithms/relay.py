@@ -53,6 +53,7 @@ def tree_parts(tree, n: int | None = None) -> list:
     """
     from declearn.topology import Topology, TreePair
 
+    parts: list[Topology]
     if isinstance(tree, TreePair):
         parts = [tree.first, tree.second]
     elif isinstance(tree, Topology):
@@ -132,9 +133,9 @@ class _TreeChannel:
         self.slots = tree.degree
         self.steps = 0
         self.full_after = tree_diameter(tree)  # from then on every count is n
-        self.own = None
-        self.received = None
-        self.received_sum = None
+        self.own: torch.Tensor | None = None
+        self.received: torch.Tensor | None = None
+        self.received_sum: torch.Tensor | None = None
 
     def exchange(self, v: torch.Tensor) -> torch.Tensor:
         """Send ``v`` (flat per node) plus the relays; return ``[S / n, C]`` packed."""
@@ -239,6 +240,8 @@ class RelaySum:
 
 class _Relaying(Algorithm):
     """An algorithm whose state includes the relay buffers of ``self.relay``."""
+
+    relay: RelaySum
 
     def _stateful_parts(self) -> tuple:
         return (*super()._stateful_parts(), *self.relay.channels)

@@ -32,7 +32,10 @@ class Verdict:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        color, mark = ("#1a7f37", "&#10004; correct") if self.ok else ("#b42318", "&#10008; not yet")
+        if self.ok:
+            color, mark = "#1a7f37", "&#10004; correct"
+        else:
+            color, mark = "#b42318", "&#10008; not yet"
         return (f'<div style="color:{color};font-weight:600">[{html.escape(self.exercise)}] '
                 f'{mark}: <span style="font-weight:400">{html.escape(self.message)}</span></div>')
 

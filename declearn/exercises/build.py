@@ -24,7 +24,7 @@ the communicator then needs ``comm.resync()`` before the next collective.)
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -180,8 +180,8 @@ def check_prediction(answer) -> Verdict:
         return Verdict(False, EX2, f"give the method's name as a string, one of {choices}.")
     method = _method_of(answer)
     if method is None:
-        hint = ("RelaySGD ran on a chain and on double trees: say which." if "relay" in answer.lower()
-                else f"use one of {choices}.")
+        hint = ("RelaySGD ran on a chain and on double trees: say which."
+                if "relay" in answer.lower() else f"use one of {choices}.")
         return Verdict(False, EX2, f"{answer!r} is not one of the four methods; {hint}")
     expected = _largest_drop()
     hints = {

@@ -67,7 +67,7 @@ class PeriodicSyncSGD(torch.optim.Optimizer):
         check_step_size(lr)
         for name, value in (("momentum", momentum), ("dampening", dampening),
                             ("weight_decay", weight_decay)):
-            if not 0 <= value:
+            if not value >= 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}.")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0.")

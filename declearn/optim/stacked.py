@@ -49,7 +49,7 @@ class StackedModel(torch.nn.Module):
             raise ValueError("The model has no parameters to train.")
         # The template only provides the computation; its own parameters are never used.
         self._template = [copy.deepcopy(model).to("meta")]  # a list: not a registered child
-        for i, (name, p) in enumerate(model.named_parameters()):
+        for i, p in enumerate(model.parameters()):
             stacked = p.detach().unsqueeze(0).repeat(n, *([1] * p.dim())).clone()
             self.register_parameter(f"p{i}", torch.nn.Parameter(stacked, p.requires_grad))
 

@@ -1,4 +1,4 @@
-"""Problems ``f(x) = (1/n) sum_i f_i(x)`` whose node i sees only ``f_i`` (issue 3).
+"""Problems ``f(x) = (1/n) sum_i f_i(x)`` whose node i sees only ``f_i``.
 
 * :class:`LeastSquares`, :class:`LogisticRegression` (synthetic, or real data via
   :meth:`LogisticRegression.from_data`), :class:`RandomQuadratics` (the RelaySGD paper's);

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -142,7 +142,7 @@ class Problem(abc.ABC):
         g = self._grad(self.x_star.expand((self.n,) + self.shape), self.all_nodes)
         return float(g.reshape(self.n, -1).pow(2).sum(1).mean())
 
-    def on(self, comm) -> "Oracle":
+    def on(self, comm) -> Oracle:
         """The node-local oracle for the nodes ``comm`` holds."""
         if comm.size != self.n:
             raise ValueError(
@@ -247,7 +247,7 @@ class FunctionProblem:
             raise TypeError(f"Expected a gradient function grad(x), got {type(grad).__name__}.")
         self.fn = grad
 
-    def on(self, comm) -> "FunctionOracle":
+    def on(self, comm) -> FunctionOracle:
         return FunctionOracle(self, comm)
 
     def __repr__(self) -> str:

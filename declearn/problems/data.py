@@ -33,7 +33,7 @@ class Dataset:
     classes: int
     name: str
 
-    def to(self, device) -> "Dataset":
+    def to(self, device) -> Dataset:
         """The same data on ``device`` (e.g. an engine's ``device``)."""
         return Dataset(self.X_train.to(device), self.y_train.to(device),
                        self.X_test.to(device), self.y_test.to(device), self.classes, self.name)

@@ -90,7 +90,7 @@ class LogisticRegression(Problem):
     @classmethod
     def from_data(cls, X, y, n: int, *, partition: str = "iid", alpha: float = 1.0,
                   balanced: bool = True, reg: float = 1e-2, nonconvex_reg: float = 0.0,
-                  sigma: float = 0.0, seed: int = 0) -> "LogisticRegression":
+                  sigma: float = 0.0, seed: int = 0) -> LogisticRegression:
         """Logistic regression on real data ``X`` (N x d) with binary labels ``y`` (N,),
         split over n nodes by :func:`declearn.problems.partition` (``"iid"``,
         ``"dirichlet"`` with concentration ``alpha``, or ``"sorted"`` by label).

@@ -24,7 +24,7 @@ uses it to mix with shifted slices instead of a matrix product.
 from __future__ import annotations
 
 import numbers
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -128,7 +128,7 @@ class Topology(BaseTopology):
         shifts: Mapping[int, float] | None = None,
         weights: str | None = None,
         allow_disconnected: bool = True,
-    ) -> "Topology":
+    ) -> Topology:
         """Build from triplets ``W[rows[k], cols[k]] += vals[k]`` (duplicates are summed).
 
         ``weights`` asks for a check: ``"receiver"`` (rows sum to 1), ``"sender"`` (columns
@@ -137,7 +137,8 @@ class Topology(BaseTopology):
         n = check_n(n)
         rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64)
         cols = np.asarray(list(cols) if not isinstance(cols, np.ndarray) else cols, dtype=np.int64)
-        vals = np.asarray(list(vals) if not isinstance(vals, np.ndarray) else vals, dtype=np.float64)
+        vals = np.asarray(list(vals) if not isinstance(vals, np.ndarray) else vals,
+                          dtype=np.float64)
         if not (rows.shape == cols.shape == vals.shape) or rows.ndim != 1:
             raise TopologyError("rows, cols and vals must be 1-D sequences of the same length.")
         if rows.size and (rows.min() < 0 or rows.max() >= n or cols.min() < 0 or cols.max() >= n):
@@ -171,7 +172,7 @@ class Topology(BaseTopology):
         params: Mapping | None = None,
         weights: str | None = "receiver",
         allow_disconnected: bool = False,
-    ) -> "Topology":
+    ) -> Topology:
         """Build from a dense matrix (numpy, torch, nested lists) or a scipy sparse matrix.
 
         By default the rows must sum to 1 (``weights="receiver"``) and the graph must be
@@ -194,7 +195,8 @@ class Topology(BaseTopology):
         except (TypeError, ValueError) as exc:
             raise TopologyError(f"W must be a numeric n x n matrix: {exc}") from None
         if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] < 1:
-            raise TopologyError(f"W must be a square n x n matrix with n >= 1, got shape {W.shape}.")
+            raise TopologyError(
+                f"W must be a square n x n matrix with n >= 1, got shape {W.shape}.")
         _check_values(W.ravel())
         rows, cols = np.nonzero(W)
         return cls.from_coo(
@@ -212,7 +214,7 @@ class Topology(BaseTopology):
         params: Mapping | None = None,
         weights: str | None = None,
         allow_disconnected: bool = True,
-    ) -> "Topology":
+    ) -> Topology:
         """Circulant W: ``W[i, (i - s) mod n] = w`` for every ``s -> w`` in ``shifts``.
 
         In words: node i receives from node i - s, so ``x_new = sum_s w * roll(x, s)``. Shifts
@@ -262,7 +264,7 @@ class Topology(BaseTopology):
     def nnz(self) -> int:
         return int(self.data.size)
 
-    def at(self, k: int) -> "Topology":
+    def at(self, k: int) -> Topology:
         """The topology used at iteration k: a static topology is the same at every k."""
         _check_iteration(k)
         return self
@@ -364,13 +366,13 @@ class Topology(BaseTopology):
         return self._cache["connected"]
 
     # ------------------------------------------------------------------ helpers
-    def lazy(self) -> "Topology":
+    def lazy(self) -> Topology:
         """The lazy topology ``(I + W) / 2``: same graph, eigenvalues moved into [0, 1]."""
         from declearn.topology.weights import lazy
 
         return lazy(self)
 
-    def check_weights(self, weights: str = "receiver") -> "Topology":
+    def check_weights(self, weights: str = "receiver") -> Topology:
         """Raise a TopologyError unless the weights suit ``weights`` ("receiver": rows sum to
         1; "sender": columns sum to 1; "doubly": both). Returns self."""
         self._check(weights=weights, allow_disconnected=True)

@@ -16,7 +16,7 @@ permutation; on a star or a grid it is not, and we refuse it.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 

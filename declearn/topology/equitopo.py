@@ -322,7 +322,7 @@ def _check_seed(seed) -> int:
 
 
 def _check_open_unit(x, what: str, meaning: str, *, hi_closed: bool) -> float:
-    ok = not isinstance(x, bool) and isinstance(x, numbers.Real) and 0.0 < x
+    ok = not isinstance(x, bool) and isinstance(x, numbers.Real) and x > 0.0
     ok = ok and (x <= 1.0 if hi_closed else x < 1.0)
     if not ok:
         interval = "(0, 1]" if hi_closed else "(0, 1)"

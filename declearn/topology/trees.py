@@ -39,7 +39,7 @@ class TreeTopology(Topology):
     @classmethod
     def from_parents(
         cls, parent, *, weights: str = "metropolis", name: str = "tree", params: dict | None = None
-    ) -> "TreeTopology":
+    ) -> TreeTopology:
         """Tree with ``parent[i]`` the parent of node i and ``-1`` at the (single) root."""
         parent = np.array(parent, dtype=np.int64).ravel()
         n = check_n(parent.size)

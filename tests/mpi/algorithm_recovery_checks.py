@@ -1,7 +1,7 @@
 """An Algorithm after a one-rank failure, under a real mpiexec (the pytest side:
 tests/test_algorithm_recovery.py, N = 4).
 
-Run as ``mpiexec -n 4 python tests/mpi/algorithm_recovery_checks.py``. The issue's scenario:
+Run as ``mpiexec -n 4 python tests/mpi/algorithm_recovery_checks.py``. The scenario:
 DGD (ATC) on ring(4) with stochastic gradients (float64); the gradient raises once on rank 1
 inside step 3. Rank 1 raises at once, its neighbors 0 and 2 time out waiting for it, rank 3
 (whose neighbors are 0 and 2) completes the step: iterations 3, 3, 3, 4 after
@@ -118,7 +118,7 @@ def main() -> None:
         check(bool(np.all(np.diff(its) > 0)) if len(its) > 1 else True,
               f"{label}: history iterations {its} are not increasing")
 
-    # ---- recover: the issue's scenario, then recover() on every rank
+    # ---- recover: the failing run, then recover() on every rank
     alg, outcome = failing_run()
     want = {0: "timeout", 1: "gradient", 2: "timeout", 3: "completed"}[rank]
     check(outcome == want, f"recover: step {FAIL_AT} {outcome} on rank {rank}, expected {want}")

@@ -43,7 +43,7 @@ from mpi4py import MPI
 from declearn.algorithms import AsyncGossip, EagerSGD, ParallelSGD
 from declearn.comm import DelayedComm, SimComm
 from declearn.comm.mpi import MPIComm
-from declearn.comm.service import live_services
+from declearn.comm.mpi.service import live_services
 from declearn.errors import CollectiveMismatchError, CollectiveTimeoutError
 from declearn.problems import LeastSquares
 from declearn.topology import ring

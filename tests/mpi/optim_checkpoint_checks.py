@@ -108,7 +108,7 @@ def uninterrupted(name: str, comm) -> torch.Tensor:
 
 
 def resumed_in_memory(name: str, comm) -> torch.Tensor:
-    """The issue's recipe: torch.save({"model": ..., "opt": ...}) at CUT, then fresh objects."""
+    """The usual PyTorch recipe: torch.save({"model": ..., "opt": ...}) at CUT, then new objects."""
     model, opt, noise = build(name, comm, seed=0)
     train(model, opt, noise, comm, CUT)
     buffer = io.BytesIO()

@@ -1,15 +1,15 @@
-"""MPIComm under faults on purpose (issue 11, parts 1-2), under a real ``mpiexec -n N``, N >= 3.
+"""MPIComm under faults on purpose (resync, call sites), under a real ``mpiexec -n N``, N >= 3.
 
 * Resync that a busy rank missed: rank 2 sleeps while the others resync and give up; the
-  issue's exact sequence then leaves every rank with an error saying why (none succeeds
+  rank-2-busy sequence then leaves every rank with an error saying why (none succeeds
   alone), and one resync that every rank calls together restores a working communicator
   (same epoch everywhere, allreduce equal to the sum computed here).
 * Any sequence: random per-rank sequences of short resyncs, skipped collectives and sleeps
   (the same seed on every rank, each rank its own draws), then one resync together: it
   succeeds everywhere and the communicator works. Also after a resync interrupted by Ctrl-C.
-* An extra collective on one rank (the issue's exact code): CollectiveMismatchError on every
-  rank naming both lines and the ranks, no wrong result, still in sync; ``tag=`` pairs calls
-  made from different lines on purpose; ``check_call_sites=False`` turns the check off;
+* An extra collective on one rank (the classic ``if rank == 0:`` bug): CollectiveMismatchError
+  on every rank naming both lines and the ranks, no wrong result, still in sync; ``tag=`` pairs
+  calls made from different lines on purpose; ``check_call_sites=False`` turns the check off;
   iallreduce and DelayedComm report the user's line.
 * Iteration stamps: operations made at different ``comm.iteration`` raise
   IterationMismatchError (every rank for a global collective, the neighbors for a neighbor
@@ -28,7 +28,6 @@ import threading
 import time
 import traceback
 
-import numpy as np
 import torch
 from mpi4py import MPI
 
@@ -67,7 +66,7 @@ def works_everywhere(comm, what: str) -> None:
 
 
 def busy_rank_missed_resync(comm):
-    """The issue's sequence: rank 2 busy (8 s) while the others resync with a 3 s deadline."""
+    """Rank 2 busy (8 s) while the others resync with a 3 s deadline."""
     t0 = time.monotonic()
     if RANK == 2:
         time.sleep(8)
@@ -148,7 +147,7 @@ def raised(fn):
 
 
 def extra_collective(comm):
-    """The issue's code: rank 0 makes one extra allreduce before the common one."""
+    """Rank 0 makes one extra allreduce before the common one."""
     r = comm.rank
     x = torch.arange(12, dtype=torch.float64).reshape(4, 3)[r % 4]
 
@@ -223,7 +222,7 @@ def iteration_stamps(comm):
     neighbors of the rank that is ahead raise, naming the iterations; still in sync."""
     ahead = N - 1
     x = torch.ones(3, dtype=torch.float64)
-    with comm.at_iteration(4 if RANK == ahead else 3):
+    with comm.at_iteration(4 if ahead == RANK else 3):
         exc, _ = raised(lambda: comm.allreduce(x))
     check(isinstance(exc, IterationMismatchError), f"global op at different iterations: {exc!r}")
     expected = {j: (4 if j == ahead else 3) for j in range(N)}
@@ -232,7 +231,7 @@ def iteration_stamps(comm):
     check(comm.in_sync, "in sync after an iteration mismatch")
     ring = T.ring(N)
     near = {(ahead - 1) % N, (ahead + 1) % N, ahead}
-    with comm.at_iteration(4 if RANK == ahead else 3):
+    with comm.at_iteration(4 if ahead == RANK else 3):
         exc, y = raised(lambda: comm.neighbor_allreduce(x, ring, timeout=20))
     if RANK in near:
         check(isinstance(exc, IterationMismatchError) and ahead in exc.iterations,
