@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -332,7 +333,7 @@ def test_rates_monotone_in_rho():
     grid = np.linspace(0.0, 0.99, 40)
     for setting in ("iid", "heterogeneous"):
         vals = [transient_iterations(float(r), n=32, setting=setting) for r in grid]
-        assert all(a < b for a, b in zip(vals[1:], vals[2:]))
+        assert all(a < b for a, b in pairwise(vals[1:]))
         assert vals[0] == 0.0
 
 
@@ -365,3 +366,44 @@ def test_summary():
     W = np.array([[1.0, 0.0], [0.5, 0.5]])
     s2 = summary(Topology.from_matrix(W, allow_disconnected=True))
     assert s2["stochasticity"] == "row" and s2["connected"] is False
+
+
+# ---------------------------------------------------------------------- stationary distribution
+def _left_perron(W: np.ndarray) -> np.ndarray:
+    """numpy's left eigenvector of W for the eigenvalue closest to 1, scaled to sum 1."""
+    vals, vecs = np.linalg.eig(W.T)
+    v = np.real(vecs[:, np.argmin(np.abs(vals - 1.0))])
+    return v / v.sum()
+
+
+def test_stationary_distribution_is_numpys_left_eigenvector():
+    from declearn.topology import apply_weights, stationary_distribution
+
+    rng = np.random.default_rng(3)
+    n = 12
+    edges = [(j, (j + 1) % n) for j in range(n)] + [(0, 5), (0, 7), (3, 9), (8, 2), (8, 4)]
+    topo = apply_weights(n, edges, "uniform", directed=True)  # row-stochastic only
+    pi = stationary_distribution(topo)
+    np.testing.assert_allclose(pi, _left_perron(topo.W), rtol=1e-10, atol=1e-13)
+    assert pi.sum() == pytest.approx(1.0) and np.all(pi > 0)
+    assert np.ptp(pi) > 1e-3  # not uniform: the case where plain averaging is biased
+    # Any row-stochastic matrix with positive entries, given as an array.
+    W = rng.random((7, 7))
+    W /= W.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(stationary_distribution(W), _left_perron(W), rtol=1e-10)
+    # Doubly stochastic: uniform.
+    np.testing.assert_allclose(stationary_distribution(ring(9)), np.full(9, 1 / 9), rtol=1e-12)
+
+
+def test_stationary_distribution_refuses_what_has_none():
+    from declearn.topology import stationary_distribution
+
+    with pytest.raises(TopologyError, match="row-stochastic"):
+        stationary_distribution(np.array([[0.5, 0.6], [0.5, 0.5]]))
+    two_islands = np.kron(np.eye(2), np.full((2, 2), 0.5))
+    with pytest.raises(TopologyError, match="strongly connected"):
+        stationary_distribution(two_islands)
+    with pytest.raises(TopologyError, match="square"):
+        stationary_distribution(np.ones((2, 3)) / 3)
+    with pytest.raises(TopologyError, match=r"\.at\(k\)"):
+        stationary_distribution(one_peer_exponential(8))

@@ -6,15 +6,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.collections import EllipseCollection, LineCollection, PolyCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.collections import EllipseCollection, LineCollection, PolyCollection
+from matplotlib.figure import Figure
 
-from declearn.errors import TopologyError  # noqa: E402
-from declearn.topology import Topology, od_equidyn, one_peer_exponential  # noqa: E402
-from declearn.topology.draw import draw, layout_positions, repr_png  # noqa: E402
+from declearn.errors import TopologyError
+from declearn.topology import Topology, od_equidyn, one_peer_exponential
+from declearn.topology.draw import draw, layout_positions, repr_png
 
 
 def ring(n):
@@ -126,3 +126,85 @@ def test_layout_errors():
         draw(ring(3), layout={0: (0, 0), 1: (1, 0)})
     with pytest.raises(TopologyError, match="Topology"):
         draw(np.eye(3))
+
+
+def test_graph_geometry_arrowheads_touch_the_receivers():
+    from declearn.topology.draw import graph_geometry
+
+    W = np.array([[0.5, 0.5, 0.0], [0.0, 0.9, 0.1], [0.3, 0.0, 0.7]])
+    step = Topology.from_matrix(W, name="directed")
+    pos = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    geo = graph_geometry(step, pos)
+    assert geo.directed and geo.links == 3 and geo.heads.shape == (3, 3, 2)
+    seen = set()
+    for seg, head in zip(geo.segments, geo.heads):
+        tip = head[0]
+        # The tip lies on the rim of one node, the segment starts on the rim of another.
+        d_tip = np.linalg.norm(pos - tip, axis=1)
+        d_start = np.linalg.norm(pos - seg[0], axis=1)
+        i, j = int(np.argmin(d_tip)), int(np.argmin(d_start))
+        assert d_tip[i] == pytest.approx(geo.radius) and d_start[j] == pytest.approx(geo.radius)
+        seen.add((i, j))
+        # The segment ends at the middle of the arrowhead's base.
+        np.testing.assert_allclose(seg[1], (head[1] + head[2]) / 2, atol=1e-12)
+    assert seen == {(0, 1), (1, 2), (2, 0)}  # W[i, j] > 0: an arrow from j into i
+    order = np.argsort([W[np.argmin(np.linalg.norm(pos - h[0], axis=1)),
+                         np.argmin(np.linalg.norm(pos - s[0], axis=1))]
+                        for s, h in zip(geo.segments, geo.heads)])
+    assert np.all(np.diff(geo.widths[order]) > 0)  # wider for a larger weight
+
+
+def test_graph_geometry_symmetric_pairs_once_and_too_many_links():
+    from declearn.topology import complete
+    from declearn.topology.draw import graph_geometry
+
+    topo = ring(8)
+    geo = graph_geometry(topo, layout_positions(topo))
+    assert not geo.directed and geo.links == 8 and geo.segments.shape == (8, 2, 2)
+    assert geo.heads.shape == (0, 3, 2)
+    big = complete(40)
+    geo = graph_geometry(big, layout_positions(big), max_links=100)
+    assert geo.links == 40 * 39 // 2 and not geo.drawn and geo.segments.shape == (0, 2, 2)
+
+
+def test_two_way_links_of_a_directed_graph_are_shifted_apart():
+    from declearn.topology.draw import graph_geometry
+
+    W = np.array([[0.5, 0.25, 0.25], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])  # 0<->1 both ways
+    geo = graph_geometry(Topology.from_matrix(W), np.array([[-1.0, 0], [1.0, 0], [0, 1.0]]))
+    on_axis = [s for s in geo.segments if abs(s[0, 1]) < 0.5 and abs(s[1, 1]) < 0.5]
+    assert len(on_axis) == 2
+    ys = sorted(float(s[0, 1]) for s in on_axis)
+    assert ys[0] == pytest.approx(-ys[1]) and ys[1] == pytest.approx(0.3 * geo.radius)
+
+
+def test_node_colours_follow_the_diagonal_of_W():
+    from declearn.topology.draw import node_colors, self_weights
+
+    W = np.array([[0.5, 0.5, 0.0], [0.0, 0.9, 0.1], [0.3, 0.0, 0.7]])
+    keep = self_weights(Topology.from_matrix(W))
+    np.testing.assert_array_equal(keep, np.diag(W))
+    c = node_colors(keep)
+    assert c.shape == (3, 4) and c[1, 0] < c[2, 0] < c[0, 0]  # darker = keeps more
+
+
+def test_large_graphs_without_a_natural_layout_go_on_a_circle():
+    from declearn.topology import erdos_renyi, geometric
+
+    small, large = erdos_renyi(40, p=0.3, seed=1), erdos_renyi(120, p=0.1, seed=1)
+    assert not np.allclose(np.linalg.norm(layout_positions(small), axis=1), 1.0)  # spring
+    np.testing.assert_allclose(np.linalg.norm(layout_positions(large), axis=1), 1.0)
+    geo = geometric(120, radius=0.25, seed=2)
+    assert not np.allclose(np.linalg.norm(layout_positions(geo), axis=1), 1.0)  # its points
+
+
+def test_draw_graph_returns_what_it_added():
+    from declearn.topology.draw import draw_graph
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    topo = directed_exp(8)
+    art = draw_graph(ax, topo, layout_positions(topo), labels=True)
+    assert set(map(id, ax.collections)) == {id(art.edges), id(art.heads), id(art.nodes)}
+    assert [t.get_text() for t in art.labels] == [str(i) for i in range(8)]
+    assert len(art.all) == 3 + 8

@@ -336,3 +336,26 @@ def test_race_recomputes_only_new_racers_and_updates_the_image(race_factory):
     assert set(r.curves) == {"DGD", "gradient tracking"}
     np.testing.assert_array_equal(r.curves["DGD"].suboptimality, dgd.suboptimality)
     assert bytes(r.image.value) != image
+
+
+def test_the_models_build_no_widget(monkeypatch):
+    import ipywidgets
+
+    from declearn.topology import stationary_distribution
+    from widgets.consensus_player import ConsensusModel, initial_values
+    from widgets.race import make_problem, run_race
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"a model built a widget ({type(self).__name__})")
+
+    monkeypatch.setattr(ipywidgets.Widget, "__init__", refuse)
+    x0 = initial_values(12, "random", 1)
+    model = ConsensusModel.push_sum(x0, seed=3, capacity=50)
+    W = model.averaging_graph.W
+    vals, vecs = np.linalg.eig(W.T)  # pi: numpy's left eigenvector for eigenvalue 1
+    pi = np.real(vecs[:, np.argmin(np.abs(vals - 1))])
+    pi /= pi.sum()
+    np.testing.assert_allclose(stationary_distribution(W), pi, rtol=1e-10)
+    assert model.biased_limit == pytest.approx(pi @ x0, rel=1e-10)
+    curves = run_race(make_problem("least_squares", 8, 1.0), make("ring", 8), ["DGD"], 0.05, 40)
+    assert curves["DGD"].status == "done" and curves["DGD"].iterations[-1] == 40

@@ -477,3 +477,89 @@ def test_family_selection_computes_a_sweep_once(spectral):
     assert set(sg.curves) == set(chosen) and "grid" not in sg.cursor_rows
     with pytest.raises(TopologyError, match="parameters without defaults"):
         SpectralGapExplorer(("erdos_renyi",))
+
+
+# ---------------------------------------------------------------------- sharp pictures
+def test_png_encoder_round_trips_through_pillow():
+    import io
+
+    from PIL import Image
+
+    from widgets._render import encode_png
+
+    rgba = np.random.default_rng(0).integers(0, 256, size=(7, 5, 4), dtype=np.uint8)
+    png = encode_png(rgba)
+    back = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    np.testing.assert_array_equal(back, rgba[..., :3])
+
+
+def test_pictures_are_rendered_at_the_pixel_ratio_and_shown_at_css_size(explorer):
+    import io
+
+    from PIL import Image
+
+    from widgets import _render
+
+    ex = explorer
+    ex.wait_idle()
+    width, height = Image.open(io.BytesIO(ex.image.value)).size
+    fig_w, fig_h = ex._panels[False].fig.get_size_inches()
+    # The PNG has PIXEL_RATIO device pixels per CSS pixel; the layout shows it at CSS size,
+    # never stretched to the output's width.
+    assert width == round(fig_w * _render.DPI * _render.PIXEL_RATIO)
+    assert height == round(fig_h * _render.DPI * _render.PIXEL_RATIO)
+    assert ex.image.layout.width == f"{round(fig_w * _render.DPI)}px"
+    assert ex.image.layout.height == "auto" and ex.image.layout.max_width == "100%"
+    ex.picker.family.value = "one_peer_exponential"  # a wider figure: the layout follows
+    ex.wait_idle()
+    fig_w = ex._panels[True].fig.get_size_inches()[0]
+    assert ex.image.layout.width == f"{round(fig_w * _render.DPI)}px"
+    assert Image.open(io.BytesIO(ex.image.value)).size[0] == \
+        round(fig_w * _render.DPI * _render.PIXEL_RATIO)
+
+
+# ---------------------------------------------------------------------- models without widgets
+def forbid_widgets(monkeypatch) -> None:
+    """Make building any ipywidgets widget fail: what runs next is a model, not a widget."""
+    import ipywidgets
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"a model built a widget ({type(self).__name__})")
+
+    monkeypatch.setattr(ipywidgets.Widget, "__init__", refuse)
+
+
+def test_spectral_view_is_a_model_of_numbers_only(monkeypatch):
+    from widgets.spectral_gap import spectral_view
+
+    forbid_widgets(monkeypatch)
+    view = spectral_view(("ring", "exponential", "one_peer_exponential"), "gap", n=64,
+                         setting="heterogeneous", n_max=256)
+    ns, gap = view.curves["ring"]
+    for n in (4, 16, 64, 256):
+        i = int(np.nonzero(ns == n)[0][0])
+        assert gap[i] == pytest.approx(1 - rho(make("ring", n)), rel=1e-12)
+    ns, theory = view.theory["exponential"]
+    tau = np.ceil(np.log2(ns))
+    np.testing.assert_allclose(theory, 2 / (tau + 1), rtol=1e-12)
+    row = view.rows["ring"]
+    assert row["transient"] == pytest.approx(
+        transient_iterations(make("ring", 64), setting="heterogeneous"), rel=1e-9)
+    assert view.cursor["ring"] == pytest.approx(1 - rho(make("ring", 64)), rel=1e-12)
+    lo, hi = view.ylim
+    finite = np.concatenate([v[np.isfinite(v)] for _, v in view.curves.values()])
+    assert lo < finite.min() and hi > finite.max()
+    as_rho = spectral_view(("one_peer_exponential",), "rho", n=64, n_max=256)
+    assert as_rho.zeros == ["one_peer_exponential"] and "rho = 0" in as_rho.note
+    assert "Select" in spectral_view((), n_max=256).note
+
+
+def test_explorer_view_is_a_model_of_numbers_only(monkeypatch):
+    from widgets.topology_explorer import explorer_view
+
+    forbid_widgets(monkeypatch)
+    topo = make("one_peer_exponential", 8)
+    view = explorer_view(topo, k=2)
+    np.testing.assert_allclose(view.product, product(topo, 0, 3), atol=1e-15)
+    assert view.consensus_error == pytest.approx(0.0, abs=1e-12)  # 3 steps average 8 nodes
+    np.testing.assert_array_equal(view.W, topo.at(2).W)

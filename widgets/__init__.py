@@ -1,17 +1,15 @@
 """Interactive widgets built on declearn's public API (declearn never imports this package).
 
-The explorers (topology, spectral gap, consensus player, algorithm race) arrive with issue 4.
+Each widget module holds a pure model (numbers from declearn, no ipywidgets), its figure (a
+persistent matplotlib Figure rendered to a sharp PNG, see ``widgets._render``) and a thin
+ipywidgets shell (``widgets._base.WidgetShell``: the redraw worker, errors, ``close()``).
 """
 
-__all__: list[str] = []
-
+from widgets.consensus_player import ConsensusPlayer
 from widgets.picker import TopologyPicker
+from widgets.race import AlgorithmRace
 from widgets.spectral_gap import SpectralGapExplorer
 from widgets.topology_explorer import TopologyExplorer
 
-__all__ += ["SpectralGapExplorer", "TopologyExplorer", "TopologyPicker"]
-
-from widgets.consensus_player import ConsensusPlayer
-from widgets.race import AlgorithmRace
-
-__all__ += ["AlgorithmRace", "ConsensusPlayer"]
+__all__ = ["AlgorithmRace", "ConsensusPlayer", "SpectralGapExplorer", "TopologyExplorer",
+           "TopologyPicker"]

@@ -28,16 +28,17 @@ persistent Figure whose artists are updated in place), so it works headless and 
 test. The graph with node colours (a fixed colour scale from the initial min/max, colour bar
 marking the true mean) sits beside the error curve on a log axis.
 
-Model and view are separate: :class:`ConsensusModel` (pure: topology and ``x^0`` in, values and
-curves out, iterates computed forward on demand and kept, so scrubbing back is free) and
-:class:`ConsensusPlayer` (the widget). Rendering runs in one background thread that always draws
+Three parts: the model, :class:`ConsensusModel` (pure: topology and ``x^0`` in, values and
+curves out, iterates computed forward on demand and kept, so scrubbing back is free; ``pi`` from
+:func:`declearn.topology.stationary_distribution`); the figure, :class:`PlayerFigure` (the graph
+drawn by :func:`declearn.topology.draw.draw_graph`, as ``Topology.draw()`` draws it); the shell,
+:class:`ConsensusPlayer` (the controls). Rendering runs in one background thread that always draws
 the latest state (intermediate frames are dropped), so the kernel never queues up frames while
 the Play widget runs; :meth:`ConsensusPlayer.wait_idle` waits for the image of the last change.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -49,9 +50,10 @@ import torch
 
 from declearn.algorithms import AverageConsensus, PushSumConsensus
 from declearn.comm import SimComm
-from declearn.topology import apply_weights, family_info
-from declearn.topology.draw import draw, layout_positions
-from widgets._render import RedrawWorker, blitted_png, describe_error, error_html
+from declearn.topology import apply_weights, family_info, stationary_distribution
+from declearn.topology.draw import LABELLED_MAX_NODES, draw_graph, layout_positions
+from widgets._base import WidgetShell
+from widgets._render import blitted_png, error_html, new_figure
 
 __all__ = [
     "INITS",
@@ -59,6 +61,7 @@ __all__ = [
     "ConsensusModel",
     "ConsensusPlayer",
     "ConsensusTrace",
+    "PlayerFigure",
     "directed_demo_graph",
     "initial_values",
     "stationary_distribution",
@@ -119,18 +122,6 @@ def directed_demo_graph(n: int, seed: int = 0, *, weights: str = "sender"):
     label = "push-sum weights" if weights == "sender" else "receiver averages"
     return apply_weights(n, edges, rule, directed=True,
                          name=f"directed ring + shortcuts ({label})")
-
-
-def stationary_distribution(W: np.ndarray) -> np.ndarray:
-    """``pi`` with ``pi^T W = pi^T`` and ``sum(pi) = 1`` for a row-stochastic, strongly
-    connected W: the weights of the value plain averaging converges to, ``pi^T x^0``."""
-    W = np.asarray(W, dtype=np.float64)
-    n = W.shape[0]
-    A = W.T - np.eye(n)
-    A[-1, :] = 1.0  # replace one (redundant) equation by the normalisation
-    b = np.zeros(n)
-    b[-1] = 1.0
-    return np.linalg.solve(A, b)
 
 
 class ConsensusTrace:
@@ -287,16 +278,13 @@ class PlayerFigure:
                                         _PLAIN_LABEL: "C3"}
 
     def __init__(self, max_steps: int):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
-        from matplotlib.figure import Figure
         from matplotlib.ticker import LogLocator, NullLocator
 
         self.max_steps = max_steps
         self.model: ConsensusModel | None = None
-        self.fig = Figure(figsize=(9.6, 3.9), dpi=80, layout="constrained")
-        FigureCanvasAgg(self.fig)
+        self.fig = new_figure(9.6, 3.9, layout="constrained")
         self.ax_graph, self.ax_err = self.fig.subplots(
             1, 2, gridspec_kw={"width_ratios": [1.0, 1.25]})
         self._mappable = ScalarMappable(Normalize(0.0, 1.0), self.CMAP)
@@ -384,37 +372,30 @@ class PlayerFigure:
             self._bias_line.set_ydata([max((biased - model.true_mean) ** 2, ERROR_FLOOR)] * 2)
             handles.append(self._bias_line)
         self.ax_err.legend(handles=handles, fontsize=7, loc="upper right")
-        self._pos = _positions(model.graph)
+        self._pos = layout_positions(model.graph)
         self._drawn_step = None
         self._background = None
 
     def _draw_graph(self, k: int) -> None:
-        from matplotlib.collections import EllipseCollection
-
         graph = self.model.graph
         step = graph.at(k)
         if step is self._drawn_step:
             return
-        ax = self.ax_graph
         for artist in self._graph_artists:
             artist.remove()
-        before = set(map(id, ax.collections)) | set(map(id, ax.texts))
-        draw(graph, ax=ax, k=k, layout=self._pos, heatmap=False, title=ax.get_title())
-        self._graph_artists = [a for a in list(ax.collections) + list(ax.texts)
-                               if id(a) not in before]
-        nodes = [a for a in self._graph_artists if isinstance(a, EllipseCollection)]
-        self._nodes = nodes[-1] if nodes else None
+        drawn = draw_graph(self.ax_graph, step, self._pos,
+                           labels=step.n <= LABELLED_MAX_NODES)
+        self._graph_artists = drawn.all
+        self._nodes = drawn.nodes
         # Moving artists are drawn per frame over the background: the node colours always,
         # the links too when they change with k (dynamic topology). A static graph's links,
         # up to thousands of segments, stay in the background.
-        moving = self._graph_artists if graph.is_dynamic else [
-            a for a in self._graph_artists if a is self._nodes or a in ax.texts]
+        moving = drawn.all if graph.is_dynamic else [drawn.nodes, *drawn.labels]
         for artist in moving:
             artist.set_animated(True)
         self._moving_graph = moving
-        if self._nodes is not None:
-            self._nodes.set_cmap(self.CMAP)
-            self._nodes.set_norm(self._mappable.norm)
+        self._nodes.set_cmap(self.CMAP)
+        self._nodes.set_norm(self._mappable.norm)
         self._drawn_step = step
 
     # ------------------------------------------------------------------ frames
@@ -465,22 +446,8 @@ class PlayerFigure:
         return png
 
 
-def _positions(graph) -> np.ndarray:
-    """Node positions for the graph picture. declearn's automatic layout, except that a large
-    graph with no natural layout (it would get networkx's spring layout, about 0.1 s at
-    n = 256, on every new random graph) is put on a circle."""
-    step = graph.at(0)
-    natural = (
-        graph.is_dynamic or step.shifts is not None or "shape" in graph.params
-        or getattr(step, "parent", None) is not None or graph.name in ("geometric", "star")
-    )
-    if step.n > 96 and not natural:
-        return layout_positions(graph, "circle")
-    return layout_positions(graph)
-
-
 # ============================================================================ the widget
-class ConsensusPlayer(ipywidgets.VBox):
+class ConsensusPlayer(WidgetShell):
     """Average consensus, step by step: node values as colours on the graph, error curve beside.
 
     ``ConsensusPlayer()`` or ``ConsensusPlayer("exponential", n=32)``; display it as the last
@@ -552,8 +519,7 @@ class ConsensusPlayer(ipywidgets.VBox):
             ipywidgets.link((self.speed, "value"), (self.play, "interval")),
         ]
         self._frame = None  # (model, k, values) for the render thread; replaced, never mutated
-        self._worker = RedrawWorker(self._render, on_error=self._show_error,
-                                    name="ConsensusPlayer-render")
+        self._start_worker(self._render, name="ConsensusPlayer-render", errors=self.message)
 
         controls = ipywidgets.VBox([
             self.picker, self.mode,
@@ -622,32 +588,7 @@ class ConsensusPlayer(ipywidgets.VBox):
     def x0(self) -> np.ndarray | None:
         return None if self.model is None else self.model.x0.copy()
 
-    # ------------------------------------------------------------------ lifecycle
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Return once the image shows the latest change (TimeoutError after ``timeout`` s)."""
-        self._worker.wait_idle(timeout)
-
-    def close(self) -> None:
-        """Stop the render thread and close the widget and its children."""
-        self._worker.close()
-        for link in self._links:
-            with contextlib.suppress(Exception):  # already unlinked
-                link.unlink()
-        picker_close = getattr(self.picker, "close", None)
-        if picker_close is not None:
-            picker_close()
-        super().close()
-
     # ------------------------------------------------------------------ reactions
-    def _guard(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # noqa: BLE001 - shown in the widget, never a traceback
-            self._show_error(exc)
-
-    def _show_error(self, exc: BaseException) -> None:
-        self.message.value = error_html(describe_error(exc))
-
     def _on_rebuild(self, change=None) -> None:
         self._guard(self._rebuild)
 
@@ -707,7 +648,7 @@ class ConsensusPlayer(ipywidgets.VBox):
         png = figure.png()
         if self._frame[0] is not model:  # a newer model arrived meanwhile: do not show this one
             return
-        self.image.value = png
+        self._show_png(self.image, png, figure.fig)
         self.rendered_k = k
         self.render_seconds = time.perf_counter() - t0
 

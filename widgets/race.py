@@ -21,7 +21,9 @@ step size ``lr = (lr x L) / L`` (the slider is in units of ``1/L``, ``L`` the sm
 Responsiveness: a control change only marks the race stale; a background thread (debounced)
 rebuilds it and runs the algorithms in round-robin chunks, redrawing the curves as they grow,
 and drops a run as soon as a newer change arrives. :meth:`AlgorithmRace.wait_idle` waits for the
-last run to finish. Display: an :class:`ipywidgets.Image` holding a PNG of a persistent Figure.
+last run to finish. Three parts: the model (:func:`run_race`, :class:`RaceCurve`: declearn's
+algorithms, no widgets), the figure (:class:`RaceFigure`, a persistent Figure rendered to PNG)
+and the shell (:class:`AlgorithmRace`, the controls, on :class:`widgets._base.WidgetShell`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from declearn.comm import SimComm
 from declearn.errors import DivergenceError
 from declearn.problems import LeastSquares, RandomQuadratics
 from declearn.topology import family_info, spanning_tree
-from widgets._render import RedrawWorker, blitted_png, describe_error, error_html, fmt, note_html
+from widgets._base import WidgetShell
+from widgets._render import blitted_png, error_html, fmt, new_figure, note_html
 
 __all__ = [
     "ALGORITHMS",
@@ -208,12 +211,9 @@ class RaceFigure:
     widens the y-limits, in whole decades, so most frames of a run reuse the background."""
 
     def __init__(self):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
         from matplotlib.ticker import LogLocator, NullLocator
 
-        self.fig = Figure(figsize=(9.6, 3.6), dpi=80, layout="constrained")
-        FigureCanvasAgg(self.fig)
+        self.fig = new_figure(9.6, 3.6, layout="constrained")
         self.axes = dict(zip(("suboptimality", "consensus_error"), self.fig.subplots(1, 2)))
         labels = {"suboptimality": r"$f(\bar{x}) - f^\star$",
                   "consensus_error": r"$\frac{1}{n}\sum_i \|x_i - \bar{x}\|^2$"}
@@ -248,7 +248,7 @@ class RaceFigure:
         shown = [name for name in ALGORITHMS
                  if name in curves and curves[name].iterations.size > 0]
         limits = {}
-        for col, ax in self.axes.items():
+        for col in self.axes:
             lows, highs = [], []
             for name in ALGORITHMS:
                 line, end = self.lines[col, name], self.ends[col, name]
@@ -307,7 +307,7 @@ class RaceFigure:
 
 
 # ============================================================================ the widget
-class AlgorithmRace(ipywidgets.VBox):
+class AlgorithmRace(WidgetShell):
     """DGD, gradient tracking, exact diffusion and RelaySGD racing on one problem.
 
     ``AlgorithmRace()`` or ``AlgorithmRace("quadratics", n=32, family="exponential")``; display
@@ -379,8 +379,8 @@ class AlgorithmRace(ipywidgets.VBox):
         self.image = ipywidgets.Image(format="png")
         self.message = ipywidgets.HTML()
         self.info = ipywidgets.HTML()
-        self._worker = RedrawWorker(self._compute, delay=delay, on_error=self._show_error,
-                                    name="AlgorithmRace-compute")
+        self._start_worker(self._compute, name="AlgorithmRace-compute", errors=self.message,
+                           delay=delay)
         controls = ipywidgets.VBox([
             self.picker,
             ipywidgets.HBox([self.problem, self.heterogeneity]),
@@ -429,28 +429,13 @@ class AlgorithmRace(ipywidgets.VBox):
             self._changed_at = time.perf_counter()
         self._worker.request()
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Return once the race of the latest settings is computed and drawn (TimeoutError
-        after ``timeout`` s)."""
-        self._worker.wait_idle(timeout)
-
-    def close(self) -> None:
-        """Stop the background thread and close the widget and its children."""
+    def _stop(self) -> None:
         with self._lock:
             self._generation += 1  # a run in progress stops at its next chunk
-        self._worker.close()
-        self.picker.close()
-        super().close()
 
     # ------------------------------------------------------------------ reactions
     def _on_change(self, change=None) -> None:
-        try:
-            self.refresh()
-        except Exception as exc:  # noqa: BLE001 - shown in the widget, never a traceback
-            self._show_error(exc)
-
-    def _show_error(self, exc: BaseException) -> None:
-        self.message.value = error_html(describe_error(exc))
+        self._guard(self.refresh)
 
     def _settings(self) -> dict:
         return {
@@ -524,7 +509,7 @@ class AlgorithmRace(ipywidgets.VBox):
         png = self._figure.png()
         if self._generation != generation:
             return
-        self.image.value = png
+        self._show_png(self.image, png, self._figure.fig)
         self.rendered_generation = generation
         self.message.value = self._messages(ordered)
         self.info.value = self._info(problem, lr, topology, names)

@@ -19,7 +19,10 @@ heterogeneous data (:func:`declearn.topology.transient_iterations`; orders of gr
 constants set to 1, for comparing topologies, not iteration counts).
 
 The sweep of a family (rho at every n of an even log grid, plus the powers of 2) is computed
-once per process and cached; the figure is persistent, only line data change.
+once per process and cached; the closed forms are declearn's
+(:func:`declearn.topology.closed_form_rho`). Three parts: the model (:func:`sweep`,
+:func:`spectral_view`: numbers only), the figure (:class:`SpectralGapFigure`, persistent, only
+line data change) and the shell (:class:`SpectralGapExplorer`, the controls).
 """
 
 from __future__ import annotations
@@ -34,27 +37,28 @@ import ipywidgets
 import numpy as np
 
 from declearn.errors import TopologyError
-from declearn.topology import families as registered_families
-from declearn.topology import family_info, make, transient_iterations
-from widgets._render import (
-    RedrawWorker,
-    blitted_png,
-    close_descendants,
-    describe_error,
-    error_html,
-    fmt,
-    new_figure,
-    note_html,
+from declearn.topology import (
+    CLOSED_FORMS,
+    closed_form_rho,
+    family_info,
+    make,
+    transient_iterations,
 )
+from declearn.topology import families as registered_families
+from widgets._base import WidgetShell
+from widgets._render import blitted_png, describe_error, fmt, new_figure, note_html
 
 __all__ = [
     "DEFAULT_FAMILIES",
     "THEORY_LABELS",
     "SpectralGapExplorer",
+    "SpectralGapFigure",
+    "SpectralView",
     "Sweep",
     "cursor_row",
     "family_point",
     "n_grid",
+    "spectral_view",
     "sweep",
     "sweepable_families",
     "theory_rho",
@@ -145,76 +149,20 @@ def sweep(family: str, n_max: int = 1024, points: int = 40) -> Sweep:
         return result
 
 
-def _default(family: str, name: str):
-    return family_info(family).params[name]
-
-
-def _ring(ns):
-    ns = np.asarray(ns, dtype=np.float64)
-    return np.where(ns >= 3, 1.0 / 3.0 + 2.0 / 3.0 * np.cos(2.0 * np.pi / ns), 0.0)
-
-
-def _exponential(ns):
-    tau = np.array([(int(n) - 1).bit_length() for n in ns], dtype=np.float64)
-    return 1.0 - 2.0 / (tau + 1.0)
-
-
-def _power_of_two(ns):
-    ns = np.asarray(ns, dtype=np.int64)
-    return (ns & (ns - 1)) == 0
-
-
-def _one_peer_exponential(ns):
-    return np.where(_power_of_two(ns), 0.0, np.nan)
-
-
-def _od_equidyn(ns):
-    eta = _default("od_equidyn", "eta")
-    ns = np.asarray(ns, dtype=np.float64)
-    return np.sqrt((1.0 - eta) ** 2 + eta**2 * (1.0 - 2.0 / ns))
-
-
-def _hypercube(ns):
-    d = np.log2(np.asarray(ns, dtype=np.float64))
-    return np.where(_power_of_two(ns), (d - 1.0) / (d + 1.0), np.nan)
-
-
-def _star(ns):
-    return 1.0 - 1.0 / np.asarray(ns, dtype=np.float64)
-
-
-def _complete(ns):
-    return np.zeros(len(ns))
-
-
-_THEORY = {
-    "ring": _ring,
-    "exponential": _exponential,
-    "one_peer_exponential": _one_peer_exponential,
-    "od_equidyn": _od_equidyn,
-    "hypercube": _hypercube,
-    "star": _star,
-    "complete": _complete,
-}
-
-#: Legend text of each theory curve (the closed form of rho).
-THEORY_LABELS = {
-    "ring": "1/3 + 2/3 cos(2\u03c0/n)",
-    "exponential": "1 - 2/(\u03c4+1), \u03c4 = \u2308log\u2082n\u2309",
-    "one_peer_exponential": "0 at n = 2^\u03c4",
-    "od_equidyn": "\u221a((1-\u03b7)\u00b2 + \u03b7\u00b2(1-2/n)), \u03b7 = 1/2",
-    "hypercube": "(d-1)/(d+1), n = 2^d",
-    "star": "1 - 1/n",
-    "complete": "0",
-}
+#: Legend text of each theory curve (the closed form of rho, from declearn.topology).
+THEORY_LABELS = {family: form.formula for family, form in CLOSED_FORMS.items()}
 
 
 def theory_rho(family: str, ns) -> np.ndarray | None:
     """Closed-form rho of ``family`` (default parameters) at the given n, NaN where the
-    formula does not apply, or None when we know no closed form (see :data:`THEORY_LABELS`).
-    """
-    fn = _THEORY.get(family)
-    return None if fn is None else fn(np.asarray(ns))
+    formula does not apply, or None when we know no closed form (see
+    :func:`declearn.topology.closed_form_rho`)."""
+    form = CLOSED_FORMS.get(family)
+    if form is None:
+        return None
+    defaults = family_info(family).params
+    return closed_form_rho(family, np.asarray(ns),
+                           **{p: defaults[p] for p in form.params if p in defaults})
 
 
 def cursor_row(family: str, n: int, setting: str = "iid") -> dict:
@@ -230,8 +178,201 @@ def cursor_row(family: str, n: int, setting: str = "iid") -> dict:
             "degree": degree, "transient": transient, "setting": setting, "error": error}
 
 
+def _shown(rho, quantity: str) -> np.ndarray:
+    """What a log axis shows of rho: the gap ``1 - rho`` (NaN where not positive) or rho
+    (NaN at exact averaging, rho = 0)."""
+    rho = np.asarray(rho, dtype=np.float64)
+    if quantity == "gap":
+        return np.where(1.0 - rho > 0.0, 1.0 - rho, np.nan)
+    return np.where(rho > EXACT_ZERO, rho, np.nan)
+
+
+@dataclass
+class SpectralView:
+    """What the explorer shows for a choice of families, quantity, cursor n and setting."""
+
+    families: list[str]
+    quantity: str  # "gap" or "rho"
+    n: int
+    setting: str
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]  # family -> (ns, values as plotted)
+    theory: dict[str, tuple[np.ndarray, np.ndarray]]  # the families with a closed form
+    rows: dict[str, dict]  # family -> cursor_row
+    cursor: dict[str, float]  # family -> the cursor's value as plotted (NaN: not drawn)
+    ylim: tuple[float, float] | None  # None when nothing is drawn
+    zeros: list[str]  # families with rho = 0 somewhere (not drawn on a log axis of rho)
+
+    @property
+    def note(self) -> str:
+        if not self.families:
+            return "Select one or more families (ctrl/shift-click)."
+        if self.zeros:
+            return (f"rho = 0 (exact averaging) is not drawn on log axes: "
+                    f"{', '.join(self.zeros)} at some n.")
+        return ""
+
+
+def spectral_view(families, quantity: str = "gap", n: int = 64, setting: str = "iid",
+                  n_max: int = 1024) -> SpectralView:
+    """The curves, cursor rows and y-range of the explorer (sweeps computed once per process)."""
+    chosen = list(families)
+    curves, theory, rows, cursor, zeros = {}, {}, {}, {}, []
+    values = []
+    for f in chosen:
+        s = sweep(f, n_max)
+        curves[f] = (s.ns, _shown(s.rho, quantity))
+        values.append(curves[f][1])
+        t = theory_rho(f, s.ns)
+        if t is not None:
+            theory[f] = (s.ns, _shown(t, quantity))
+            values.append(theory[f][1])
+        if quantity == "rho" and np.any(s.rho <= EXACT_ZERO):
+            zeros.append(f)
+        rows[f] = cursor_row(f, n, setting)
+        cursor[f] = float(_shown([rows[f]["rho"]], quantity)[0])
+        values.append([cursor[f]])
+    flat = np.concatenate([np.asarray(v, dtype=np.float64) for v in values]) if values else \
+        np.zeros(0)
+    flat = flat[np.isfinite(flat) & (flat > 0)]
+    ylim = None
+    if flat.size:
+        lo, hi = float(flat.min()), float(flat.max())
+        ylim = (lo / 1.6, hi * 1.6) if quantity == "gap" else (lo / 1.25, min(hi * 1.25, 1.2))
+    return SpectralView(chosen, quantity, int(n), setting, curves, theory, rows, cursor, ylim,
+                        zeros)
+
+
+def table_html(rows: dict, n: int, setting: str) -> str:
+    """The cursor's table: per family, degree, rho, the gap and DSGD's transient stage."""
+    if not rows:
+        return ""
+    power = "2" if setting == "iid" else "4"
+    head = (f"<tr><th>family (n = {n})</th><th>degree</th><th>rho</th><th>1 - rho</th>"
+            f"<th>DSGD transient ~ rho<sup>4</sup>n<sup>3</sup>/(1-rho)<sup>{power}</sup>"
+            f" ({html.escape(setting)})</th></tr>")
+    body = []
+    for f, r in rows.items():
+        if r["error"]:
+            body.append(f"<tr><td>{html.escape(f)}</td><td colspan=4 style='color:#8a1c1c'>"
+                        f"{html.escape(r['error'])}</td></tr>")
+            continue
+        body.append(
+            f"<tr><td>{html.escape(f)}</td><td>{fmt(r['degree'])}</td>"
+            f"<td>{fmt(r['rho'], 6)}</td><td>{fmt(r['spectral_gap'], 6)}</td>"
+            f"<td>{fmt(r['transient'], 3)}</td></tr>"
+        )
+    style = ("<style>.dl-sg td,.dl-sg th{padding:2px 10px;text-align:right}"
+             ".dl-sg td:first-child,.dl-sg th:first-child{text-align:left}</style>")
+    return f"{style}<table class='dl-sg'>{head}{''.join(body)}</table>"
+
+
+# ---------------------------------------------------------------------- the figure
+class SpectralGapFigure:
+    """The persistent figure: one measured line, one theory line and one cursor dot per
+    family (made on first use), the cursor line. Everything but the cursor is drawn into a
+    saved background, redrawn only when the families, the quantity or the y-range change."""
+
+    def __init__(self, n_max: int, colors: dict[str, str]):
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        self.colors = colors
+        self.fig = fig = new_figure(9.0, 4.0)
+        self.ax = ax = fig.add_axes((0.08, 0.13, 0.56, 0.78))
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlim(1.8, n_max * 1.15)
+        ax.xaxis.set_major_locator(LogLocator(base=2))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("n (number of nodes)", fontsize=9)
+        # Fixed label coordinates and title height skip matplotlib's placement passes (they
+        # measure every tick label) on each draw.
+        ax.xaxis.set_label_coords(0.5, -0.09)
+        ax.yaxis.set_label_coords(-0.095, 0.5)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, which="major", color="0.9", linewidth=0.6)
+        # The cursor is animated: moving it redraws only the cursor over a saved background.
+        self.cursor_line = ax.axvline(1.8, color="0.35", linewidth=1.0, linestyle=":",
+                                      animated=True)
+        self.lines: dict[str, tuple] = {}  # family -> (measured, theory, cursor) Line2D
+        self._background = None
+        self._background_key = None
+        self.title = ax.set_title("", fontsize=10, y=1.0)
+
+    def _y_ticks(self, quantity: str) -> None:
+        """Decades for the gap (it spans many); plain numbers for rho (it lives in (0, 1])."""
+        from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, NullFormatter
+
+        y = self.ax.yaxis
+        if quantity == "gap":
+            y.set_major_formatter(LogFormatterSciNotation())
+            y.set_minor_formatter(NullFormatter())
+        else:
+            plain = FuncFormatter(lambda v, _: f"{v:.2g}")
+            y.set_major_formatter(plain)
+            y.set_minor_formatter(plain)
+
+    def _lines_for(self, family: str):
+        if family not in self.lines:
+            c = self.colors.get(family, "k")
+            (m,) = self.ax.plot([], [], "-o", color=c, markersize=2.5, linewidth=1.4,
+                                label=family)
+            t = None
+            if family in CLOSED_FORMS:
+                style = "x" if family in ("one_peer_exponential", "hypercube") else "--"
+                (t,) = self.ax.plot([], [], style, color=c, linewidth=1.0, markersize=6,
+                                    alpha=0.8, label=f"theory: rho = {THEORY_LABELS[family]}")
+            (cur,) = self.ax.plot([], [], "o", color=c, markersize=7, markeredgecolor="k",
+                                  zorder=5, animated=True)  # drawn over a saved background
+            self.lines[family] = (m, t, cur)
+        return self.lines[family]
+
+    def show(self, view: SpectralView) -> None:
+        """Point the artists at ``view``."""
+        chosen = view.families
+        for f in set(self.lines) - set(chosen):
+            for art in self.lines[f]:
+                if art is not None:
+                    art.set_visible(False)
+        for f in chosen:
+            m, t, cur = self._lines_for(f)
+            m.set_data(*view.curves[f])
+            m.set_visible(True)
+            if t is not None:
+                t.set_data(*view.theory[f])
+                t.set_visible(True)
+            cy = view.cursor[f]
+            cur.set_data([view.n], [cy])
+            cur.set_visible(bool(np.isfinite(cy)))
+        if view.ylim is not None:
+            self.ax.set_ylim(*view.ylim)
+        self.cursor_line.set_xdata([view.n, view.n])
+        gap = view.quantity == "gap"
+        self.ax.set_ylabel("1 - rho (spectral gap)" if gap else "rho = ||W - J||_2 (per step)",
+                           fontsize=9)
+        self._y_ticks(view.quantity)
+        self.title.set_text(("spectral gap" if gap else "rho") +
+                            " against n (log-log); dashed / x: theory")
+        # Everything but the cursor depends only on this key: a cursor move keeps the picture.
+        key = (tuple(chosen), view.quantity, self.ax.get_ylim())
+        if key != self._background_key:
+            handles = [a for f in chosen for a in self.lines[f][:2] if a is not None]
+            if self.ax.get_legend() is not None:
+                self.ax.get_legend().remove()
+            if handles:
+                self.ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                               fontsize=7.5, frameon=False)
+            self._background, self._background_key = None, key
+        self._moving = [self.cursor_line] + [self.lines[f][2] for f in chosen]
+
+    def png(self) -> bytes:
+        png, self._background = blitted_png(self.fig, self._background,
+                                            [a for a in self._moving if a.get_visible()])
+        return png
+
+
 # ---------------------------------------------------------------------- the widget
-class SpectralGapExplorer(ipywidgets.VBox):
+class SpectralGapExplorer(WidgetShell):
     """``1 - rho`` (or rho) against n on log axes for the chosen families, with the closed
     forms of theory dashed, and a cursor n showing, per family, rho, the gap, the degree and
     DSGD's transient-iteration estimate (iid or heterogeneous data).
@@ -246,6 +387,8 @@ class SpectralGapExplorer(ipywidgets.VBox):
     ``.image`` (PNG); controls ``.families``, ``.quantity``, ``.n``, ``.setting``. Sweeps run in
     a background thread: ``wait_idle()`` waits, ``close()`` stops it.
     """
+
+    WAIT_TIMEOUT = 30.0
 
     def __init__(self, families=DEFAULT_FAMILIES, n_max: int = 1024, *, n: int = 64,
                  quantity: str = "gap", setting: str = "iid"):
@@ -266,7 +409,6 @@ class SpectralGapExplorer(ipywidgets.VBox):
         self.ns = n_grid(self.n_max)
         if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= self.n_max:
             raise TopologyError(f"n must be an integer in 2..{self.n_max}, got {n!r}.")
-        self._colors = {f: f"C{i % 10}" for i, f in enumerate(offered)}
         self.families = ipywidgets.SelectMultiple(
             options=offered, value=tuple(chosen), rows=min(8, len(offered)),
             description="families", style={"description_width": "70px"},
@@ -288,14 +430,15 @@ class SpectralGapExplorer(ipywidgets.VBox):
         )
         self.table = ipywidgets.HTML("")
         self.status = ipywidgets.HTML("")
-        self.image = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="auto"))
+        self.image = ipywidgets.Image(format="png")
         self.cursor_rows: dict[str, dict] = {}
-        self._lines: dict[str, tuple] = {}  # family -> (measured, theory, cursor) Line2D
-        self._build_figure()
+        self.figure = SpectralGapFigure(
+            self.n_max, {f: f"C{i % 10}" for i, f in enumerate(offered)})
+        self.fig, self.ax = self.figure.fig, self.figure.ax
         controls = ipywidgets.VBox([self.quantity, self.n, self.setting, self.status])
         super().__init__([ipywidgets.HBox([self.families, controls]), self.image, self.table])
-        self._worker = RedrawWorker(self._redraw, on_error=self._on_error,
-                                    name="SpectralGapExplorer")
+        self._start_worker(self._redraw, name="SpectralGapExplorer", errors=self.status,
+                           what="could not draw")
         for w in (self.families, self.quantity, self.n, self.setting):
             w.observe(self._on_change, names="value")
         self._worker.run_now()
@@ -306,191 +449,32 @@ class SpectralGapExplorer(ipywidgets.VBox):
         """family -> (ns, values) of the measured curves drawn (values: 1 - rho or rho, NaN
         where not drawn)."""
         return {f: (np.asarray(m.get_xdata()), np.asarray(m.get_ydata()))
-                for f, (m, _, _) in self._lines.items() if m.get_visible()}
+                for f, (m, _, _) in self.figure.lines.items() if m.get_visible()}
 
     @property
     def theory_curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """family -> (ns, values) of the closed forms drawn (families with one, selected)."""
         return {f: (np.asarray(t.get_xdata()), np.asarray(t.get_ydata()))
-                for f, (_, t, _) in self._lines.items() if t is not None and t.get_visible()}
-
-    def wait_idle(self, timeout: float = 30.0) -> None:
-        """Return when no sweep or redraw is pending (TimeoutError after ``timeout`` s)."""
-        self._worker.wait_idle(timeout)
-
-    def close(self) -> None:
-        """Stop the background thread and close the controls (again: nothing)."""
-        if self.comm is None:
-            return
-        worker = getattr(self, "_worker", None)  # absent if the constructor failed
-        if worker is not None:
-            worker.close()
-        close_descendants(self)
-        super().close()
+                for f, (_, t, _) in self.figure.lines.items()
+                if t is not None and t.get_visible()}
 
     # ------------------------------------------------------------------ events
     def _on_change(self, change) -> None:
         self._worker.request()
 
-    def _on_error(self, exc: BaseException) -> None:
-        self.status.value = error_html(describe_error(exc, "could not draw"))
-
     # ------------------------------------------------------------------ drawing (worker)
-    def _build_figure(self) -> None:
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-        self.fig = fig = new_figure(9.0, 4.0)
-        self.ax = ax = fig.add_axes((0.08, 0.13, 0.56, 0.78))
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlim(1.8, self.n_max * 1.15)
-        ax.xaxis.set_major_locator(LogLocator(base=2))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("n (number of nodes)", fontsize=9)
-        # Fixed label coordinates and title height skip matplotlib's placement passes (they
-        # measure every tick label) on each draw.
-        ax.xaxis.set_label_coords(0.5, -0.09)
-        ax.yaxis.set_label_coords(-0.095, 0.5)
-        ax.tick_params(labelsize=8)
-        ax.grid(True, which="major", color="0.9", linewidth=0.6)
-        # The cursor is animated: moving it redraws only the cursor over a saved background.
-        self.cursor_line = ax.axvline(self.n.value, color="0.35", linewidth=1.0, linestyle=":",
-                                      animated=True)
-        self._background = None
-        self._background_key = None
-        self.title = ax.set_title("", fontsize=10, y=1.0)
-
-    def _y_ticks(self, quantity: str) -> None:
-        """Decades for the gap (it spans many); plain numbers for rho (it lives in (0, 1])."""
-        from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, NullFormatter
-
-        y = self.ax.yaxis
-        if quantity == "gap":
-            y.set_major_formatter(LogFormatterSciNotation())
-            y.set_minor_formatter(NullFormatter())
-        else:
-            plain = FuncFormatter(lambda v, _: f"{v:.2g}")
-            y.set_major_formatter(plain)
-            y.set_minor_formatter(plain)
-
-    def _lines_for(self, family: str):
-        if family not in self._lines:
-            c = self._colors.get(family, "k")
-            (m,) = self.ax.plot([], [], "-o", color=c, markersize=2.5, linewidth=1.4,
-                                label=family)
-            t = None
-            if family in _THEORY:
-                style = "x" if family in ("one_peer_exponential", "hypercube") else "--"
-                (t,) = self.ax.plot([], [], style, color=c, linewidth=1.0, markersize=6,
-                                    alpha=0.8, label=f"theory: rho = {THEORY_LABELS[family]}")
-            (cur,) = self.ax.plot([], [], "o", color=c, markersize=7, markeredgecolor="k",
-                                  zorder=5, animated=True)  # drawn over a saved background
-            self._lines[family] = (m, t, cur)
-        return self._lines[family]
-
     def _redraw(self) -> None:
         chosen = list(self.families.value)
-        quantity, n, setting = self.quantity.value, self.n.value, self.setting.value
         todo = [f for f in chosen if (f, self.n_max, 40) not in _SWEEPS]
         if todo:
             self.status.value = note_html(
                 f"computing rho for n = 2 .. {self.n_max}: {', '.join(todo)} (once per session)"
             )
-        sweeps = {f: sweep(f, self.n_max) for f in chosen}
-
-        def shown(rho):
-            rho = np.asarray(rho, dtype=np.float64)
-            if quantity == "gap":
-                return np.where(1.0 - rho > 0.0, 1.0 - rho, np.nan)
-            return np.where(rho > EXACT_ZERO, rho, np.nan)  # rho = 0 has no place on log axes
-
-        ymin, ymax = math.inf, -math.inf
-        zeros = []
-        for f in set(self._lines) - set(chosen):
-            for art in self._lines[f]:
-                if art is not None:
-                    art.set_visible(False)
-        rows = {}
-        for f in chosen:
-            m, t, cur = self._lines_for(f)
-            s = sweeps[f]
-            y = shown(s.rho)
-            m.set_data(s.ns, y)
-            m.set_visible(True)
-            vals = [y]
-            if t is not None:
-                ty = shown(theory_rho(f, s.ns))
-                t.set_data(s.ns, ty)
-                t.set_visible(True)
-                vals.append(ty)
-            if quantity == "rho" and np.any(s.rho <= EXACT_ZERO):
-                zeros.append(f)
-            row = cursor_row(f, n, setting)
-            rows[f] = row
-            cy = shown([row["rho"]])[0]
-            cur.set_data([n], [cy])
-            cur.set_visible(bool(np.isfinite(cy)))
-            vals.append([cy])
-            for v in vals:
-                v = np.asarray(v, dtype=np.float64)
-                v = v[np.isfinite(v) & (v > 0)]
-                if v.size:
-                    ymin, ymax = min(ymin, float(v.min())), max(ymax, float(v.max()))
-        if ymin < math.inf:
-            if quantity == "gap":
-                self.ax.set_ylim(ymin / 1.6, ymax * 1.6)
-            else:
-                self.ax.set_ylim(ymin / 1.25, min(ymax * 1.25, 1.2))
-        self.cursor_line.set_xdata([n, n])
-        self.ax.set_ylabel("1 - rho (spectral gap)" if quantity == "gap" else
-                           "rho = ||W - J||_2 (per step)", fontsize=9)
-        self._y_ticks(quantity)
-        self.title.set_text(("spectral gap" if quantity == "gap" else "rho") +
-                            " against n (log-log); dashed / x: theory")
-        # Everything but the cursor depends only on this key: a cursor move keeps the picture.
-        key = (tuple(chosen), quantity, self.ax.get_ylim())
-        if key != self._background_key:
-            handles = [a for f in chosen for a in self._lines[f][:2] if a is not None]
-            if self.ax.get_legend() is not None:
-                self.ax.get_legend().remove()
-            if handles:
-                self.ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                               fontsize=7.5, frameon=False)
-            self._background, self._background_key = None, key
-        cursor = [self.cursor_line] + [self._lines[f][2] for f in chosen]
-        png, self._background = blitted_png(self.fig, self._background,
-                                            [a for a in cursor if a.get_visible()])
-        note = ""
-        if zeros:
-            note = (f"rho = 0 (exact averaging) is not drawn on log axes: {', '.join(zeros)} "
-                    "at some n.")
-        if not chosen:
-            note = "Select one or more families (ctrl/shift-click)."
-        self.cursor_rows = rows
-        self.image.value = png
-        self.table.value = self._table_html(rows, n, setting)
-        self.status.value = note_html(note)
-
-    @staticmethod
-    def _table_html(rows: dict, n: int, setting: str) -> str:
-        if not rows:
-            return ""
-        power = "2" if setting == "iid" else "4"
-        head = (f"<tr><th>family (n = {n})</th><th>degree</th><th>rho</th><th>1 - rho</th>"
-                f"<th>DSGD transient ~ rho<sup>4</sup>n<sup>3</sup>/(1-rho)<sup>{power}</sup>"
-                f" ({html.escape(setting)})</th></tr>")
-        body = []
-        for f, r in rows.items():
-            if r["error"]:
-                body.append(f"<tr><td>{html.escape(f)}</td><td colspan=4 style='color:#8a1c1c'>"
-                            f"{html.escape(r['error'])}</td></tr>")
-                continue
-            body.append(
-                f"<tr><td>{html.escape(f)}</td><td>{fmt(r['degree'])}</td>"
-                f"<td>{fmt(r['rho'], 6)}</td><td>{fmt(r['spectral_gap'], 6)}</td>"
-                f"<td>{fmt(r['transient'], 3)}</td></tr>"
-            )
-        style = ("<style>.dl-sg td,.dl-sg th{padding:2px 10px;text-align:right}"
-                 ".dl-sg td:first-child,.dl-sg th:first-child{text-align:left}</style>")
-        return f"{style}<table class='dl-sg'>{head}{''.join(body)}</table>"
+        view = spectral_view(chosen, self.quantity.value, self.n.value, self.setting.value,
+                             self.n_max)
+        self.figure.show(view)
+        png = self.figure.png()
+        self.cursor_rows = view.rows
+        self._show_png(self.image, png, self.fig)
+        self.table.value = table_html(view.rows, view.n, view.setting)
+        self.status.value = note_html(view.note)

@@ -9,33 +9,33 @@ fast *over several steps*: the explorer shows, for step k, the matrix ``W(k)`` a
 ``W(k) ... W(0)`` with its consensus error ``||W(k) ... W(0) - 11^T/n||_2``, which reaches 0
 after ``tau`` steps for the one-peer exponential graph when n is a power of 2.
 
-Model and view are separate: :func:`explorer_view` (a pure function of the topology and k) says
-what is shown; :class:`TopologyExplorer` draws it into a persistent matplotlib figure (artists
-updated in place) rendered as PNG into an ``ipywidgets.Image``.
+Three parts: the model, :func:`explorer_view` (a pure function of the topology and k: what is
+shown) with :class:`ProductCache`; the figure, :class:`ExplorerFigure` (persistent, artists
+updated in place, the graph's geometry and layout from :mod:`declearn.topology.draw`, as
+``Topology.draw()`` draws it); the shell, :class:`TopologyExplorer` (the controls).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import ipywidgets
 import numpy as np
 
 from declearn.topology import DynamicTopology, Topology
-from declearn.topology.draw import layout_positions
-from widgets._render import (
-    RedrawWorker,
-    blitted_png,
-    close_descendants,
-    describe_error,
-    error_html,
-    fmt,
-    new_figure,
+from declearn.topology.draw import (
+    LABELLED_MAX_NODES,
+    GraphGeometry,
+    graph_geometry,
+    layout_positions,
+    node_colors,
 )
+from widgets._base import WidgetShell
+from widgets._render import blitted_png, fmt, new_figure
 from widgets.picker import TopologyPicker
 
 __all__ = [
+    "ExplorerFigure",
     "ExplorerView",
     "GraphGeometry",
     "ProductCache",
@@ -47,11 +47,8 @@ __all__ = [
 
 #: Beyond this many links the graph panel draws the nodes only (the heatmap still shows W).
 MAX_DRAWN_LINKS = 4000
-#: Node numbers are written up to this many nodes.
-MAX_LABELLED_NODES = 32
-#: Above this n, graphs without a natural layout go on a circle (a spring layout costs
-#: ~0.1 s at n = 256, more than a redraw may take).
-SPRING_MAX_NODES = 96
+#: Node numbers are written up to this many nodes (as in ``Topology.draw()``).
+MAX_LABELLED_NODES = LABELLED_MAX_NODES
 #: Steps offered by the k slider for a random (non-periodic) sequence.
 RANDOM_STEPS = 32
 #: Products kept per topology (dense n x n each) before the cache stops growing.
@@ -167,87 +164,8 @@ def explorer_view(topology, k: int = 0, products: ProductCache | None = None) ->
     )
 
 
-@dataclass
-class GraphGeometry:
-    """Line segments (and arrowheads) of a graph picture in layout coordinates."""
-
-    pos: np.ndarray  # (n, 2) node centres
-    radius: float  # node radius
-    segments: np.ndarray  # (m, 2, 2) one segment per drawn link
-    widths: np.ndarray  # (m,) line widths (points)
-    heads: np.ndarray  # (m, 3, 2) arrowhead triangles (empty when W is symmetric)
-    links: int  # links in the graph (a symmetric pair counts once)
-    drawn: bool  # False when there were too many links to draw
-    directed: bool
-
-
-def graph_geometry(step: Topology, pos: np.ndarray, *, max_links: int = MAX_DRAWN_LINKS
-                   ) -> GraphGeometry:
-    """Where to draw the links of ``step``: link ``j -> i`` for ``W[i, j] > 0`` (j sends to i),
-    one segment per pair when W is symmetric, arrows at the receiver otherwise (a two-way
-    pair of a directed graph gets two segments shifted sideways). Width grows with the
-    weight; many links get thinner lines."""
-    n = step.n
-    if n > 1:
-        d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)
-        np.fill_diagonal(d2, np.inf)
-        spacing = float(np.median(np.sqrt(d2.min(axis=1))))
-    else:
-        spacing = 1.0
-    share = 0.32 if n <= MAX_LABELLED_NODES else 0.2  # room for numbers, or for links
-    r = float(np.clip(share * spacing, 0.008, 0.11))
-    off = step.rows != step.indices
-    dst, src, w = step.rows[off], step.indices[off], step.data[off]
-    directed = not step.is_symmetric
-    if not directed:
-        keep = src < dst
-        dst, src, w = dst[keep], src[keep], w[keep]
-    links = int(w.size)
-    empty2, empty3 = np.zeros((0, 2, 2)), np.zeros((0, 3, 2))
-    if links == 0 or links > max_links:
-        return GraphGeometry(pos, r, empty2, np.zeros(0), empty3, links, links == 0, directed)
-    crowd = min(1.0, 6.0 / math.sqrt(links))
-    widths = (0.8 + 2.2 * w / w.max()) * max(crowd, 0.4)
-    a, b = pos[src], pos[dst]
-    vec = b - a
-    length = np.linalg.norm(vec, axis=1, keepdims=True)
-    unit = vec / np.where(length > 0, length, 1.0)
-    heads = empty3
-    if directed:
-        both = np.isin(dst * n + src, src * n + dst)  # the reverse link exists too
-        normal = np.stack([unit[:, 1], -unit[:, 0]], axis=1)
-        shift = normal * (0.3 * r) * both[:, None]
-        a, b = a + shift, b + shift
-        tip = b - unit * r
-        size = min(1.2 * r, 0.08)
-        base = tip - unit * size
-        side = normal * size * 0.45
-        heads = np.stack([tip, base + side, base - side], axis=1)
-        b = base
-    segments = np.stack([a + unit * r, b], axis=1)
-    return GraphGeometry(pos, r, segments, widths, heads, links, True, directed)
-
-
-def _positions(topology, k: int) -> np.ndarray:
-    """declearn's layout, except a circle for large graphs whose layout would be a (slow)
-    spring layout: anything without a circulant, grid, tree, star or point layout."""
-    step = topology.at(k)
-    n = step.n
-    if n > SPRING_MAX_NODES and not topology.is_dynamic and step.shifts is None:
-        natural = (getattr(step, "parent", None) is not None or "shape" in step.params
-                   or "radius" in step.params or _is_star(step))
-        if not natural:
-            return layout_positions(topology, "circle", k=k)
-    return layout_positions(topology, k=k)
-
-
-def _is_star(step: Topology) -> bool:
-    deg = np.maximum(step.in_degrees, step.out_degrees)
-    return bool(step.n >= 4 and deg.max() == step.n - 1 and np.sum(deg == 1) == step.n - 1)
-
-
 # ---------------------------------------------------------------------- the figure
-class _Panels:
+class ExplorerFigure:
     """The persistent figure of the explorer: a graph panel and one or two heatmaps (W, and
     the product for a dynamic topology). Only artist data change between redraws."""
 
@@ -343,16 +261,14 @@ class _Panels:
         # graph
         self.edges.set_segments(list(geo.segments))
         self.edges.set_linewidths(geo.widths if geo.widths.size else [1.0])
-        self.edges.set_alpha(max(0.5, min(1.0, 6.0 / math.sqrt(max(geo.links, 1)))))
+        self.edges.set_alpha(geo.alpha)
         self.heads.set_verts(list(geo.heads))
         diam = np.full(n, 2.0 * geo.radius)
         self.nodes.set_widths(diam)
         self.nodes.set_heights(diam)
         self.nodes.set_angles(np.zeros(n))
         self.nodes.set_offsets(geo.pos)
-        selfw = np.clip(np.diag(view.W), 0.0, 1.0)[:, None]  # darker: keeps more of itself
-        light, dark = np.array([0.88, 0.93, 1.0, 1.0]), np.array([0.55, 0.70, 0.93, 1.0])
-        self.nodes.set_facecolors(light + (dark - light) * selfw)
+        self.nodes.set_facecolors(node_colors(np.diag(view.W)))  # darker: keeps more
         labelled = n <= MAX_LABELLED_NODES
         size = float(np.clip(geo.radius * 90, 5, 10))
         for i, txt in enumerate(self.labels):
@@ -378,7 +294,7 @@ class _Panels:
 
 
 # ---------------------------------------------------------------------- the widget
-class TopologyExplorer(ipywidgets.VBox):
+class TopologyExplorer(WidgetShell):
     """Pick a topology and see its graph, its weight matrix W (row i = receiver) as a heatmap,
     ``rho = ||W - 11^T/n||_2``, the spectral gap ``1 - rho`` and the degree (messages per node
     per iteration); for a dynamic topology, a step slider k shows ``W(k)`` and the product
@@ -411,10 +327,10 @@ class TopologyExplorer(ipywidgets.VBox):
         self.degree_label = ipywidgets.Label(layout=ipywidgets.Layout(width="auto"))
         self.product_label = ipywidgets.Label(layout=ipywidgets.Layout(width="auto"))
         self.message = ipywidgets.HTML("")
-        self.image = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width="auto"))
+        self.image = ipywidgets.Image(format="png")
         self.values: dict = {}
         self._view: ExplorerView | None = None
-        self._panels: dict[bool, _Panels] = {}
+        self._panels: dict[bool, ExplorerFigure] = {}
         self._products: ProductCache | None = None
         self._geometry: tuple | None = None  # (step, GraphGeometry) last drawn
         self._positions: tuple | None = None  # (topology, positions)
@@ -422,8 +338,9 @@ class TopologyExplorer(ipywidgets.VBox):
                                  self.product_label, self.k_box, self.message],
                                 layout=ipywidgets.Layout(padding="0 0 0 16px"))
         super().__init__([ipywidgets.HBox([self.picker, stats]), self.image])
-        self._worker = RedrawWorker(self._redraw, on_error=self._on_error,
-                                    name="TopologyExplorer")
+        self._links = [self._link]
+        self._start_worker(self._redraw, name="TopologyExplorer", errors=self.message,
+                           what="could not draw")
         self._follow_topology(self.picker.topology)
         if k:
             self.k.value = k
@@ -460,26 +377,6 @@ class TopologyExplorer(ipywidgets.VBox):
         segs = panels.edges.get_segments()
         return np.array(segs).reshape(-1, 2, 2) if segs else np.zeros((0, 2, 2))
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
-        """Return when no redraw is pending (TimeoutError after ``timeout`` seconds)."""
-        self._worker.wait_idle(timeout)
-
-    def close(self) -> None:
-        """Stop the redraw thread and close the controls (again: nothing)."""
-        if self.comm is None:
-            return
-        worker = getattr(self, "_worker", None)  # absent if the constructor failed
-        if worker is not None:
-            worker.close()
-        picker = getattr(self, "picker", None)
-        if picker is not None:
-            picker.close()
-        link = getattr(self, "_link", None)
-        if link is not None:
-            link.close()
-        close_descendants(self)
-        super().close()
-
     # ------------------------------------------------------------------ events
     def _follow_topology(self, topo) -> None:
         """Main thread: fit the k slider to the new topology."""
@@ -494,17 +391,14 @@ class TopologyExplorer(ipywidgets.VBox):
         try:
             self._follow_topology(change["new"])
         except Exception as exc:  # noqa: BLE001 - a message in the widget, never a traceback
-            self._on_error(exc)
+            self._show_error(exc)
         self._worker.request()
 
     def _on_k(self, change) -> None:
         self._worker.request()
 
-    def _on_error(self, exc: BaseException) -> None:
-        self.message.value = error_html(describe_error(exc, "could not draw"))
-
     # ------------------------------------------------------------------ drawing (worker)
-    def _current_panels(self) -> _Panels | None:
+    def _current_panels(self) -> ExplorerFigure | None:
         view = self._view
         if view is None:
             return None
@@ -528,14 +422,14 @@ class TopologyExplorer(ipywidgets.VBox):
             self._products = ProductCache(topo) if topo.is_dynamic else None
         view = explorer_view(topo, k, self._products)
         if self._positions is None or self._positions[0] is not topo:
-            self._positions = (topo, _positions(topo, 0))
+            self._positions = (topo, layout_positions(topo))
         step = view.step
         if self._geometry is None or self._geometry[0] is not step:
-            geo = graph_geometry(step, self._positions[1])
+            geo = graph_geometry(step, self._positions[1], max_links=MAX_DRAWN_LINKS)
             self._geometry = (step, geo)
         panels = self._panels.get(topo.is_dynamic)
         if panels is None:
-            panels = self._panels[topo.is_dynamic] = _Panels(topo.is_dynamic)
+            panels = self._panels[topo.is_dynamic] = ExplorerFigure(topo.is_dynamic)
         panels.show(view, self._geometry[1])
         png = panels.png(view.step.n)
         self._view = view
@@ -547,7 +441,7 @@ class TopologyExplorer(ipywidgets.VBox):
         labels = self._label_texts(view)
         self.rho_label.value, self.gap_label.value = labels[0], labels[1]
         self.degree_label.value, self.product_label.value = labels[2], labels[3]
-        self.image.value = png
+        self._show_png(self.image, png, panels.fig)
         self.image.layout.visibility = "visible"
         self.message.value = ""
 

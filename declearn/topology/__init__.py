@@ -5,13 +5,14 @@ ones (``one_peer_exponential``, ``od_equidyn``, ...) return a :class:`DynamicTop
 answer ``.at(k)``. ``make(name, n, **params)`` builds any family by name.
 """
 
-from declearn.topology.base import DynamicTopology, Topology
-from declearn.topology.registry import families, family_info, make
-from declearn.topology.weights import *  # noqa: F401,F403
-from declearn.topology.static import *  # noqa: F401,F403
-from declearn.topology.trees import *  # noqa: F401,F403
-from declearn.topology.equitopo import *  # noqa: F401,F403
-from declearn.topology.dynamic import *  # noqa: F401,F403
-from declearn.topology.ceca import *  # noqa: F401,F403
-from declearn.topology.analysis import *  # noqa: F401,F403
-from declearn.topology.convert import *  # noqa: F401,F403
+from declearn.topology.base import DynamicTopology, Topology  # noqa: F401 - re-exported
+from declearn.topology.registry import families, family_info, make  # noqa: F401
+from declearn.topology.weights import *  # noqa: F403
+from declearn.topology.static import *  # noqa: F403
+from declearn.topology.trees import *  # noqa: F403
+from declearn.topology.equitopo import *  # noqa: F403
+from declearn.topology.dynamic import *  # noqa: F403
+from declearn.topology.ceca import *  # noqa: F403
+from declearn.topology.analysis import *  # noqa: F403
+from declearn.topology.closed_forms import *  # noqa: F403
+from declearn.topology.convert import *  # noqa: F403

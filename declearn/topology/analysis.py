@@ -38,6 +38,7 @@ __all__ = [
     "mean_square_contraction",
     "mixing_time",
     "transient_iterations",
+    "stationary_distribution",
     "summary",
 ]
 
@@ -356,6 +357,57 @@ def _union_connected(steps: list[Topology]) -> bool:
 
     A = sum(_csr(s) for s in steps)
     return bool(connected_components(A, directed=True, connection="strong")[0] == 1)
+
+
+# ---------------------------------------------------------------------- stationary
+def stationary_distribution(topology) -> np.ndarray:
+    r"""``pi`` with ``pi^T W = pi^T``, ``sum_i pi_i = 1``: the left Perron vector of a
+    row-stochastic W (a static Topology or a square matrix, row i = receiver i).
+
+    Plain averaging ``x <- W x`` with row-stochastic weights that are not doubly stochastic
+    converges to ``pi^T x^0`` at every node, not to the mean: ``pi_i`` is how much node i's
+    initial value counts. ``pi`` is unique exactly when W has one closed class of nodes (e.g.
+    when the graph is strongly connected); it is found by solving ``(W^T - I) pi = 0`` with
+    one of the n (dependent) equations replaced by ``sum_i pi_i = 1``.
+    """
+    if isinstance(topology, DynamicTopology):
+        raise TopologyError(
+            f"{topology.name} changes W every step, so it has no single stationary "
+            "distribution; pass one step, e.g. stationary_distribution(topology.at(k))."
+        )
+    W = topology.W if isinstance(topology, Topology) else _dense_square(topology)
+    n = W.shape[0]
+    if np.any(W < 0) or not np.allclose(W.sum(axis=1), 1.0, rtol=0.0, atol=1e-9):
+        raise TopologyError(
+            "stationary_distribution needs a row-stochastic W (non-negative, every row summing "
+            "to 1); for column-stochastic (push-sum) weights, pass the transpose's "
+            "normalisation instead, e.g. W / W.sum(axis=1, keepdims=True)."
+        )
+    A = W.T - np.eye(n)
+    A[-1, :] = 1.0
+    b = np.zeros(n)
+    b[-1] = 1.0
+    try:
+        pi = np.linalg.solve(A, b)
+    except np.linalg.LinAlgError:
+        pi = None
+    if pi is None or not np.allclose(pi @ W, pi, rtol=0.0, atol=1e-9) or np.any(pi < -1e-12):
+        raise TopologyError(
+            "W has no unique stationary distribution: its graph has several closed groups of "
+            "nodes that never hear from each other. Make it strongly connected."
+        )
+    return np.maximum(pi, 0.0)
+
+
+def _dense_square(obj) -> np.ndarray:
+    if hasattr(obj, "toarray"):
+        obj = obj.toarray()
+    elif hasattr(obj, "detach"):
+        obj = obj.detach().cpu().numpy()
+    W = np.array(obj, dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] == 0:
+        raise TopologyError(f"expected a square matrix W, got shape {W.shape}.")
+    return W
 
 
 # ---------------------------------------------------------------------- helpers

@@ -8,25 +8,50 @@ Picture conventions: an edge ``j -> i`` is drawn when ``W[i, j] > 0`` (j sends t
 grows with the weight, and it carries an arrowhead at the receiver when W is not symmetric.
 Layouts: circulant and dynamic topologies on a circle (node 0 on top, clockwise), grids on
 their grid, trees top-down from the root, stars around their center, geometric graphs at their
-points, anything else with a spring layout of fixed seed (same picture every time).
+points, anything else with a spring layout of fixed seed (same picture every time) up to 96
+nodes and on a circle beyond.
+
+The picture's parts are computed apart from matplotlib, so that the widgets draw exactly what
+``draw`` draws: :func:`layout_positions` (where the nodes go), :func:`graph_geometry` (link
+segments, widths, arrowheads, node radius), :func:`node_colors`; :func:`draw_graph` paints them
+into an Axes and returns the artists.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from declearn.errors import TopologyError
-from declearn.topology.base import DynamicTopology, Topology
 
-__all__ = ["draw", "repr_png", "layout_positions"]
+if TYPE_CHECKING:  # a topology draws itself with this module: no import back at run time
+    from declearn.topology.base import Topology
+
+__all__ = [
+    "GraphArtists",
+    "GraphGeometry",
+    "draw",
+    "draw_graph",
+    "graph_geometry",
+    "layout_positions",
+    "node_colors",
+    "repr_png",
+    "self_weights",
+]
 
 #: Beyond this many nodes ``draw`` shows the heatmap of W instead of the graph.
 GRAPH_MAX_NODES = 64
 #: Beyond this many nodes the heatmap sums W over square blocks (one pixel per block).
 HEATMAP_MAX_PIXELS = 512
+#: Node numbers are written up to this many nodes (by default).
+LABELLED_MAX_NODES = 32
+#: Beyond this many nodes a graph without a natural layout goes on a circle: a spring
+#: layout costs about 0.1 s at n = 256 and tangles that many nodes anyway.
+SPRING_MAX_NODES = 96
 LAYOUTS = ("circle", "grid", "tree", "star", "spring")
 
 
@@ -50,7 +75,7 @@ def draw(
     numbers (default: when ``n <= 32``). ``title``: replaces the default title (name, n,
     degree, rho; "step k of period p" for a dynamic topology).
     """
-    if not isinstance(topology, (Topology, DynamicTopology)):
+    if not _is_topology(topology):
         raise TopologyError(
             f"draw() takes a Topology or DynamicTopology, got {type(topology).__name__}."
         )
@@ -68,9 +93,15 @@ def draw(
         _draw_heatmap(ax, step, fig)
     else:
         pos = layout_positions(topology, layout, k=k)
-        _draw_graph(ax, step, pos, labels=step.n <= 32 if labels is None else bool(labels))
+        draw_graph(ax, step, pos,
+                   labels=step.n <= LABELLED_MAX_NODES if labels is None else bool(labels))
     ax.set_title(_title(topology, k) if title is None else title, fontsize=9)
     return fig
+
+
+def _is_topology(obj) -> bool:
+    """A Topology or DynamicTopology (what ``draw`` needs of one: n, at(k), is_dynamic)."""
+    return all(hasattr(obj, name) for name in ("n", "at", "is_dynamic", "params", "_cache"))
 
 
 def repr_png(topology, **kwargs) -> bytes:
@@ -121,7 +152,7 @@ def _auto_layout(topology, step: Topology) -> str:
         return "circle"
     if _star_center(step) is not None:
         return "star"
-    return "spring"
+    return "spring" if step.n <= SPRING_MAX_NODES else "circle"
 
 
 def _cached_pos(topology, step):
@@ -168,11 +199,10 @@ def _tree(step: Topology) -> np.ndarray:
     n = step.n
     parent = getattr(step, "parent", None)
     if parent is None:
+        from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import breadth_first_order
 
-        from declearn.topology.analysis import _csr
-
-        A = _csr(step)
+        A = csr_matrix((step.data, step.indices, step.indptr), shape=(n, n))
         _, pred = breadth_first_order(A + A.T, 0, directed=False, return_predecessors=True)
         parent = np.where(pred < 0, -1, pred)
         if np.count_nonzero(parent < 0) != 1:
@@ -242,71 +272,140 @@ def _normalise(pos: np.ndarray) -> np.ndarray:
     return pos / span if span > 0 else pos
 
 
-# ---------------------------------------------------------------------- painting
-def _draw_graph(ax, step: Topology, pos: np.ndarray, *, labels: bool) -> None:
-    from matplotlib.collections import EllipseCollection, LineCollection, PolyCollection
+# ---------------------------------------------------------------------- geometry
+@dataclass
+class GraphGeometry:
+    """Where the parts of a graph picture go, in layout coordinates (no matplotlib)."""
 
+    pos: np.ndarray  # (n, 2) node centres
+    radius: float  # node radius
+    segments: np.ndarray  # (m, 2, 2) one segment per drawn link, from node rim to arrow base
+    widths: np.ndarray  # (m,) line widths in points, growing with the weight
+    heads: np.ndarray  # (m, 3, 2) arrowhead triangles at the receivers (empty if symmetric)
+    alpha: float  # opacity of the links (lower when there are many)
+    links: int  # links in the graph (a symmetric pair counts once)
+    drawn: bool  # False when there were more than ``max_links`` links: nodes only
+    directed: bool
+
+
+def graph_geometry(step: Topology, pos: np.ndarray, *, max_links: int | None = None
+                   ) -> GraphGeometry:
+    """Segments, widths and arrowheads of the links of ``step`` at node positions ``pos``.
+
+    Link ``j -> i`` for ``W[i, j] > 0`` (j sends to i): one segment per pair when W is
+    symmetric; otherwise an arrowhead at the receiver, and a two-way pair gets two segments
+    shifted sideways by ``0.3 r`` so neither hides the other. The node radius ``r`` is a share
+    of the median nearest-neighbour distance (more room for links beyond 32 nodes), the line
+    width ``(0.8 + 2.2 w / max w) * max(c, 0.4)`` with ``c = min(1, 6 / sqrt(links))``.
+    Beyond ``max_links`` links (None: no limit) nothing is drawn but the nodes.
+    """
+    pos = np.asarray(pos, dtype=np.float64)
     n = step.n
-    if n > 1:  # node radius from the typical distance to the nearest node
-        d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
-        np.fill_diagonal(d, np.inf)
-        spacing = float(np.median(d.min(axis=1)))
+    if n > 1:
+        d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(d2, np.inf)
+        spacing = float(np.median(np.sqrt(d2.min(axis=1))))
     else:
         spacing = 1.0
-    r = float(np.clip(0.32 * spacing, 0.025, 0.11))
+    share = 0.32 if n <= LABELLED_MAX_NODES else 0.2  # room for numbers, or for links
+    r = float(np.clip(share * spacing, 0.008, 0.11))
     off = step.rows != step.indices
-    dst, src, w = step.rows[off], step.indices[off], step.data[off]  # edge src -> dst
+    dst, src, w = step.rows[off], step.indices[off], step.data[off]  # link src -> dst
     directed = not step.is_symmetric
     if not directed:
         keep = src < dst
         dst, src, w = dst[keep], src[keep], w[keep]
-    if w.size:
-        crowd = min(1.0, 6.0 / math.sqrt(w.size))  # thinner lines when there are many
-        width = (0.6 + 2.4 * w / w.max()) * crowd
-        a, b = pos[src], pos[dst]
-        vec = b - a
-        length = np.linalg.norm(vec, axis=1, keepdims=True)
-        unit = vec / np.where(length > 0, length, 1.0)
-        if directed:
-            # Both directions of a pair get a small sideways offset so neither hides the other.
-            key = set(zip(src.tolist(), dst.tolist()))
-            both = np.array([(j, i) in key for i, j in zip(src.tolist(), dst.tolist())])
-            normal = np.stack([unit[:, 1], -unit[:, 0]], axis=1)
-            shift = normal * (0.3 * r) * both[:, None]
-            a, b = a + shift, b + shift
-            tip = b - unit * r
-            head = min(1.2 * r, 0.08)
-            base = tip - unit * head
-            side = normal * head * 0.45
-            heads = np.stack([tip, base + side, base - side], axis=1)
-            ax.add_collection(PolyCollection(heads, facecolors="0.25", edgecolors="none",
-                                             zorder=2))
-            b = base
-        segments = np.stack([a + unit * r, b], axis=1)
-        ax.add_collection(LineCollection(segments, linewidths=width, colors="0.45", zorder=1,
-                                         alpha=max(0.35, crowd)))
-    selfw = np.array([step.self_weight(i) for i in range(n)]) if n <= 256 else np.zeros(n)
-    ax.add_collection(EllipseCollection(
-        np.full(n, 2 * r), np.full(n, 2 * r), np.zeros(n), units="xy", offsets=pos,
-        offset_transform=ax.transData, facecolors=_node_colors(selfw), edgecolors="0.15",
-        linewidths=0.8, zorder=3,
-    ))
+    links = int(w.size)
+    crowd = min(1.0, 6.0 / math.sqrt(max(links, 1)))
+    alpha = max(0.5, crowd)
+    if links == 0 or (max_links is not None and links > max_links):
+        return GraphGeometry(pos, r, np.zeros((0, 2, 2)), np.zeros(0), np.zeros((0, 3, 2)),
+                             alpha, links, links == 0, directed)
+    widths = (0.8 + 2.2 * w / w.max()) * max(crowd, 0.4)
+    a, b = pos[src], pos[dst]
+    vec = b - a
+    length = np.linalg.norm(vec, axis=1, keepdims=True)
+    unit = vec / np.where(length > 0, length, 1.0)
+    heads = np.zeros((0, 3, 2))
+    if directed:
+        both = np.isin(dst * n + src, src * n + dst)  # the reverse link exists too
+        normal = np.stack([unit[:, 1], -unit[:, 0]], axis=1)
+        shift = normal * (0.3 * r) * both[:, None]
+        a, b = a + shift, b + shift
+        tip = b - unit * r
+        size = min(1.2 * r, 0.08)
+        base = tip - unit * size
+        side = normal * size * 0.45
+        heads = np.stack([tip, base + side, base - side], axis=1)
+        b = base
+    segments = np.stack([a + unit * r, b], axis=1)
+    return GraphGeometry(pos, r, segments, widths, heads, alpha, links, True, directed)
+
+
+def self_weights(step: Topology) -> np.ndarray:
+    """The diagonal of W (what each node keeps of its own value), shape (n,)."""
+    diag = np.zeros(step.n)
+    on = step.rows == step.indices
+    diag[step.rows[on]] = step.data[on]
+    return diag
+
+
+def node_colors(keep: np.ndarray) -> np.ndarray:
+    """RGBA node colours: light blue, darker for a node that keeps more of its own value
+    (``keep``: the self-weights, clipped to [0, 1])."""
+    t = np.clip(np.asarray(keep, dtype=np.float64), 0.0, 1.0)[:, None]
+    light, dark = np.array([0.88, 0.93, 1.0, 1.0]), np.array([0.55, 0.70, 0.93, 1.0])
+    return light + (dark - light) * t
+
+
+# ---------------------------------------------------------------------- painting
+@dataclass
+class GraphArtists:
+    """The matplotlib artists :func:`draw_graph` added (to update or animate them)."""
+
+    edges: object | None  # LineCollection (None without links)
+    heads: object | None  # PolyCollection of the arrowheads (None when W is symmetric)
+    nodes: object  # EllipseCollection
+    labels: list  # Text of each node number (empty without labels)
+
+    @property
+    def all(self) -> list:
+        return [a for a in (self.edges, self.heads, self.nodes) if a is not None] + self.labels
+
+
+def draw_graph(ax, step: Topology, pos: np.ndarray, *, labels: bool,
+               max_links: int | None = None) -> GraphArtists:
+    """Draw the graph of ``step`` into ``ax`` at positions ``pos`` (see
+    :func:`graph_geometry`); returns the artists it added."""
+    from matplotlib.collections import EllipseCollection, LineCollection, PolyCollection
+
+    geo = graph_geometry(step, pos, max_links=max_links)
+    n, r = step.n, geo.radius
+    edges = heads = None
+    if geo.segments.size:
+        if geo.directed:
+            heads = PolyCollection(geo.heads, facecolors="0.25", edgecolors="none", zorder=2)
+            ax.add_collection(heads)
+        edges = LineCollection(geo.segments, linewidths=geo.widths, colors="0.45", zorder=1,
+                               alpha=geo.alpha)
+        ax.add_collection(edges)
+    nodes = EllipseCollection(
+        np.full(n, 2 * r), np.full(n, 2 * r), np.zeros(n), units="xy", offsets=geo.pos,
+        offset_transform=ax.transData, facecolors=node_colors(self_weights(step)),
+        edgecolors="0.15", linewidths=0.8, zorder=3,
+    )
+    ax.add_collection(nodes)
+    texts = []
     if labels:
         size = float(np.clip(r * 90, 5, 10))
-        for i, (x, y) in enumerate(pos):
-            ax.text(x, y, str(i), ha="center", va="center", fontsize=size, zorder=4)
+        texts = [ax.text(x, y, str(i), ha="center", va="center", fontsize=size, zorder=4)
+                 for i, (x, y) in enumerate(geo.pos)]
     pad = r + 0.08
     ax.set_xlim(-1 - pad, 1 + pad)
     ax.set_ylim(-1 - pad, 1 + pad)
     ax.set_aspect("equal")
     ax.set_axis_off()
-
-
-def _node_colors(self_weights: np.ndarray) -> np.ndarray:
-    # Light blue, darker for a node that keeps more of its own value.
-    t = np.clip(self_weights, 0.0, 1.0)[:, None]
-    light, dark = np.array([0.88, 0.93, 1.0, 1.0]), np.array([0.55, 0.70, 0.93, 1.0])
-    return light + (dark - light) * t
+    return GraphArtists(edges, heads, nodes, texts)
 
 
 def _draw_heatmap(ax, step: Topology, fig) -> None:
