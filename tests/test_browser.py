@@ -69,15 +69,17 @@ def _output_state(page) -> dict:
     )
 
 
-def _wait_for_change(page, before: dict, *, timeout: float) -> dict:
-    """Poll what the browser shows until both the rho label and the image differ from
-    ``before`` (they arrive as separate widget messages); return the new state."""
+def _wait_for_change(page, before: dict, *, timeout: float, rho: float) -> dict:
+    """Poll what the browser shows until the rho label shows ``rho`` (to 5 digits) and the
+    image differs from ``before`` (they arrive as separate widget messages; a slider dragged
+    past several values may first show an intermediate redraw); return the new state."""
     deadline = time.monotonic() + timeout
     state = before
     while time.monotonic() < deadline:
         state = _output_state(page)
-        old, new = RHO_LABEL.search(before["text"]), RHO_LABEL.search(state["text"])
-        if new and old and new.group(0) != old.group(0) and state["png"] != before["png"]:
+        new = RHO_LABEL.search(state["text"])
+        if new and abs(float(new.group(1)) - rho) <= 1e-5 * max(rho, 1e-12) \
+                and state["png"] != before["png"]:
             return state
         time.sleep(0.2)
     raise AssertionError(f"the explorer did not redraw within {timeout} s: {state}")
@@ -123,7 +125,7 @@ def test_topology_explorer_renders_and_follows_its_n_slider(tmp_path):
             handle.focus()
             for _ in range(3):
                 page.keyboard.press("ArrowRight")
-            after = _wait_for_change(page, before, timeout=60.0)
+            after = _wait_for_change(page, before, timeout=60.0, rho=rho(make("ring", 11)))
             page.screenshot(path=str(ARTIFACTS / "browser-explorer-after.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "browser-explorer-failure.png"))
