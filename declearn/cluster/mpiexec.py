@@ -168,11 +168,15 @@ def loopback_interface() -> str:
 
 
 def loopback_env() -> dict:
-    """Variables that keep the ranks' network module on the loopback interface: UCX (the
-    ``mpich`` wheel's default netmod) and libfabric's tcp and sockets providers (its ``ofi``
-    netmod, ``MPIR_CVAR_CH4_NETMOD=ofi``)."""
+    """Variables that keep the ranks' network module off the network: UCX (the ``mpich``
+    wheel's default netmod) moves data through shared memory only (``UCX_TLS=self,sm``, unless
+    the environment sets ``UCX_TLS``: then its tcp stays on the loopback interface), and
+    libfabric's tcp and sockets providers (its ``ofi`` netmod, ``MPIR_CVAR_CH4_NETMOD=ofi``)
+    use the loopback interface. (UCX's tcp transport on ``lo`` alone once failed MPI_Init with
+    "failed to unpack address, invalid bandwidth": shared memory opens no socket at all.)"""
     lo = loopback_interface()
-    return {"UCX_NET_DEVICES": lo, "FI_TCP_IFACE": lo, "FI_SOCKETS_IFACE": lo}
+    return {"UCX_TLS": os.environ.get("UCX_TLS", "self,sm"), "UCX_NET_DEVICES": lo,
+            "FI_TCP_IFACE": lo, "FI_SOCKETS_IFACE": lo}
 
 
 def check_loopback_args(mpi_args: Sequence[str], launcher: str) -> None:
