@@ -511,3 +511,24 @@ def test_fast_path_refuses_a_meta_tensor_after_a_cpu_call():
     meta = torch.empty(4, 3, dtype=torch.float64, device="meta")
     with pytest.raises(ValueError, match="on meta but this SimComm lives on cpu"):
         comm.neighbor_allreduce(meta, ring)
+
+
+def test_protocol_layout_members_on_the_simulator():
+    """node_dims, reports and one_node: what algorithms use instead of asking which backend
+    runs (MPIComm's answers are checked under mpiexec in tests/mpi/mpicomm_checks.py)."""
+    from declearn.comm import DelayedComm
+
+    comm = SimComm(5)
+    for c in (comm, DelayedComm(comm, latency=0.0)):
+        assert c.node_dims == (5,) and c.reports is True
+        x = c.allreduce(torch.arange(5, dtype=torch.float64)[:, None] * torch.ones(5, 2), "sum")
+        assert torch.equal(c.one_node(x), torch.full((2,), 10.0, dtype=torch.float64))
+        assert c.progress() == 0 and c.in_flight == 0 and c.resync() is None
+
+
+def test_the_protocol_declares_every_operation_a_backend_must_write():
+    from declearn.comm import Communicator
+
+    assert {"allreduce", "broadcast", "allgather", "barrier", "neighbor_allreduce",
+            "neighbor_allgather", "neighbor_alltoall", "partial_allreduce", "pairwise_gossip",
+            "node_dims", "reports", "size", "rank", "device"} <= Communicator.__abstractmethods__

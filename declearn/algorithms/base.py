@@ -150,7 +150,8 @@ class Algorithm:
             return self.oracle.x0()
         if not isinstance(x0, torch.Tensor):
             x0 = torch.as_tensor(x0, dtype=torch.float64)
-        if self.comm.is_simulator and (x0.dim() == 0 or x0.shape[0] != self.comm.size):
+        lead = self.comm.node_dims
+        if tuple(x0.shape[:len(lead)]) != lead:
             raise ValueError(
                 f"x0 must be node-local: shape (n, ...) with n = {self.comm.size} under SimComm, "
                 f"got {tuple(x0.shape)}."
@@ -341,7 +342,7 @@ class Algorithm:
         if len(self.history) == 0:
             self._log()
         show = (steps >= 200) if progress is None else bool(progress)
-        show = show and (self.comm.is_simulator or self.comm.rank == 0)
+        show = show and self.comm.reports
         bar = None
         if show:
             from tqdm.auto import tqdm
@@ -396,24 +397,23 @@ class Algorithm:
             scalars = torch.stack([t.to(device=xbar.device, dtype=torch.float64)
                                    for t in local], dim=-1)
             means = comm.allreduce(scalars, "mean")
-        means = (means[0] if comm.is_simulator else means).tolist()
+        means = comm.one_node(means).tolist()
         row = {"consensus_error": means[0]}
         if has_f:
             row["suboptimality"] = means[1] - float(self.problem.f_star)
         if g is not None:
             sq = _sq_norm(g, comm)
-            row["grad_norm"] = math.sqrt(float(sq[0] if comm.is_simulator else sq))
+            row["grad_norm"] = math.sqrt(float(comm.one_node(sq)))
         row["messages"], row["bytes"] = means[-2], means[-1]
         return row
 
     def _mean_over_nodes(self, value) -> float:
         """A per-node count (numpy array under SimComm, a number on a rank) averaged over
         nodes, as a float (the same on every rank)."""
-        if self.comm.is_simulator:
-            return float(sum(value) / len(value))
-        with self.comm.untracked():
-            t = torch.tensor(float(value), dtype=torch.float64, device=self.comm.device)
-            return float(self.comm.allreduce(t, "mean"))
+        comm = self.comm
+        with comm.untracked():
+            t = torch.as_tensor(np.asarray(value, dtype=np.float64), device=comm.device)
+            return float(comm.one_node(comm.allreduce(t, "mean")))
 
     def _log(self) -> None:
         with self.comm.at_iteration(self.k):
@@ -446,9 +446,7 @@ def _copy_count(value):
 
 def _sq_norm(t: torch.Tensor, comm) -> torch.Tensor:
     """Node-local ``||t_i||^2``: shape (n,) under SimComm, a scalar on a rank."""
-    if comm.is_simulator:
-        return t.reshape(t.shape[0], -1).abs().pow(2).sum(1)
-    return t.abs().pow(2).sum()
+    return t.reshape(comm.node_dims + (-1,)).abs().pow(2).sum(-1)
 
 
 def check_divergence(divergence) -> float:

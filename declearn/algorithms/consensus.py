@@ -164,7 +164,7 @@ def node_dims(comm) -> int:
     """How many leading dims of a node-local tensor index the node: 1 under SimComm (the node
     dim), 0 on an MPI rank. The one layout fact that differs between the backends; packing
     several tensors into one message needs it."""
-    return 1 if comm.is_simulator else 0
+    return len(comm.node_dims)
 
 
 def pack(comm, *parts: torch.Tensor) -> torch.Tensor:

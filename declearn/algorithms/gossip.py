@@ -17,6 +17,8 @@ of the exchanges depends on the machine.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -102,12 +104,12 @@ class AsyncGossip(Algorithm):
                       0.0, 0.0)
         total = ticks if ticks is not None else None
         show = (progress if progress is not None else bool(total and total >= 200))
-        show = show and (self.comm.is_simulator or self.comm.rank == 0)
+        show = show and self.comm.reports
         bar = None
         if show:
             from tqdm.auto import tqdm
 
-            scale = self.comm.size if self.comm.is_simulator else 1
+            scale = math.prod(self.comm.node_dims)  # events of every node in the simulator
             bar = tqdm(total=None if total is None else total * scale, desc=self.name,
                        leave=False)
         try:

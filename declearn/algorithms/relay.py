@@ -204,7 +204,7 @@ class RelaySum:
         self.is_pair = len(self.parts) == 2
         # The node dim of SimComm's node-local tensors must stay out of the flattening; this
         # is shape bookkeeping only, the arithmetic is the same on both backends.
-        self._lead = (comm.size,) if comm.is_simulator else ()
+        self._lead = comm.node_dims
         self.channels = [_TreeChannel(comm, part, self._lead) for part in self.parts]
         self.diameter = max(tree_diameter(part) for part in self.parts)
 

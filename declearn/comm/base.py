@@ -172,6 +172,25 @@ class Communicator(abc.ABC):
         """Where node-local tensors live."""
 
     @property
+    @abc.abstractmethod
+    def node_dims(self) -> tuple[int, ...]:
+        """The dims a node-local tensor has in front of one node's value: ``(n,)`` in the
+        simulator (every node in one tensor), ``()`` on a rank. The one layout fact that
+        differs between backends: reshape with it (``x.reshape(comm.node_dims + (-1,))``)
+        instead of asking which backend runs."""
+
+    @property
+    @abc.abstractmethod
+    def reports(self) -> bool:
+        """Whether this process speaks for the whole run (progress bars, printed results):
+        the simulator's one process, rank 0 of MPIComm."""
+
+    def one_node(self, x: torch.Tensor) -> torch.Tensor:
+        """One node's copy of a node-local value every node holds the same (an allreduce's
+        result, a gathered table): ``x[0]`` in the simulator, ``x`` itself on a rank."""
+        return x[(0,) * len(self.node_dims)] if self.node_dims else x
+
+    @property
     def traffic(self) -> Traffic:
         """Messages and bytes sent so far (see :class:`Traffic`)."""
         return self._traffic

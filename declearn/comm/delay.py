@@ -109,6 +109,14 @@ class DelayedComm(Communicator):
         return self.comm.device
 
     @property
+    def node_dims(self) -> tuple[int, ...]:
+        return self.comm.node_dims
+
+    @property
+    def reports(self) -> bool:
+        return self.comm.reports
+
+    @property
     def iteration(self) -> int | None:  # type: ignore[override]
         return self.comm.iteration
 
@@ -152,8 +160,8 @@ class DelayedComm(Communicator):
         if self.bandwidth is None or x is None:
             return self.latency
         nbytes = x.numel() * x.element_size()
-        if self.comm.is_simulator and x.dim() > 0:
-            nbytes /= x.shape[0]  # one node's share
+        if x.dim() >= len(self.comm.node_dims):
+            nbytes /= math.prod(self.comm.node_dims)  # one node's share
         return self.latency + nbytes / self.bandwidth
 
     def _timed(self, x, run):

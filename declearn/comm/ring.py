@@ -54,8 +54,8 @@ def ring_allreduce(comm, x: torch.Tensor, op: str = "sum", *,
     if op == "mean" and not (x.is_floating_point() or x.is_complex()):
         raise TypeError(f"op='mean' divides by n, so x must be floating point, got {x.dtype}.")
     n = comm.size
-    lead = x.shape[:1] if comm.is_simulator else ()
-    if comm.is_simulator and (x.dim() == 0 or x.shape[0] != n):
+    lead = comm.node_dims
+    if tuple(x.shape[:len(lead)]) != lead:
         raise ValueError(f"x must be node-local, shape (n, ...) with n = {n}; got "
                          f"{tuple(x.shape)}.")
     flat = x.reshape(lead + (-1,))
@@ -67,7 +67,7 @@ def ring_allreduce(comm, x: torch.Tensor, op: str = "sum", *,
     if n > 1:
         ring = directed_ring(n)
         rank = comm.rank  # an int on a rank, arange(n) under SimComm
-        nodes = torch.arange(n, device=x.device) if comm.is_simulator else None
+        nodes = torch.arange(n, device=x.device) if lead else None
 
         def chunk(c):  # node-local index -> node-local chunk (a view on a rank)
             return buf[nodes, c] if nodes is not None else buf[c]

@@ -36,7 +36,7 @@ class FlatParameters:
         if not first.is_floating_point():
             raise TypeError(f"Parameters must be floating point, got {first.dtype}.")
         # Under SimComm the node dim stays in front of the flattening (shape bookkeeping only).
-        self.lead = (comm.size,) if comm.is_simulator else ()
+        self.lead = comm.node_dims
         for p in params:
             if self.lead and (p.dim() == 0 or p.shape[0] != comm.size):
                 raise ValueError(

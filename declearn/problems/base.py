@@ -165,7 +165,7 @@ class Oracle:
     def __init__(self, problem: Problem, comm):
         self.problem = problem
         self.comm = comm
-        self.simulated = bool(comm.is_simulator)
+        self.simulated = bool(comm.node_dims)  # every node in this process
         self.device = comm.device
         self.rank = None  # the node this oracle serves under MPIComm
         if self.simulated:

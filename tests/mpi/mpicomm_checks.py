@@ -394,6 +394,13 @@ def no_leftovers(comm, tags, what):
           f"no message left behind by {what}")
 
 
+def layout_checks(comm):
+    """The protocol's layout members on a rank: no node dim, rank 0 reports, one_node is x."""
+    check(comm.node_dims == () and comm.reports == (comm.rank == 0), "node_dims and reports")
+    x = torch.arange(3, dtype=torch.float64)
+    check(comm.one_node(x) is x, "one_node on a rank is the value itself")
+
+
 def mismatch_checks(comm):
     n, r = comm.size, comm.rank
     # global: rank 0 passes a different shape; every rank sees it, nobody hangs
@@ -582,6 +589,7 @@ def main():
     bad_input_checks(comm)
     gpu_plane_checks()
     plane_logic_checks(comm)
+    layout_checks(comm)
     if N >= 2:
         mismatch_checks(comm)
         skipped_collective(comm, N - 1)

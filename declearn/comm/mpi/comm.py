@@ -237,6 +237,14 @@ class MPIComm(HeaderExchange, NeighborOps, InFlightOps, ResyncProtocol, DataPlan
         return self._device
 
     @property
+    def node_dims(self) -> tuple[int, ...]:
+        return ()
+
+    @property
+    def reports(self) -> bool:
+        return self._rank == 0
+
+    @property
     def timeout(self) -> float | None:
         """This communicator's deadline in seconds (None: the global default at call time)."""
         return self._timeout

@@ -200,6 +200,14 @@ class SimComm(Communicator):
                 f"{what}; convert it first, e.g. {what}.to(comm.dtype) or {what}.double()."
             )
 
+    @property
+    def node_dims(self) -> tuple[int, ...]:
+        return (self._n,)
+
+    @property
+    def reports(self) -> bool:
+        return True
+
     # ------------------------------------------------------------------ collectives
     def allreduce(self, x: torch.Tensor, op: str = "mean", *, timeout: float | None = None,
                   tag: str | None = None):
