@@ -130,7 +130,7 @@ def _without_site(h) -> bytes:
     return h.tobytes()
 
 
-def _mismatch_error(head: str, groups, rank: int, advice: str) -> CollectiveMismatchError:
+def _mismatch_error(head: str, groups, advice: str) -> CollectiveMismatchError:
     """The error for ``groups`` (``[(ranks, header), ...]``, first this rank's) that do not
     match. Iterations that differ -> IterationMismatchError; calls that differ only in
     their call site -> an error about the extra/missing call; else ``advice``."""
@@ -244,7 +244,7 @@ class HeaderExchange:
             groups.setdefault(key, []).append(rank)
         return _mismatch_error(
             f"{name} mismatch (seen on rank {self._rank})",
-            [(ranks, table[ranks[0]]) for ranks in groups.values()], self._rank,
+            [(ranks, table[ranks[0]]) for ranks in groups.values()],
             "Every rank must call the same collective operations in the same order, with "
             "tensors of the same shape and dtype (and the same root/op).",
         )

@@ -309,7 +309,7 @@ class NeighborOps:
                              and int(h[_H_OP]) == int(hdr[_H_OP]) for _, h in mismatched)
         return _mismatch_error(
             f"{name} mismatch on rank {self._rank} (this rank and the in-neighbors it heard "
-            "from)", [([self._rank], hdr)] + [([j], h) for j, h in mismatched], self._rank,
+            "from)", [([self._rank], hdr)] + [([j], h) for j, h in mismatched],
             ("Rank(s) " + ", ".join(str(j) for j, h in mismatched
                                      if int(h[_H_TOPO]) != int(hdr[_H_TOPO]))
              + " used a different topology. " if other_topology else "")
