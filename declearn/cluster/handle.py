@@ -42,6 +42,9 @@ _POLL = 0.02  # seconds between two looks at the engine registry
 JOB_END_WAIT = 10.0
 #: Seconds cluster.resync() waits for the engines' answers beyond their own resync deadline.
 RESYNC_GRACE = 5.0
+#: Seconds resync() waits for engines that look busy to settle: the controller's queue counts
+#: can lag the reply of a request that just finished.
+BUSY_SETTLE = 1.0
 
 
 def _rank_list(ranks) -> str:
@@ -570,6 +573,10 @@ class Cluster:
             )
         eids = [d["engine_id"] for d in self.info]
         busy = self._busy_ranks(eids)
+        settle = time.monotonic() + BUSY_SETTLE
+        while busy and time.monotonic() < settle:  # the controller's count may lag a reply
+            time.sleep(_POLL)
+            busy = self._busy_ranks(eids)
         if busy:
             raise ClusterBusyError(
                 f"cluster.resync() did not start: {_rank_list(busy)} "
