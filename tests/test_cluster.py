@@ -15,6 +15,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from cluster_helpers import processes_mentioning
 from ipyparallel import interactive
 
 import declearn.cluster as dc
@@ -56,22 +57,6 @@ def _alive(procs) -> list[psutil.Process]:
             pass
     return out
 
-
-def _mentioning(text: str) -> list[psutil.Process]:
-    """Live ipyparallel/MPI processes whose command line or environment mentions ``text``."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "name"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or ())
-            if not any(k in cmd for k in ("ipyparallel", "mpiexec", "hydra_pmi_proxy")):
-                continue
-            if p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if text in cmd or text in " ".join(p.environ().values()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 def _wait_until(pred, timeout=10.0):
@@ -240,7 +225,7 @@ def test_stop_leaves_no_process(cluster4):
     assert len(procs) >= 11, [p.cmdline() for p in procs]
     cluster4.stop()
     assert _wait_until(lambda: not _alive(procs), 10), [p.cmdline() for p in _alive(procs)]
-    assert not _mentioning(cluster4.profile_dir)
+    assert not processes_mentioning(cluster4.profile_dir)
     assert not os.path.exists(cluster4.ipp.cluster_file)
     with pytest.raises(ClusterError, match="start a new one"):
         _ = cluster4.view
@@ -253,7 +238,7 @@ def test_context_manager_stops_on_exit(tmp_path):
         assert cluster.view.pull("rank") == [0, 1]
         procs = _launched_processes(cluster)
     assert _wait_until(lambda: not _alive(procs), 10)
-    assert not _mentioning(str(tmp_path))
+    assert not processes_mentioning(str(tmp_path))
 
 
 def test_connect_starts_when_none_runs_and_attaches_when_one_does(tmp_path):
@@ -269,7 +254,7 @@ def test_connect_starts_when_none_runs_and_attaches_when_one_does(tmp_path):
         assert first.running, "a notebook that attached must not stop the cluster"
     finally:
         first.stop()
-    assert _wait_until(lambda: not _mentioning(str(tmp_path)), 10)
+    assert _wait_until(lambda: not processes_mentioning(str(tmp_path)), 10)
 
 
 def test_failed_start_reports_mpiexec_output_and_cleans_up(tmp_path):
@@ -280,7 +265,7 @@ def test_failed_start_reports_mpiexec_output_and_cleans_up(tmp_path):
     message = str(info.value)
     assert "mpiexec" in message and "no-such-hydra-option" in message
     assert time.monotonic() - t0 < 30, "a dead mpiexec must fail fast, not at the timeout"
-    assert _wait_until(lambda: not _mentioning(str(tmp_path)), 10)
+    assert _wait_until(lambda: not processes_mentioning(str(tmp_path)), 10)
 
 
 # ---------------------------------------------------------------- bad input, nothing starts
@@ -295,7 +280,7 @@ def test_too_many_engines_needs_oversubscribe(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     with pytest.raises(ClusterError, match="oversubscribe=True"):
         dc.start(5, profile_dir=str(tmp_path / "p"))
-    assert not _mentioning(str(tmp_path))
+    assert not processes_mentioning(str(tmp_path))
 
 
 def test_capacity_rule():
@@ -371,7 +356,7 @@ def test_start_from_a_kernel_without_venv_on_path(tmp_path, monkeypatch):
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     text = " ".join("".join(o.get("text", "") for o in nb.cells[2].outputs).split())
     assert "[stdout:0] rank 0 of 2" in text and "[stdout:1] rank 1 of 2" in text, text
-    assert _wait_until(lambda: not _mentioning(str(tmp_path)), 10)
+    assert _wait_until(lambda: not processes_mentioning(str(tmp_path)), 10)
 
 
 def test_gpus_true_without_gpu_fails_clearly_and_cleans_up(tmp_path):
@@ -382,4 +367,4 @@ def test_gpus_true_without_gpu_fails_clearly_and_cleans_up(tmp_path):
     with pytest.raises(ClusterError, match="gpus=True but torch sees no GPU") as info:
         dc.start(1, profile_dir=str(tmp_path / "profile_gpu"), gpus=True, timeout=120)
     assert "gpus=False" in str(info.value)
-    assert _wait_until(lambda: not _mentioning(str(tmp_path)), 10)
+    assert _wait_until(lambda: not processes_mentioning(str(tmp_path)), 10)

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import psutil
 import pytest
+from cluster_helpers import processes_mentioning
 from ipyparallel import interactive
 
 import declearn.cluster as dc
@@ -48,23 +49,6 @@ def _allreduce_rows(X):
     return comm.allreduce(X[rank].clone()).numpy()  # noqa: F821 (rank: engine set-up)
 
 
-def _leftovers(text: str) -> list[psutil.Process]:
-    """Live ipyparallel/MPI processes whose command line or environment mentions ``text``."""
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or ())
-            if not any(k in cmd for k in ("ipyparallel", "mpiexec", "hydra_pmi_proxy")):
-                continue
-            if p.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if text in cmd or text in " ".join(p.environ().values()):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
-
-
 def _end(procs) -> None:
     for p in procs:
         try:
@@ -84,7 +68,7 @@ def cluster4(tmp_path_factory):
         try:
             cluster.stop()
         finally:
-            _end(_leftovers(str(root)))
+            _end(processes_mentioning(str(root)))
 
 
 # ---------------------------------------------------------------- resync against a busy rank
@@ -225,7 +209,7 @@ def test_px_cell_in_a_kernel_names_the_dead_rank(tmp_path, monkeypatch):
                                 allow_errors=True).execute()
     finally:
         killer.join(5)
-        _end(_leftovers(str(tmp_path)))
+        _end(processes_mentioning(str(tmp_path)))
 
     def text(cell):
         parts = []
