@@ -55,7 +55,25 @@ def mpi_command(script: str, n: int, *args: str) -> tuple[list[str], dict]:
     """``(argv, env)`` of ``mpiexec -n n python tests/mpi/<script> args`` on loopback."""
     cmd, env = local_job(n, [sys.executable, str(MPI_SCRIPTS / script), *args])
     env.setdefault("DECLEARN_TIMEOUT", "60")
+    # A rank that gets SIGABRT prints every thread's Python stack first: see _dump_stacks.
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     return cmd, env
+
+
+def _dump_stacks(proc: subprocess.Popen) -> None:
+    """Make the ranks of a job that hangs print where they are: SIGABRT to each of mpiexec's
+    children (the ranks run with PYTHONFAULTHANDLER=1)."""
+    import psutil
+
+    try:
+        ranks = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for rank in ranks:
+        try:
+            rank.send_signal(signal.SIGABRT)
+        except psutil.NoSuchProcess:
+            pass
 
 
 def run_mpi(script: str, n: int, *args: str, timeout: float = 120) -> str:
@@ -70,8 +88,16 @@ def run_mpi(script: str, n: int, *args: str, timeout: float = 120) -> str:
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except BaseException as exc:
-        _end_job(proc)
-        stdout, stderr = proc.communicate()
+        stdout = stderr = ""
+        if isinstance(exc, subprocess.TimeoutExpired):
+            _dump_stacks(proc)
+            try:  # a few seconds for mpiexec to pass the stacks on
+                stdout, stderr = proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.returncode is None:
+            _end_job(proc)
+            stdout, stderr = proc.communicate()
         if not isinstance(exc, subprocess.TimeoutExpired):
             raise
         pytest.fail(f"{' '.join(cmd)} hung for {timeout} s.\n--- stdout\n{_text(stdout)}"

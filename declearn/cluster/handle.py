@@ -33,6 +33,7 @@ from declearn.cluster.faults import (
 )
 from declearn.cluster.processes import cluster_processes, end_processes
 from declearn.cluster.record import cluster_files, remove_cluster_files
+from declearn.cluster.shm import sweep_stale_segments
 from declearn.errors import ClusterError
 
 __all__ = ["Cluster", "ClusterView"]
@@ -538,6 +539,7 @@ class Cluster:
         while self.client.ids and time.monotonic() < wait_until:
             time.sleep(_POLL)
         stale = self.client.ids
+        sweep_stale_segments()  # the killed job's, among others: see cluster.shm
         self.ipp.start_engines_sync(self.n)
         ids = wait_for_engines(self.client, self.n, deadline, self.ipp,
                                what="Restarting the engines", exclude=stale)

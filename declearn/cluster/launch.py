@@ -46,6 +46,7 @@ from declearn.cluster.mpiexec import (
 )
 from declearn.cluster.processes import cluster_processes, end_processes, pid_alive
 from declearn.cluster.record import ClusterRecord, cluster_files, remove_cluster_files
+from declearn.cluster.shm import sweep_stale_segments
 from declearn.errors import ClusterError
 
 __all__ = ["start", "attach", "list_clusters", "stop_clusters", "forget_stale",
@@ -277,6 +278,7 @@ def start(
     handle = None
     try:
         ipp_cluster.start_controller_sync()
+        sweep_stale_segments()  # see declearn.cluster.shm
         ipp_cluster.start_engines_sync(n)
         record.save()
         client = ipp_cluster.connect_client_sync()

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from declearn.cluster.checks import ClusterRequestError
+from declearn.cluster.shm import sweep_stale_segments
 from declearn.errors import ClusterError
 
 __all__ = ["MPIRuntime", "find_mpiexec", "mpi_runtime", "mpiexec_env", "loopback_runtime",
@@ -202,8 +203,11 @@ def local_job(n: int, program: Sequence[str], *, mpi_args: Sequence[str] = (),
               runtime: MPIRuntime | None = None, base_env: dict | None = None):
     """``(argv, env)`` that run ``n`` ranks of ``program`` on this machine, every socket on
     loopback where this MPI allows it (:func:`loopback_runtime`); otherwise the plain
-    ``mpiexec``. Raises ClusterError if no ``mpiexec`` is found."""
+    ``mpiexec``. Raises ClusterError if no ``mpiexec`` is found. Stale MPICH segments of
+    killed jobs, which could make the new job hang in ``MPI_Init``, are removed first
+    (:mod:`declearn.cluster.shm`)."""
     runtime = runtime or mpi_runtime()
+    sweep_stale_segments()
     local = loopback_runtime(runtime)
     env = mpiexec_env(runtime.mpiexec, base_env)
     if local is None:
