@@ -93,7 +93,7 @@ def push_sum_topology(n):
         dests = [j, (j + 1) % n] + ([(j + 3) % n] if j % 2 == 0 else [])
         for i in dests:
             rows.append(i), cols.append(j), vals.append(1 / len(dests))
-    return Topology.from_coo(n, rows, cols, vals, weights="sender")
+    return Topology.from_coo(n, rows, cols, vals, stochastic="column")
 
 
 def kernels_for(topo):
@@ -420,7 +420,7 @@ def test_large_sparse_plan_is_cheap():
     i = np.arange(n)
     rows = np.concatenate([i, i, i])
     cols = np.concatenate([i, (i + 1) % n, (i * 7 + 3) % n])
-    topo = Topology.from_coo(n, rows, cols, np.full(3 * n, 1 / 3), weights="receiver")
+    topo = Topology.from_coo(n, rows, cols, np.full(3 * n, 1 / 3), stochastic="row")
     x = torch.randn(n, dtype=torch.float64)
     got = SimComm(n).neighbor_allreduce(x, topo)
     want = (x + x[(i + 1) % n] + x[(i * 7 + 3) % n]) / 3
@@ -468,7 +468,7 @@ def test_bad_inputs_raise_helpful_errors():
     row_only = Topology.from_matrix(np.full((n, n), 1 / n) + np.eye(n) * 0 + _tilt(n))
     with pytest.raises(TopologyError, match="Columns of W must sum to 1"):
         comm.neighbor_allreduce(x, row_only, weights="sender")
-    col_only = Topology.from_matrix((np.full((n, n), 1 / n) + _tilt(n)).T, weights="sender")
+    col_only = Topology.from_matrix((np.full((n, n), 1 / n) + _tilt(n)).T, stochastic="column")
     with pytest.raises(TopologyError, match="Rows of W must sum to 1"):
         comm.neighbor_allreduce(x, col_only)
     with pytest.raises(ValueError, match="weights must be 'receiver'"):

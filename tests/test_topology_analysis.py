@@ -299,7 +299,7 @@ def test_mean_square_contraction_static_and_periodic():
     topo = ring(9)
     assert mean_square_contraction(topo) == pytest.approx(rho(topo) ** 2, abs=1e-12)
     W = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.2, 0.0, 0.6]])  # rows not all 1
-    t = Topology.from_matrix(W, weights=None)
+    t = Topology.from_matrix(W, stochastic=None)
     assert mean_square_contraction(t) == pytest.approx(msc_oracle([W], [1.0]), abs=1e-12)
     seq = one_peer_exponential(6)
     mats = [seq.at(k).W for k in range(3)]

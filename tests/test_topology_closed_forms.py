@@ -73,7 +73,7 @@ def test_closed_form_errors_say_what_to_do():
     with pytest.raises(TopologyError, match=r"no closed form .*grid.*\.rho"):
         closed_form_rho("grid", 16)
     with pytest.raises(TopologyError, match="takes no parameters"):
-        closed_form_rho("ring", 16, weights="uniform")
+        closed_form_rho("ring", 16, rule="uniform")
     with pytest.raises(TopologyError, match="positive integers"):
         closed_form_rho("ring", [0, 4])
     with pytest.raises(TopologyError, match="positive integers"):

@@ -139,7 +139,7 @@ def test_to_networkx_edges_go_sender_to_receiver():
                                   lambda: binary_tree(10), lambda: geometric(20, radius=0.5)])
 def test_roundtrip_given_weights(make):
     t = make()
-    back = from_networkx(to_networkx(t), weights="given")
+    back = from_networkx(to_networkx(t), rule="given")
     np.testing.assert_allclose(back.W, t.W, atol=1e-15)
     assert (back.shifts is None) == (t.shifts is None)
 
@@ -161,25 +161,25 @@ def test_nodes_relabelled_in_sorted_order():
 def test_given_weights_directed_and_undirected():
     D = nx.DiGraph()
     D.add_weighted_edges_from([(0, 1, 0.5), (1, 0, 0.25), (0, 0, 0.5), (1, 1, 0.75)])
-    t = from_networkx(D, weights="given")
+    t = from_networkx(D, rule="given")
     np.testing.assert_allclose(t.W, [[0.5, 0.25], [0.5, 0.75]])  # W[v, u] for u -> v
     assert t.is_row_stochastic is False and t.is_column_stochastic  # sender weights accepted
     U = nx.Graph()
     U.add_weighted_edges_from([(0, 1, 0.3), (0, 0, 0.7), (1, 1, 0.7)])
-    np.testing.assert_allclose(from_networkx(U, weights="given").W, [[0.7, 0.3], [0.3, 0.7]])
+    np.testing.assert_allclose(from_networkx(U, rule="given").W, [[0.7, 0.3], [0.3, 0.7]])
 
 
 def test_rules_on_directed_graphs():
     D = nx.DiGraph([(0, 1), (1, 2), (2, 0), (0, 2)])
-    t = from_networkx(D, weights="uniform")
+    t = from_networkx(D, rule="uniform")
     np.testing.assert_allclose(t.W, [[1 / 2, 0, 1 / 2], [1 / 2, 1 / 2, 0], [1 / 3, 1 / 3, 1 / 3]])
-    assert from_networkx(D, weights="uniform_out").is_column_stochastic
+    assert from_networkx(D, rule="uniform_out").is_column_stochastic
     S = nx.DiGraph([(0, 1), (1, 0), (1, 2), (2, 1)])  # symmetric digraph = undirected path
     np.testing.assert_allclose(from_networkx(S).W, from_networkx(nx.path_graph(3)).W)
 
 
 def test_laplacian_eps_passes_through():
-    t = from_networkx(nx.cycle_graph(6), weights="laplacian", eps=0.25)
+    t = from_networkx(nx.cycle_graph(6), rule="laplacian", eps=0.25)
     L = nx.laplacian_matrix(nx.cycle_graph(6)).toarray()
     np.testing.assert_allclose(t.W, np.eye(6) - 0.25 * L)
 
@@ -199,17 +199,17 @@ class _Steps(DynamicTopology):
         (lambda: to_bluefog(_Steps()), r"topo.at\(k\)"),
         (lambda: to_networkx(np.eye(3)), "Expected a declearn Topology"),
         (lambda: from_networkx(nx.Graph([(0, 1), (2, 3)])), "not connected"),
-        (lambda: from_networkx(nx.DiGraph([(0, 1), (1, 2)]), weights="uniform"), "not connected"),
+        (lambda: from_networkx(nx.DiGraph([(0, 1), (1, 2)]), rule="uniform"), "not connected"),
         (lambda: from_networkx(nx.DiGraph([(0, 1), (1, 2), (2, 0), (0, 2)])),
          "needs an undirected graph"),
-        (lambda: from_networkx(nx.path_graph(3), weights="given"), "no 'weight' attribute"),
-        (lambda: from_networkx(nx.Graph([(0, 1, {"weight": 0.4})]), weights="given"),
+        (lambda: from_networkx(nx.path_graph(3), rule="given"), "no 'weight' attribute"),
+        (lambda: from_networkx(nx.Graph([(0, 1, {"weight": 0.4})]), rule="given"),
          "neither the rows nor the columns"),
         (lambda: from_networkx(nx.Graph([(0, 1, {"weight": -0.5}), (0, 0, {"weight": 1.5}),
-                                         (1, 1, {"weight": 1.5})]), weights="given"),
+                                         (1, 1, {"weight": 1.5})]), rule="given"),
          "negative weight"),
-        (lambda: from_networkx(nx.path_graph(3), weights="best"), "Unknown weights"),
-        (lambda: from_networkx(nx.path_graph(3), weights="metropolis", eps=0.1),
+        (lambda: from_networkx(nx.path_graph(3), rule="best"), "Unknown weight rule"),
+        (lambda: from_networkx(nx.path_graph(3), rule="metropolis", eps=0.1),
          "eps is the step"),
         (lambda: from_networkx(nx.Graph()), "no nodes"),
         (lambda: from_networkx(nx.MultiGraph([(0, 1), (0, 1)])), "Multigraphs"),

@@ -263,7 +263,7 @@ def test_erdos_renyi_is_metropolis_of_its_draw_and_seeded():
 
 
 def test_erdos_renyi_uniform_rule_is_row_stochastic():
-    t = erdos_renyi(30, p=0.3, seed=0, weights="uniform")
+    t = erdos_renyi(30, p=0.3, seed=0, rule="uniform")
     deg = ((t.W > 0) & ~np.eye(30, dtype=bool)).sum(axis=1)
     np.testing.assert_allclose(np.diag(t.W), 1.0 / (deg + 1))
     assert t.is_row_stochastic
@@ -271,7 +271,7 @@ def test_erdos_renyi_uniform_rule_is_row_stochastic():
 
 def test_geometric_links_points_within_radius():
     t = geometric(50, radius=0.3, seed=1)
-    pos = t._cache["pos"]
+    pos = t.recall("pos")
     dist = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
     A = (dist <= 0.3) & ~np.eye(50, dtype=bool)
     np.testing.assert_array_equal((t.W > 0) & ~np.eye(50, dtype=bool), A)
@@ -486,9 +486,9 @@ def test_registry_builds_every_family_by_name():
 
 @pytest.mark.parametrize("name, kw", [
     ("ring", {}), ("complete", {}), ("exponential", {}), ("hypercube", {}), ("star", {"center": 3}),
-    ("grid", {"shape": (2, 6), "torus": True, "weights": "laplacian"}), ("chain", {}),
+    ("grid", {"shape": (2, 6), "torus": True, "rule": "laplacian"}), ("chain", {}),
     ("binary_tree", {"reverse": True}), ("erdos_renyi", {"p": 0.5, "seed": 1}),
-    ("geometric", {"radius": 0.6, "seed": 2, "weights": "max_degree"}),
+    ("geometric", {"radius": 0.6, "seed": 2, "rule": "max_degree"}),
 ])
 def test_params_rebuild_the_topology(name, kw):
     t = make(name, 12 if name != "hypercube" else 16, **kw)
@@ -522,7 +522,7 @@ def test_bad_n(fn, n, phrase):
         (lambda: grid(10, shape=(3, 4)), r"has 12 nodes but n = 10"),
         (lambda: grid(10, shape=(0, 10)), "two positive integers"),
         (lambda: grid(10, shape=5), "pair"),
-        (lambda: grid(8, weights="metropolitan"), "Unknown weight rule"),
+        (lambda: grid(8, rule="metropolitan"), "Unknown weight rule"),
         (lambda: hypercube(12), "power of 2.*use n = 8 or 16"),
         (lambda: star(5, center=5), r"center must be a node index in 0..4"),
         (lambda: apply_weights(4, [(0, 1), (1, 2), (2, 3)], "laplacian", eps=0.8),

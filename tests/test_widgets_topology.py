@@ -135,6 +135,16 @@ def test_picker_controls_follow_family_and_n():
     p.n.value = 8
     assert p.params["center"].max == 7 and p.topology is not None
     assert "Star" in p.summary.value
+    # a family's weighting rule is one of the library's rules, and the topology follows it
+    p.family.value = "grid"
+    from declearn.topology import RULES
+
+    assert set(RULES) <= set(p.params["rule"].options)
+    p.params["rule"].value = "uniform"
+    assert p.topology.params["rule"] == "uniform"
+    degrees = np.count_nonzero(p.topology.W, axis=1)
+    np.testing.assert_allclose(p.topology.W[p.topology.W > 0],
+                               np.repeat(1.0 / degrees, degrees))
 
 
 def test_picker_constructor_arguments():

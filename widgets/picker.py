@@ -158,13 +158,13 @@ def _m(family, default, n):
                    tip="number of basis-matrix draws (auto: from eps and p)")
 
 
-def _weights(family, default, n):
+def _rule(family, default, n):
     from declearn.topology import RULES
 
     rules = list(RULES)
     if default not in (_EMPTY, None) and default not in rules:
         rules.append(default)
-    return _choice("weights", [(r, r) for r in rules],
+    return _choice("rule", [(r, r) for r in rules],
                    rules[0] if default in (_EMPTY, None) else default, tip="weight rule")
 
 
@@ -267,7 +267,7 @@ PARAM_CONTROLS: dict[str, Callable] = {
     "radius": _radius,
     "seed": _seed,
     "M": _m,
-    "weights": _weights,
+    "rule": _rule,
     "shape": _shape,
     "center": _center,
     "ports": _ports,

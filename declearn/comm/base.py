@@ -72,10 +72,13 @@ __all__ = [
     "set_default_timeout",
     "REDUCE_OPS",
     "WEIGHT_MODES",
+    "MODE_STOCHASTIC",
 ]
 
 REDUCE_OPS = ("sum", "mean")
 WEIGHT_MODES = ("receiver", "sender")
+#: The normalisation of W (``topology.require``'s kind) that each weighting mode relies on.
+MODE_STOCHASTIC = {"receiver": "row", "sender": "column"}
 
 _DEFAULT_TIMEOUT = [float(os.environ.get("DECLEARN_TIMEOUT", "60"))]
 
@@ -314,7 +317,7 @@ class Communicator(abc.ABC):
                     f"weights must be 'receiver' (rows of W sum to 1) or 'sender' (columns sum "
                     f"to 1, push-sum), got {weights!r}."
                 )
-            topology.check_weights(weights)
+            topology.require(MODE_STOCHASTIC[weights])
         return topology
 
     @staticmethod

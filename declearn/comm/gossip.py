@@ -54,6 +54,10 @@ class Gossip(Protocol):
     def value(self) -> torch.Tensor:
         """The node-local values now."""
 
+    @property
+    def time(self) -> float:
+        """Seconds gossiped so far (simulated under SimComm, wall-clock on MPI)."""
+
     def run(self, ticks: int | None = None, *, duration: float | None = None,
             log_points: int = 50, on_progress=None) -> GossipTrace:
         """Gossip for ``ticks`` clock ticks (or ``duration`` seconds); return the trace."""
@@ -92,28 +96,29 @@ def gossip_neighbors(topology) -> tuple[np.ndarray, np.ndarray]:
             f"Expected a declearn Topology, got {type(topology).__name__}; build one with "
             "declearn.topology (e.g. ring(n))."
         )
-    cache = topology._cache
-    if "gossip-neighbors" not in cache:
-        n = topology.n
-        rows, cols = topology.rows, topology.indices
-        off = rows != cols
-        forward = np.unique(rows[off] * n + cols[off])
-        backward = np.unique(cols[off] * n + rows[off])
-        if not np.array_equal(forward, backward):
-            raise TopologyError(
-                f"Pairwise gossip averages two nodes both ways, so the graph must be "
-                f"undirected: {topology.name} has a link j -> i without i -> j. Use an "
-                "undirected topology (or symmetrize it: from_networkx(G.to_undirected()))."
-            )
-        if n > 1 and not topology.is_connected:
-            raise TopologyError(
-                f"{topology.name} is not connected: gossip cannot reach the global mean. Use a "
-                "connected graph."
-            )
-        indptr = np.zeros(n + 1, np.int64)
-        np.cumsum(np.bincount(forward // n, minlength=n), out=indptr[1:])
-        cache["gossip-neighbors"] = (indptr, forward % n)
-    return cache["gossip-neighbors"]
+    return topology.memo("gossip.neighbors", lambda: _gossip_neighbors(topology))
+
+
+def _gossip_neighbors(topology) -> tuple[np.ndarray, np.ndarray]:
+    n = topology.n
+    rows, cols = topology.rows, topology.indices
+    off = rows != cols
+    forward = np.unique(rows[off] * n + cols[off])
+    backward = np.unique(cols[off] * n + rows[off])
+    if not np.array_equal(forward, backward):
+        raise TopologyError(
+            f"Pairwise gossip averages two nodes both ways, so the graph must be "
+            f"undirected: {topology.name} has a link j -> i without i -> j. Use an "
+            "undirected topology (or symmetrize it: from_networkx(G.to_undirected()))."
+        )
+    if n > 1 and not topology.is_connected:
+        raise TopologyError(
+            f"{topology.name} is not connected: gossip cannot reach the global mean. Use a "
+            "connected graph."
+        )
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(forward // n, minlength=n), out=indptr[1:])
+    return indptr, forward % n
 
 
 def expected_gossip_matrix(topology) -> np.ndarray:

@@ -13,11 +13,9 @@ With ``J = 11^T/n`` and row i of W = receiver:
   = lambda_max(P E[W^T W] P)``, ``P = I - J``. For independent doubly stochastic steps,
   ``E||x_k - J x_0||^2 <= rho^(2k) ||x_0 - J x_0||^2``.
 
-Fast paths, no loops over nodes: a circulant W (``topology.shifts``) is normal with
-eigenvalues ``lambda_f = sum_s w_s exp(-2 pi i f s / n)`` (one FFT), so
-``rho = max(|lambda_0 - 1|, max_{f != 0} |lambda_f|)``; a symmetric W uses ``eigvalsh``
-(dense up to n = 2048, Lanczos ``eigsh`` beyond); any other W uses the dense 2-norm up to
-n = 1024 and ``svds`` on the operator ``x -> W x - mean(x) 1`` beyond.
+The numerics (FFT of a circulant, dense or Lanczos eigensolves, period products) live in
+:mod:`declearn.topology.spectral`, which the topology classes use for ``.rho`` and
+``.product()``; the functions here take a Topology, a DynamicTopology or a square matrix.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ import numbers
 import numpy as np
 
 from declearn.errors import TopologyError
+from declearn.topology import spectral
 from declearn.topology.base import DynamicTopology, Topology
 
 __all__ = [
@@ -42,27 +41,12 @@ __all__ = [
     "summary",
 ]
 
-#: Largest n for a dense symmetric eigensolve (``eigvalsh``); beyond it, Lanczos.
-DENSE_SYMMETRIC_MAX = 2048
-#: Largest n for a dense 2-norm (SVD) of a non-symmetric matrix; beyond it, ``svds``.
-DENSE_GENERAL_MAX = 1024
-#: A period product within this distance of J counts as exact averaging (rho = 0): the FFT
-#: of ``(1 + exp(-i pi))/2`` is 6e-17, not 0, and ``6e-17 ** (1/p)`` would not look like 0.
-EXACT_ATOL = 1e-12
-#: Steps that stand for a random sequence when no exact formula is known.
-DEFAULT_SAMPLES = 1000
-
 
 # ---------------------------------------------------------------------- rho
 def rho(topology) -> float:
     """``||W - 11^T/n||_2``, or the effective per-step rate of a dynamic topology (see the
     module docstring). Accepts a Topology, a DynamicTopology or a square matrix."""
-    topology = _as_topology(topology)
-    if topology.is_dynamic:
-        if topology.period is None:
-            return math.sqrt(max(mean_square_contraction(topology), 0.0))
-        return _period_rho(topology)
-    return _static_rho(topology)
+    return spectral.rho(_as_topology(topology))
 
 
 def spectral_gap(topology) -> float:
@@ -79,56 +63,7 @@ def circulant_spectrum(topology: Topology) -> np.ndarray:
             "circulant_spectrum needs a circulant Topology (built with Topology.from_circulant, "
             "e.g. ring or exponential); use numpy.linalg.eigvals(topology.W) for any other."
         )
-    if "spectrum" not in topology._cache:
-        c = np.zeros(topology.n)
-        for s, w in topology.shifts.items():
-            c[s % topology.n] += w
-        lam = np.fft.fft(c)
-        lam.flags.writeable = False
-        topology._cache["spectrum"] = lam
-    return topology._cache["spectrum"]
-
-
-def _static_rho(t: Topology) -> float:
-    n = t.n
-    if t.shifts is not None:
-        lam = circulant_spectrum(t)
-        return float(max(abs(lam[0] - 1.0), np.abs(lam[1:]).max(initial=0.0)))
-    if t.is_symmetric:
-        if n <= DENSE_SYMMETRIC_MAX:
-            return float(np.abs(np.linalg.eigvalsh(t.W - 1.0 / n)).max())
-        return _lanczos_norm(_minus_J_operator(t), n)
-    if n <= DENSE_GENERAL_MAX:
-        return float(np.linalg.norm(t.W - 1.0 / n, 2))
-    return _svds_norm(_minus_J_operator(t), n)
-
-
-def _period_rho(topology: DynamicTopology) -> float:
-    p = topology.period
-    steps = [topology.at(k) for k in range(p)]
-    n = topology.n
-    if all(s.shifts is not None for s in steps):
-        lam = np.prod([circulant_spectrum(s) for s in steps], axis=0)
-        dev = float(max(abs(lam[0] - 1.0), np.abs(lam[1:]).max(initial=0.0)))
-    elif n <= DENSE_GENERAL_MAX:
-        dev = float(np.linalg.norm(_dense_product(steps) - 1.0 / n, 2))
-    else:
-        mats = [_csr(s) for s in steps]
-
-        def matvec(x):
-            m = x.mean()
-            for A in mats:
-                x = A @ x
-            return x - m
-
-        def rmatvec(y):
-            m = y.mean()
-            for A in reversed(mats):
-                y = A.T @ y
-            return y - m
-
-        dev = _svds_norm(_operator(n, matvec, rmatvec), n)
-    return 0.0 if dev < EXACT_ATOL else dev ** (1.0 / p)
+    return spectral.circulant_spectrum(topology)
 
 
 # ---------------------------------------------------------------------- products
@@ -136,27 +71,7 @@ def product(topology, start: int = 0, length: int | None = None) -> np.ndarray:
     """Dense ``W(start + length - 1) @ ... @ W(start)``: the map applied by ``length`` gossip
     steps from step ``start``. ``length`` defaults to the period (1 for a static topology);
     a random sequence (period None) needs an explicit ``length``."""
-    topology = _as_topology(topology)
-    if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
-        raise TopologyError(f"start must be a non-negative integer step, got {start!r}.")
-    if length is None:
-        if topology.period is None:
-            raise TopologyError(
-                f"{topology.name} is a random sequence with no period: pass length=, the "
-                "number of steps to multiply."
-            )
-        length = topology.period
-    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length < 0:
-        raise TopologyError(f"length must be a non-negative integer, got {length!r}.")
-    return _dense_product([topology.at(k) for k in range(start, start + length)], topology.n)
-
-
-def _dense_product(steps: list[Topology], n: int | None = None) -> np.ndarray:
-    n = steps[0].n if n is None else n
-    out = np.eye(n)
-    for t in steps:
-        out = _csr(t) @ out
-    return np.asarray(out)
+    return spectral.product(_as_topology(topology), start=start, length=length)
 
 
 # ---------------------------------------------------------------------- mean square
@@ -172,86 +87,11 @@ def mean_square_contraction(topology, *, samples: int | None = None) -> float:
     of a random sequence; other random sequences use ``m = 1000`` by default.
     """
     topology = _as_topology(topology)
-    n = topology.n
-    if n == 1:
-        return 0.0
-    if not topology.is_dynamic:
-        if topology.shifts is not None:
-            return float((np.abs(circulant_spectrum(topology)[1:]) ** 2).max())
-        if topology.is_row_stochastic:
-            return rho(topology) ** 2
-        return float(np.linalg.norm(topology.W - topology.W.mean(axis=1, keepdims=True), 2)) ** 2
-    if topology.period is not None:
-        return _gram_lambda_max([topology.at(k) for k in range(topology.period)], n)
-    if samples is not None:
-        if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
-            raise TopologyError(f"samples must be a positive integer, got {samples!r}.")
-        return _gram_lambda_max([topology.at(k) for k in range(samples)], n)
-    from declearn.topology.equitopo import ODEquiDyn, OUEquiDyn
-
-    if isinstance(topology, ODEquiDyn):
-        return _od_equidyn_msc(topology)
-    if isinstance(topology, OUEquiDyn):
-        return _ou_equidyn_msc(topology)
-    return _gram_lambda_max([topology.at(k) for k in range(DEFAULT_SAMPLES)], n)
-
-
-def _gram_lambda_max(steps: list[Topology], n: int) -> float:
-    """``lambda_max(P G P)`` with ``G = mean_k W_k^T W_k``."""
-    if all(s.shifts is not None for s in steps):
-        g = np.mean([np.abs(circulant_spectrum(s)) ** 2 for s in steps], axis=0)
-        return float(g[1:].max())
-    G = None
-    for s in steps:
-        A = _csr(s)
-        G = A.T @ A if G is None else G + A.T @ A
-    G = (G / len(steps)).tocsr()
-    if n <= DENSE_SYMMETRIC_MAX:
-        Gd = G.toarray()
-        Gd -= Gd.mean(axis=0, keepdims=True)
-        Gd -= Gd.mean(axis=1, keepdims=True)
-        return float(np.linalg.eigvalsh((Gd + Gd.T) / 2.0)[-1])
-
-    def matvec(x):
-        x = x - x.mean()
-        y = G @ x
-        return y - y.mean()
-
-    from scipy.sparse.linalg import eigsh
-
-    val = eigsh(_operator(n, matvec, matvec), k=1, which="LA", return_eigenvectors=False,
-                v0=_v0(n), ncv=min(n, 64))
-    return float(val[0])
-
-
-def _od_equidyn_msc(t) -> float:
-    # W = alpha I + beta S^u, |lambda_f|^2 = alpha^2 + beta^2 + 2 alpha beta cos(2 pi f u / n).
-    n, eta = t.n, t.eta
-    alpha, beta = 1.0 - eta + eta / n, eta * (n - 1) / n
-    u, prob = t.u_distribution()
-    h = np.zeros(n)
-    np.add.at(h, u, prob)
-    c = np.fft.fft(h).real  # E_u cos(2 pi f u / n)
-    return float(alpha**2 + beta**2 + 2.0 * alpha * beta * c[1:].max())
-
-
-def _ou_equidyn_msc(t) -> float:
-    # For fixed u, averaging over the scan start s makes E_s[W^2] circulant: every node starts a
-    # pair for K(u) of the n starts (see equitopo.ou_matching), so it is matched with
-    # probability q = 2K/n; W^2 has a^2 + b^2 on a matched diagonal, 1 on an idle one and 2ab
-    # between partners. Eigenvalues: q(a^2+b^2) + 1 - q + (4abK/n) cos(2 pi f u / n).
-    n, eta = t.n, t.eta
-    a, b = 1.0 - eta + eta / n, eta * (n - 1) / n
-    u, prob = t.u_distribution()
-    w = np.minimum(u, n - u)
-    length = n - w  # starts p in [0, n - w) with p // w even begin a pair
-    blocks, rest = np.divmod(length, w)
-    K = w * ((blocks + 1) // 2) + np.where(blocks % 2 == 0, rest, 0)
-    q = 2.0 * K / n
-    diag = float(np.sum(prob * (q * (a * a + b * b) + 1.0 - q)))
-    h = np.zeros(n)
-    np.add.at(h, u, prob * 4.0 * a * b * K / n)
-    return float(diag + np.fft.fft(h).real[1:].max())
+    random = topology.is_dynamic and topology.period is None and topology.n > 1
+    bad = isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1
+    if random and samples is not None and bad:  # samples only matter for a random sequence
+        raise TopologyError(f"samples must be a positive integer, got {samples!r}.")
+    return spectral.mean_square_contraction(topology, samples=samples)
 
 
 # ---------------------------------------------------------------------- rates
@@ -355,7 +195,7 @@ def _union_connected(steps: list[Topology]) -> bool:
         return steps[0].is_connected
     from scipy.sparse.csgraph import connected_components
 
-    A = sum(_csr(s) for s in steps)
+    A = sum(spectral.csr(s) for s in steps)
     return bool(connected_components(A, directed=True, connection="strong")[0] == 1)
 
 
@@ -415,47 +255,7 @@ def _as_topology(obj):
     if isinstance(obj, (Topology, DynamicTopology)):
         return obj
     if hasattr(obj, "tocoo") or hasattr(obj, "detach") or isinstance(obj, (np.ndarray, list)):
-        return Topology.from_matrix(obj, weights=None, allow_disconnected=True)
+        return Topology.from_matrix(obj, stochastic=None, allow_disconnected=True)
     raise TopologyError(
         f"Expected a Topology, a DynamicTopology or a square matrix, got {type(obj).__name__}."
     )
-
-
-def _csr(t: Topology):
-    from scipy.sparse import csr_matrix
-
-    if "csr" not in t._cache:
-        t._cache["csr"] = csr_matrix((t.data, t.indices, t.indptr), shape=(t.n, t.n))
-    return t._cache["csr"]
-
-
-def _operator(n, matvec, rmatvec):
-    from scipy.sparse.linalg import LinearOperator
-
-    return LinearOperator((n, n), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
-
-
-def _minus_J_operator(t: Topology):
-    """``x -> (W - J) x = W x - mean(x) 1`` and its transpose, without forming J."""
-    A = _csr(t)
-    return _operator(t.n, lambda x: A @ x - x.mean(), lambda y: A.T @ y - y.mean())
-
-
-def _v0(n: int) -> np.ndarray:
-    return np.random.default_rng(0).standard_normal(n)
-
-
-def _lanczos_norm(op, n: int) -> float:
-    from scipy.sparse.linalg import eigsh
-
-    val = eigsh(op, k=1, which="LM", return_eigenvectors=False, v0=_v0(n), ncv=min(n, 64),
-                maxiter=100 * n)
-    return float(np.abs(val).max())
-
-
-def _svds_norm(op, n: int) -> float:
-    from scipy.sparse.linalg import svds
-
-    val = svds(op, k=1, which="LM", return_singular_vectors=False, v0=_v0(n), ncv=min(n, 64),
-               maxiter=100 * n)
-    return float(np.max(val))

@@ -19,21 +19,36 @@ Storage is sparse: ``W`` is kept as CSR arrays over receiver rows (``indptr``, `
 exponential, one-peer exponential, ...) also record their ``shifts``: a mapping ``s -> w``
 meaning ``W[i, (i - s) mod n] = w``, i.e. ``x_new = sum_s w * roll(x, s)``; the simulator
 uses it to mix with shifted slices instead of a matrix product.
+
+Whatever is derived from a topology (its spectrum, a passed check, a backend's communication
+plan) is computed once and kept on it with :meth:`BaseTopology.memo`; the stochasticity a
+method relies on is checked with :meth:`Topology.require`.
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from declearn._deprecation import renamed_keyword
 from declearn.errors import TopologyError
+from declearn.topology import spectral
+from declearn.topology.csr import canonical_csr, circulant_triplets, matrix_triplets, readonly
+from declearn.topology.memo import memoized
+from declearn.topology.stochastic import (
+    OLD_NAMES,
+    STOCHASTIC_ATOL,
+    check_kind,
+    stochastic_error,
+)
 
-__all__ = ["BaseTopology", "Topology", "DynamicTopology", "check_n"]
+__all__ = ["BaseTopology", "Topology", "DynamicTopology", "LazyDynamicTopology", "check_n"]
 
-#: Tolerance for "rows (columns) sum to 1" and symmetry checks.
-STOCHASTIC_ATOL = 1e-9
+#: The constructors' ``weights=`` is now ``stochastic=``, with the kinds' new names.
+_OLD_STOCHASTIC = renamed_keyword("weights", "stochastic", values=OLD_NAMES)
 
 
 def check_n(n, *, minimum: int = 1, what: str = "n") -> int:
@@ -46,11 +61,6 @@ def check_n(n, *, minimum: int = 1, what: str = "n") -> int:
     return n
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
-    return a
-
-
 class BaseTopology:
     """What static and dynamic topologies share: n, a name, ``at(k)``, rho and display."""
 
@@ -58,20 +68,36 @@ class BaseTopology:
     name: str
     _cache: dict
 
-    @property
+    @memoized("rho")
     def rho(self) -> float:
         """``||W - 11^T/n||_2`` for a static topology; the effective per-step contraction of a
         dynamic one (see :func:`declearn.topology.analysis.rho`)."""
-        if "rho" not in self._cache:
-            from declearn.topology.analysis import rho as _rho
-
-            self._cache["rho"] = float(_rho(self))
-        return self._cache["rho"]
+        return float(spectral.rho(self))
 
     @property
     def spectral_gap(self) -> float:
         """``1 - rho``."""
         return 1.0 - self.rho
+
+    def memo(self, key, build):
+        """The value kept under ``key``, made by ``build()`` the first time it is asked for.
+
+        Topologies are immutable, so whatever is derived from one (its spectrum, a backend's
+        communication plan, a passed check) is computed once and kept here. This is the one
+        way other modules store things on a topology: name keys after the owner
+        (``"sim.plan"``, ``"mpi.plan"``), and never write the cache directly. If ``build``
+        raises, nothing is kept (the next call tries again)."""
+        cache = self._cache
+        try:
+            return cache[key]
+        except KeyError:
+            value = cache[key] = build()
+            return value
+
+    def recall(self, key, default=None):
+        """What :meth:`memo` keeps under ``key``, or ``default``: never builds it (e.g. a
+        picture's caption shows rho only if it is known)."""
+        return self._cache.get(key, default)
 
     def _repr_png_(self):
         from declearn.topology.draw import repr_png
@@ -104,9 +130,9 @@ class Topology(BaseTopology):
         """Low-level constructor from canonical CSR arrays (sorted column indices per row,
         no duplicates, no explicit zeros). Prefer the ``from_*`` constructors."""
         self.n = check_n(n)
-        self.indptr = _readonly(np.asarray(indptr, dtype=np.int64))
-        self.indices = _readonly(np.asarray(indices, dtype=np.int64))
-        self.data = _readonly(np.asarray(data, dtype=np.float64))
+        self.indptr = readonly(np.asarray(indptr, dtype=np.int64))
+        self.indices = readonly(np.asarray(indices, dtype=np.int64))
+        self.data = readonly(np.asarray(data, dtype=np.float64))
         self.name = str(name)
         self.params = dict(params or {})
         self.shifts = None if shifts is None else dict(sorted(shifts.items()))
@@ -116,6 +142,7 @@ class Topology(BaseTopology):
 
     # ------------------------------------------------------------------ constructors
     @classmethod
+    @_OLD_STOCHASTIC
     def from_coo(
         cls,
         n: int,
@@ -126,85 +153,49 @@ class Topology(BaseTopology):
         name: str = "custom",
         params: Mapping | None = None,
         shifts: Mapping[int, float] | None = None,
-        weights: str | None = None,
+        stochastic: str | None = None,
         allow_disconnected: bool = True,
     ) -> Topology:
         """Build from triplets ``W[rows[k], cols[k]] += vals[k]`` (duplicates are summed).
 
-        ``weights`` asks for a check: ``"receiver"`` (rows sum to 1), ``"sender"`` (columns
-        sum to 1), ``"doubly"`` (both) or ``None`` (no check).
+        ``stochastic`` declares W's normalisation, checked here: ``"row"`` (rows sum to 1),
+        ``"column"`` (columns sum to 1), ``"doubly"`` (both) or ``None`` (no check). It was
+        called ``weights=`` (``"receiver"``, ``"sender"``, ``"doubly"``), still accepted with a
+        DeprecationWarning.
         """
         n = check_n(n)
-        rows = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows, dtype=np.int64)
-        cols = np.asarray(list(cols) if not isinstance(cols, np.ndarray) else cols, dtype=np.int64)
-        vals = np.asarray(list(vals) if not isinstance(vals, np.ndarray) else vals,
-                          dtype=np.float64)
-        if not (rows.shape == cols.shape == vals.shape) or rows.ndim != 1:
-            raise TopologyError("rows, cols and vals must be 1-D sequences of the same length.")
-        if rows.size and (rows.min() < 0 or rows.max() >= n or cols.min() < 0 or cols.max() >= n):
-            raise TopologyError(f"Node indices must lie in 0..{n - 1} for n = {n}.")
-        _check_values(vals)
-        order = np.lexsort((cols, rows))
-        rows, cols, vals = rows[order], cols[order], vals[order]
-        if rows.size:
-            key = rows * n + cols
-            first = np.ones(key.size, dtype=bool)
-            first[1:] = key[1:] != key[:-1]
-            group = np.cumsum(first) - 1
-            summed = np.zeros(int(first.sum()))
-            np.add.at(summed, group, vals)
-            rows, cols, vals = rows[first], cols[first], summed
-            keep = vals != 0.0
-            rows, cols, vals = rows[keep], cols[keep], vals[keep]
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        np.add.at(indptr, rows + 1, 1)
-        indptr = np.cumsum(indptr)
+        indptr, cols, vals = canonical_csr(n, rows, cols, vals)
         topo = cls(n, indptr, cols, vals, name=name, params=params, shifts=shifts)
-        topo._check(weights=weights, allow_disconnected=allow_disconnected)
+        topo._check(stochastic=stochastic, allow_disconnected=allow_disconnected)
         return topo
 
     @classmethod
+    @_OLD_STOCHASTIC
     def from_matrix(
         cls,
         W,
         *,
         name: str = "custom",
         params: Mapping | None = None,
-        weights: str | None = "receiver",
+        stochastic: str | None = "row",
         allow_disconnected: bool = False,
     ) -> Topology:
         """Build from a dense matrix (numpy, torch, nested lists) or a scipy sparse matrix.
 
-        By default the rows must sum to 1 (``weights="receiver"``) and the graph must be
-        strongly connected; pass ``weights="sender"`` for column-stochastic (push-sum) weights,
-        ``"doubly"`` to require both, ``None`` to skip the check, and
+        By default the rows must sum to 1 (``stochastic="row"``) and the graph must be
+        strongly connected; pass ``stochastic="column"`` for column-stochastic (push-sum)
+        weights, ``"doubly"`` to require both, ``None`` to skip the check, and
         ``allow_disconnected=True`` for a matrix that is one step of a dynamic sequence.
+        (``weights="receiver"``/``"sender"``/``"doubly"`` is the deprecated old spelling.)
         """
-        if hasattr(W, "tocoo"):  # scipy sparse
-            coo = W.tocoo()
-            if coo.shape[0] != coo.shape[1]:
-                raise TopologyError(f"W must be square (n x n), got shape {coo.shape}.")
-            return cls.from_coo(
-                coo.shape[0], coo.row, coo.col, coo.data, name=name, params=params,
-                weights=weights, allow_disconnected=allow_disconnected,
-            )
-        if hasattr(W, "detach"):  # torch tensor
-            W = W.detach().cpu().numpy()
-        try:
-            W = np.asarray(W, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TopologyError(f"W must be a numeric n x n matrix: {exc}") from None
-        if W.ndim != 2 or W.shape[0] != W.shape[1] or W.shape[0] < 1:
-            raise TopologyError(
-                f"W must be a square n x n matrix with n >= 1, got shape {W.shape}.")
-        _check_values(W.ravel())
-        rows, cols = np.nonzero(W)
+        n, rows, cols, vals = matrix_triplets(W)
         return cls.from_coo(
-            W.shape[0], rows, cols, W[rows, cols], name=name, params=params,
-            weights=weights, allow_disconnected=allow_disconnected,
+            n, rows, cols, vals, name=name, params=params,
+            stochastic=stochastic, allow_disconnected=allow_disconnected,
         )
 
     @classmethod
+    @_OLD_STOCHASTIC
     def from_circulant(
         cls,
         n: int,
@@ -212,53 +203,33 @@ class Topology(BaseTopology):
         *,
         name: str = "circulant",
         params: Mapping | None = None,
-        weights: str | None = None,
+        stochastic: str | None = None,
         allow_disconnected: bool = True,
     ) -> Topology:
         """Circulant W: ``W[i, (i - s) mod n] = w`` for every ``s -> w`` in ``shifts``.
 
         In words: node i receives from node i - s, so ``x_new = sum_s w * roll(x, s)``. Shifts
-        are reduced mod n and equal ones are summed.
+        are reduced mod n and equal ones are summed. ``stochastic`` as in :meth:`from_coo`.
         """
         n = check_n(n)
-        reduced: dict[int, float] = {}
-        for s, w in shifts.items():
-            s = int(s) % n
-            reduced[s] = reduced.get(s, 0.0) + float(w)
-        reduced = {s: w for s, w in reduced.items() if w != 0.0}
-        _check_values(np.fromiter(reduced.values(), dtype=np.float64, count=len(reduced)))
-        i = np.arange(n)
-        rows = np.concatenate([i for _ in reduced]) if reduced else np.zeros(0, np.int64)
-        cols = (
-            np.concatenate([(i - s) % n for s in reduced]) if reduced else np.zeros(0, np.int64)
-        )
-        vals = (
-            np.concatenate([np.full(n, w) for w in reduced.values()])
-            if reduced else np.zeros(0)
-        )
+        reduced, rows, cols, vals = circulant_triplets(n, shifts)
         return cls.from_coo(
             n, rows, cols, vals, name=name, params=params, shifts=reduced,
-            weights=weights, allow_disconnected=allow_disconnected,
+            stochastic=stochastic, allow_disconnected=allow_disconnected,
         )
 
     # ------------------------------------------------------------------ the matrix
-    @property
+    @memoized("W")
     def W(self) -> np.ndarray:
         """Dense mixing matrix, row i = receiver (a read-only float64 array)."""
-        if "W" not in self._cache:
-            W = np.zeros((self.n, self.n))
-            W[self.rows, self.indices] = self.data
-            self._cache["W"] = _readonly(W)
-        return self._cache["W"]
+        W = np.zeros((self.n, self.n))
+        W[self.rows, self.indices] = self.data
+        return readonly(W)
 
-    @property
+    @memoized("rows")
     def rows(self) -> np.ndarray:
         """Receiver index of every stored entry (COO rows matching ``indices``/``data``)."""
-        if "rows" not in self._cache:
-            self._cache["rows"] = _readonly(
-                np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
-            )
-        return self._cache["rows"]
+        return readonly(np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr)))
 
     @property
     def nnz(self) -> int:
@@ -294,24 +265,18 @@ class Topology(BaseTopology):
         hit = np.nonzero(self.indices[lo:hi] == i)[0]
         return float(self.data[lo + hit[0]]) if hit.size else 0.0
 
-    @property
+    @memoized("in_deg")
     def in_degrees(self) -> np.ndarray:
         """Number of in-neighbors of each node, self excluded."""
-        if "in_deg" not in self._cache:
-            has_self = np.zeros(self.n, dtype=np.int64)
-            has_self[self.rows[self.rows == self.indices]] = 1
-            self._cache["in_deg"] = _readonly(np.diff(self.indptr) - has_self)
-        return self._cache["in_deg"]
+        has_self = np.zeros(self.n, dtype=np.int64)
+        has_self[self.rows[self.rows == self.indices]] = 1
+        return readonly(np.diff(self.indptr) - has_self)
 
-    @property
+    @memoized("out_deg")
     def out_degrees(self) -> np.ndarray:
         """Number of out-neighbors of each node, self excluded."""
-        if "out_deg" not in self._cache:
-            off = self.rows != self.indices
-            self._cache["out_deg"] = _readonly(
-                np.bincount(self.indices[off], minlength=self.n).astype(np.int64)
-            )
-        return self._cache["out_deg"]
+        off = self.rows != self.indices
+        return readonly(np.bincount(self.indices[off], minlength=self.n).astype(np.int64))
 
     @property
     def degree(self) -> int:
@@ -341,42 +306,75 @@ class Topology(BaseTopology):
     def is_doubly_stochastic(self) -> bool:
         return self.is_row_stochastic and self.is_column_stochastic
 
-    @property
+    @memoized("sym")
     def is_symmetric(self) -> bool:
-        if "sym" not in self._cache:
-            a = self._coo_key()
-            b = self.indices * self.n + self.rows
-            order = np.argsort(b, kind="stable")
-            self._cache["sym"] = bool(
-                np.array_equal(a, b[order])
-                and np.allclose(self.data, self.data[order], rtol=0.0, atol=STOCHASTIC_ATOL)
-            )
-        return self._cache["sym"]
+        a = self._coo_key()
+        b = self.indices * self.n + self.rows
+        order = np.argsort(b, kind="stable")
+        return bool(
+            np.array_equal(a, b[order])
+            and np.allclose(self.data, self.data[order], rtol=0.0, atol=STOCHASTIC_ATOL)
+        )
 
-    @property
+    @memoized("connected")
     def is_connected(self) -> bool:
         """Whether information from every node reaches every other (strong connectivity)."""
-        if "connected" not in self._cache:
-            from scipy.sparse import csr_matrix
-            from scipy.sparse.csgraph import connected_components
+        from scipy.sparse.csgraph import connected_components
 
-            A = csr_matrix((self.data, self.indices, self.indptr), shape=(self.n, self.n))
-            k, _ = connected_components(A, directed=True, connection="strong")
-            self._cache["connected"] = bool(k == 1)
-        return self._cache["connected"]
+        k, _ = connected_components(spectral.csr(self), directed=True, connection="strong")
+        return bool(k == 1)
 
     # ------------------------------------------------------------------ helpers
     def lazy(self) -> Topology:
-        """The lazy topology ``(I + W) / 2``: same graph, eigenvalues moved into [0, 1]."""
-        from declearn.topology.weights import lazy
+        """The lazy topology ``(I + W) / 2``: same graph, eigenvalues of a symmetric W moved
+        into ``[0, 1]``; a circulant keeps its shifts (see :func:`declearn.topology.lazy`)."""
+        name, params = f"lazy({self.name})", dict(self.params)
+        if self.shifts is not None:
+            shifts = {s: w / 2.0 for s, w in self.shifts.items()}
+            shifts[0] = shifts.get(0, 0.0) + 0.5
+            return Topology.from_circulant(self.n, shifts, name=name, params=params)
+        diag = np.arange(self.n)
+        return Topology.from_coo(
+            self.n,
+            np.concatenate([self.rows, diag]),
+            np.concatenate([self.indices, diag]),
+            np.concatenate([self.data / 2.0, np.full(self.n, 0.5)]),
+            name=name, params=params,
+        )
 
-        return lazy(self)
+    def require(self, kind: str) -> Topology:
+        """This topology, once its W is known to be ``kind``-stochastic, else a TopologyError
+        saying which row or column is off and what to use instead. Remembered per topology.
+
+        ``kind`` is ``"row"`` (every row of W sums to 1: receivers average what they get,
+        ``neighbor_allreduce(..., weights="receiver")``), ``"column"`` (every column sums to 1:
+        senders split what they hold, ``weights="sender"``, push-sum) or ``"doubly"`` (both:
+        the average over nodes is kept)."""
+        kind = check_kind(kind)
+
+        def passes() -> bool:
+            error = stochastic_error(self, kind)
+            if error is not None:
+                raise error
+            if kind == "doubly":  # which says that rows and columns pass
+                self.memo(("require", "row"), lambda: True)
+                self.memo(("require", "column"), lambda: True)
+            return True
+
+        self.memo(("require", kind), passes)
+        return self
 
     def check_weights(self, weights: str = "receiver") -> Topology:
-        """Raise a TopologyError unless the weights suit ``weights`` ("receiver": rows sum to
-        1; "sender": columns sum to 1; "doubly": both). Returns self."""
-        self._check(weights=weights, allow_disconnected=True)
-        return self
+        """Deprecated spelling of :meth:`require`: ``"receiver"`` is ``require("row")``,
+        ``"sender"`` is ``require("column")``, ``"doubly"`` is ``require("doubly")``."""
+        if weights not in OLD_NAMES:
+            raise TopologyError(
+                f"check_weights() takes 'receiver', 'sender' or 'doubly', got {weights!r}; "
+                "it is the old name of require('row' | 'column' | 'doubly')."
+            )
+        warnings.warn(f"check_weights({weights!r}) is deprecated: write "
+                      f"require({OLD_NAMES[weights]!r}).", DeprecationWarning, stacklevel=2)
+        return self.require(OLD_NAMES[weights])
 
     def draw(self, ax=None, **kwargs):
         """Draw the graph with n, degree and rho in the title; returns the matplotlib Figure."""
@@ -397,36 +395,21 @@ class Topology(BaseTopology):
         return self.rows * self.n + self.indices
 
     def _out_lists(self) -> list[np.ndarray]:
-        if "out_lists" not in self._cache:
-            off = self.rows != self.indices
-            src, dst = self.indices[off], self.rows[off]
-            order = np.lexsort((dst, src))
-            src, dst = src[order], dst[order]
-            bounds = np.searchsorted(src, np.arange(self.n + 1))
-            self._cache["out_lists"] = [
-                _readonly(dst[bounds[i]:bounds[i + 1]].copy()) for i in range(self.n)
-            ]
-        return self._cache["out_lists"]
+        return self._out_neighbor_lists
 
-    def _check(self, *, weights: str | None, allow_disconnected: bool) -> None:
-        if weights not in (None, "receiver", "sender", "doubly"):
-            raise TopologyError(
-                f"weights must be 'receiver', 'sender', 'doubly' or None, got {weights!r}."
-            )
-        if weights in ("receiver", "doubly") and not self.is_row_stochastic:
-            bad = np.nonzero(~np.isclose(self.row_sums, 1.0, rtol=0.0, atol=STOCHASTIC_ATOL))[0]
-            raise TopologyError(
-                f"Rows of W must sum to 1 for receiver-side weights, but row {bad[0]} of "
-                f"{self.name} sums to {self.row_sums[bad[0]]:.6g} ({bad.size} rows are off). "
-                "Normalise the rows, or pass weights='sender' if the columns sum to 1 (push-sum)."
-            )
-        if weights in ("sender", "doubly") and not self.is_column_stochastic:
-            bad = np.nonzero(~np.isclose(self.col_sums, 1.0, rtol=0.0, atol=STOCHASTIC_ATOL))[0]
-            raise TopologyError(
-                f"Columns of W must sum to 1 for sender-side weights, but column {bad[0]} of "
-                f"{self.name} sums to {self.col_sums[bad[0]]:.6g} ({bad.size} columns are off). "
-                "Normalise the columns, or pass weights='receiver' if the rows sum to 1."
-            )
+    @memoized("out_lists")
+    def _out_neighbor_lists(self) -> list[np.ndarray]:
+        off = self.rows != self.indices
+        src, dst = self.indices[off], self.rows[off]
+        order = np.lexsort((dst, src))
+        src, dst = src[order], dst[order]
+        bounds = np.searchsorted(src, np.arange(self.n + 1))
+        return [readonly(dst[bounds[i]:bounds[i + 1]].copy()) for i in range(self.n)]
+
+    def _check(self, *, stochastic: str | None, allow_disconnected: bool) -> None:
+        """The constructors' checks: the declared normalisation, then connectivity."""
+        if stochastic is not None:
+            self.require(check_kind(stochastic, what="stochastic=", none=True))
         if not allow_disconnected and self.n > 1 and not self.is_connected:
             raise TopologyError(
                 f"The graph of {self.name} (n={self.n}) is not connected: some nodes never hear "
@@ -467,20 +450,24 @@ class DynamicTopology(BaseTopology):
     def _step(self, k: int) -> Topology:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @property
+    @memoized("degree")
     def degree(self) -> int:
         """Messages sent per node per iteration by the busiest node, over one period (or the
         first 64 steps of a random sequence)."""
-        if "degree" not in self._cache:
-            steps = self.period or 64
-            self._cache["degree"] = max(self.at(k).degree for k in range(steps))
-        return self._cache["degree"]
+        return max(self.at(k).degree for k in range(self.period or 64))
 
     def product(self, start: int = 0, length: int | None = None) -> np.ndarray:
         """``W(start + length - 1) @ ... @ W(start)`` (length defaults to the period)."""
-        from declearn.topology.analysis import product
+        return spectral.product(self, start=start, length=length)
 
-        return product(self, start=start, length=length)
+    def lazy(self) -> LazyDynamicTopology:
+        """The sequence of lazy steps ``(I + W(k)) / 2`` (same period)."""
+        return LazyDynamicTopology(self)
+
+    def _exact_mean_square_contraction(self) -> float | None:
+        """``lambda_max(P E[W^T W] P)`` of a random sequence when its family has a closed form
+        (EquiDyn does); None means: estimate it from sampled steps."""
+        return None
 
     def draw(self, ax=None, k: int = 0, **kwargs):
         from declearn.topology.draw import draw
@@ -493,17 +480,18 @@ class DynamicTopology(BaseTopology):
         return f"<DynamicTopology {self.name}(n={self.n}{extra}): {per}>"
 
 
+class LazyDynamicTopology(DynamicTopology):
+    """``W(k) = (I + B(k)) / 2`` for a dynamic base topology ``B`` (same period)."""
+
+    def __init__(self, base: DynamicTopology):
+        super().__init__(base.n, name=f"lazy({base.name})", params=base.params, period=base.period)
+        self.base = base
+
+    def _step(self, k: int) -> Topology:
+        return self.base.at(k).lazy()
+
+
 def _check_iteration(k) -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise TopologyError(f"Iteration k must be a non-negative integer, got {k!r}.")
     return int(k)
-
-
-def _check_values(vals: np.ndarray) -> None:
-    if vals.size and not np.all(np.isfinite(vals)):
-        raise TopologyError("W has NaN or infinite entries; mixing weights must be finite.")
-    if vals.size and vals.min() < 0:
-        raise TopologyError(
-            f"W has a negative weight ({vals.min():.6g}); mixing weights must be >= 0. "
-            "For Laplacian weights W = I - eps*L, choose eps <= 1/max_degree."
-        )

@@ -60,7 +60,7 @@ class CECATopology(TopologySequence):
                 peers.append((i - hop) % n)
                 steps.append(Topology.from_circulant(
                     n, {0: 0.5, hop: 0.5}, name="ceca",
-                    params={"k": r, "bit": b, "counter": c, "hop": hop}, weights="doubly"))
+                    params={"k": r, "bit": b, "counter": c, "hop": hop}, stochastic="doubly"))
             else:
                 hop = 2 * c + 1
                 peer = np.where(i % 2 == 1, (i + hop) % n, (i - hop) % n)
@@ -68,7 +68,7 @@ class CECATopology(TopologySequence):
                 steps.append(Topology.from_coo(
                     n, np.concatenate([i, i]), np.concatenate([i, peer]), np.full(2 * n, 0.5),
                     name="ceca", params={"k": r, "bit": b, "counter": c, "hop": hop},
-                    weights="doubly"))
+                    stochastic="doubly"))
         if not steps:  # n = 1: one idle round keeps at(k) defined
             steps.append(Topology.from_circulant(1, {0: 1.0}, name="ceca"))
         super().__init__(steps, name="ceca", params={"ports": ports})

@@ -4,7 +4,7 @@ Edge direction, everywhere in declearn: **an edge u -> v means u sends to v**, s
 the weight ``W[v, u]`` (row = receiver). An undirected edge is both directions.
 
 - :func:`from_networkx` numbers the nodes 0..n-1 in sorted order and applies a weight rule, or
-  reads the ``'weight'`` attributes (``weights="given"``).
+  reads the ``'weight'`` attributes (``rule="given"``).
 - :func:`to_networkx` gives a DiGraph with edge ``j -> i`` weighted ``W[i, j]`` and a self loop
   weighted ``W[i, i]``.
 - BlueFog builds the same kind of DiGraph (edge = sender -> receiver) but reads it as a matrix
@@ -19,31 +19,34 @@ from __future__ import annotations
 import numpy as np
 
 from declearn.errors import TopologyError
-from declearn.topology.base import STOCHASTIC_ATOL, Topology
-from declearn.topology.weights import RULES, _build, apply_weights
+from declearn.topology.base import Topology
+from declearn.topology.stochastic import STOCHASTIC_ATOL
+from declearn.topology.weights import RULES, _build, apply_weights, old_rule_keyword
 
 __all__ = ["from_networkx", "to_networkx", "to_bluefog", "from_bluefog"]
 
 
-def from_networkx(graph, *, weights: str = "metropolis", eps: float | None = None) -> Topology:
+@old_rule_keyword
+def from_networkx(graph, *, rule: str = "metropolis", eps: float | None = None) -> Topology:
     """Topology of a networkx ``Graph`` or ``DiGraph``; node k is the k-th node in sorted order.
 
-    ``weights`` is a rule of :data:`declearn.topology.weights.RULES` (``"metropolis"``,
+    ``rule`` is a weight rule of :data:`declearn.topology.weights.RULES` (``"metropolis"``,
     ``"uniform"``, ``"uniform_out"``, ``"max_degree"``, ``"laplacian"`` with step ``eps``),
     which ignores edge attributes and self loops, or ``"given"``: each edge ``u -> v`` gives
     ``W[v, u] = data["weight"]`` (both directions for an undirected graph) and a self loop
     gives ``W[u, u]``; a node without a self loop has ``W[u, u] = 0``. Given weights must make W
     row-stochastic (receiver weights) or column-stochastic (sender weights, push-sum).
-    A graph that is not (strongly) connected raises.
+    A graph that is not (strongly) connected raises. (``weights=`` is the deprecated old name
+    of ``rule=``.)
     """
-    return _convert(graph, weights, eps, default_name="networkx")
+    return _convert(graph, rule, eps, default_name="networkx")
 
 
-def _convert(graph, weights, eps, *, default_name: str) -> Topology:
+def _convert(graph, rule, eps, *, default_name: str) -> Topology:
     _check_graph(graph)
-    if weights != "given" and weights not in RULES:
+    if rule != "given" and rule not in RULES:
         raise TopologyError(
-            f"Unknown weights {weights!r}; choose 'given' (edge attribute 'weight') or one of "
+            f"Unknown weight rule {rule!r}; choose 'given' (edge attribute 'weight') or one of "
             f"{', '.join(map(repr, RULES))}."
         )
     labels = _sorted_nodes(graph)
@@ -53,20 +56,20 @@ def _convert(graph, weights, eps, *, default_name: str) -> Topology:
     index = {v: k for k, v in enumerate(labels)}
     name = graph.graph.get("name") or default_name
     directed = graph.is_directed()
-    if weights != "given":
+    if rule != "given":
         edges = np.asarray([(index[u], index[v]) for u, v in graph.edges()], dtype=np.int64)
         return apply_weights(
-            n, edges.reshape(-1, 2), weights, eps=eps, directed=directed, name=name,
+            n, edges.reshape(-1, 2), rule, eps=eps, directed=directed, name=name,
         )
     if eps is not None:
-        raise TopologyError("eps is the step of weights='laplacian'; weights='given' takes none.")
+        raise TopologyError("eps is the step of rule='laplacian'; rule='given' takes none.")
     rows, cols, vals = [], [], []
     for u, v, data in graph.edges(data=True):
         if "weight" not in data:
             raise TopologyError(
-                f"Edge ({u!r}, {v!r}) has no 'weight' attribute, which weights='given' reads. "
+                f"Edge ({u!r}, {v!r}) has no 'weight' attribute, which rule='given' reads. "
                 "Set it on every edge (and on self loops), or choose a weight rule such as "
-                "weights='metropolis'."
+                "rule='metropolis'."
             )
         i, j, w = index[u], index[v], float(data["weight"])
         rows.append(j)
@@ -79,8 +82,8 @@ def _convert(graph, weights, eps, *, default_name: str) -> Topology:
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     vals = np.asarray(vals, dtype=np.float64)
     check = _stochastic_kind(n, rows, cols, vals, name)
-    topo = _build(n, rows, cols, vals, name=name, params={"weights": "given"}, weights=check)
-    topo._check(weights=None, allow_disconnected=False)
+    topo = _build(n, rows, cols, vals, name=name, params={"rule": "given"}, stochastic=check)
+    topo._check(stochastic=None, allow_disconnected=False)
     return topo
 
 
@@ -161,13 +164,13 @@ def _check_topology(topology) -> Topology:
 
 
 def _stochastic_kind(n, rows, cols, vals, name) -> str:
-    """'receiver' if the given W is row-stochastic, else 'sender' if column-stochastic."""
+    """'row' if the given W is row-stochastic, else 'column' if column-stochastic."""
     row_sums = np.bincount(rows, weights=vals, minlength=n)
     col_sums = np.bincount(cols, weights=vals, minlength=n)
     if np.allclose(row_sums, 1.0, rtol=0.0, atol=STOCHASTIC_ATOL):
-        return "receiver"
+        return "row"
     if np.allclose(col_sums, 1.0, rtol=0.0, atol=STOCHASTIC_ATOL):
-        return "sender"
+        return "column"
     i = int(np.argmax(np.abs(row_sums - 1.0)))
     raise TopologyError(
         f"The 'weight' attributes of {name} make neither the rows nor the columns of W sum to "

@@ -101,7 +101,7 @@ def draw(
 
 def _is_topology(obj) -> bool:
     """A Topology or DynamicTopology (what ``draw`` needs of one: n, at(k), is_dynamic)."""
-    return all(hasattr(obj, name) for name in ("n", "at", "is_dynamic", "params", "_cache"))
+    return all(hasattr(obj, name) for name in ("n", "at", "is_dynamic", "params", "recall"))
 
 
 def repr_png(topology, **kwargs) -> bytes:
@@ -157,7 +157,7 @@ def _auto_layout(topology, step: Topology) -> str:
 
 def _cached_pos(topology, step):
     for t in (step, topology):
-        pos = t._cache.get("pos")
+        pos = t.recall("pos")
         if pos is not None:
             return pos
     return None
@@ -440,8 +440,9 @@ def _title(topology, k: int) -> str:
 
 def _cheap_rho(topology) -> float | None:
     """rho when it is cached or quick to get (circulant, or small n); else None."""
-    if "rho" in topology._cache:
-        return topology._cache["rho"]
+    known = topology.recall("rho")
+    if known is not None:
+        return known
     cheap = topology.n <= 1024 or (not topology.is_dynamic and topology.shifts is not None)
     if topology.is_dynamic and topology.period and topology.period > 64:
         cheap = False

@@ -169,7 +169,7 @@ def _circulant_one_peer(n, hops, *, name, params, base=None) -> OnePeerSequence:
     targets = np.stack([(i + h) % n for h in hops])
     steps = [
         Topology.from_circulant(n, {0: 0.5, h: 0.5} if h else {0: 1.0}, name=name,
-                                params={"k": k, "hop": h}, weights="doubly")
+                                params={"k": k, "hop": h}, stochastic="doubly")
         for k, h in enumerate(hops)
     ]
     return OnePeerSequence(base, targets, steps, name=name, params=params)

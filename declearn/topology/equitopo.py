@@ -60,7 +60,7 @@ def equitopo_basis(n: int, u: int) -> Topology:
     n = check_n(n, minimum=2)
     u = _check_u(n, u)
     return Topology.from_circulant(
-        n, _basis_shifts(n, u), name="equitopo_basis", params={"u": u}, weights="doubly"
+        n, _basis_shifts(n, u), name="equitopo_basis", params={"u": u}, stochastic="doubly"
     )
 
 
@@ -142,7 +142,7 @@ def _equistatic(n, *, M, eps, p, seed, symmetric: bool) -> Topology:
     for u in us:
         for s in ((n - int(u)) % n, int(u)) if symmetric else ((n - int(u)) % n,):
             shifts[s] = shifts.get(s, 0.0) + w
-    return Topology.from_circulant(n, shifts, name=name, params=params, weights="doubly")
+    return Topology.from_circulant(n, shifts, name=name, params=params, stochastic="doubly")
 
 
 class _EquiDyn(DynamicTopology):
@@ -205,6 +205,16 @@ class ODEquiDyn(_EquiDyn):
         """The basis index ``u_k`` used at step k (0 when n = 1)."""
         return 0 if self.n == 1 else self._draw_u(self._rng(int(k)))
 
+    def _exact_mean_square_contraction(self) -> float:
+        # W = alpha I + beta S^u, |lambda_f|^2 = alpha^2 + beta^2 + 2 alpha beta cos(2 pi f u / n).
+        n, eta = self.n, self.eta
+        alpha, beta = 1.0 - eta + eta / n, eta * (n - 1) / n
+        u, prob = self.u_distribution()
+        h = np.zeros(n)
+        np.add.at(h, u, prob)
+        c = np.fft.fft(h).real  # E_u cos(2 pi f u / n)
+        return float(alpha**2 + beta**2 + 2.0 * alpha * beta * c[1:].max())
+
     def _step(self, k: int) -> Topology:
         if self.n == 1:
             return self._identity()
@@ -233,6 +243,24 @@ class OUEquiDyn(_EquiDyn):
         rng = self._rng(int(k))
         u = self._draw_u(rng)
         return u, int(rng.integers(self.n))
+
+    def _exact_mean_square_contraction(self) -> float:
+        # For fixed u, averaging over the scan start s makes E_s[W^2] circulant: every node
+        # starts a pair for K(u) of the n starts (see ou_matching), so it is matched with
+        # probability q = 2K/n; W^2 has a^2 + b^2 on a matched diagonal, 1 on an idle one and
+        # 2ab between partners. Eigenvalues: q(a^2+b^2) + 1 - q + (4abK/n) cos(2 pi f u / n).
+        n, eta = self.n, self.eta
+        a, b = 1.0 - eta + eta / n, eta * (n - 1) / n
+        u, prob = self.u_distribution()
+        w = np.minimum(u, n - u)
+        length = n - w  # starts p in [0, n - w) with p // w even begin a pair
+        blocks, rest = np.divmod(length, w)
+        K = w * ((blocks + 1) // 2) + np.where(blocks % 2 == 0, rest, 0)
+        q = 2.0 * K / n
+        diag = float(np.sum(prob * (q * (a * a + b * b) + 1.0 - q)))
+        h = np.zeros(n)
+        np.add.at(h, u, prob * 4.0 * a * b * K / n)
+        return float(diag + np.fft.fft(h).real[1:].max())
 
     def _step(self, k: int) -> Topology:
         if self.n == 1:

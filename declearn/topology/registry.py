@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from declearn._deprecation import accept_renamed
 from declearn.errors import TopologyError
 
 __all__ = ["family", "make", "families", "family_info", "FamilyInfo"]
@@ -66,8 +67,11 @@ def family_info(name: str) -> FamilyInfo:
 
 
 def make(name: str, n: int, **params):
-    """Build the topology family ``name`` over ``n`` nodes, e.g. ``make("ring", 8)``."""
+    """Build the topology family ``name`` over ``n`` nodes, e.g. ``make("ring", 8)``.
+
+    A keyword's old name (``weights=``, now ``rule=``) still works, with a DeprecationWarning."""
     info = family_info(name)
+    params = accept_renamed(info.fn, params, stacklevel=2)
     unknown = set(params) - set(info.params)
     if unknown:
         raise TopologyError(

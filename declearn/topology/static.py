@@ -22,7 +22,7 @@ import numpy as np
 from declearn.errors import TopologyError
 from declearn.topology.base import Topology, check_n
 from declearn.topology.registry import family
-from declearn.topology.weights import RULES, apply_weights
+from declearn.topology.weights import RULES, apply_weights, old_rule_keyword
 
 __all__ = [
     "ring", "grid", "star", "complete", "erdos_renyi", "geometric", "hypercube", "exponential",
@@ -42,13 +42,14 @@ def ring(n: int) -> Topology:
         shifts = {s: 1.0 / n for s in range(n)}
     else:
         shifts = {0: 1.0 / 3.0, 1: 1.0 / 3.0, -1: 1.0 / 3.0}
-    return Topology.from_circulant(n, shifts, name="ring", weights="doubly")
+    return Topology.from_circulant(n, shifts, name="ring", stochastic="doubly")
 
 
 @family("grid")
+@old_rule_keyword
 def grid(
     n: int, *, shape: tuple[int, int] | None = None, torus: bool = False,
-    weights: str = "metropolis",
+    rule: str = "metropolis",
 ) -> Topology:
     """2-D mesh (4-neighbor grid), or torus with ``torus=True``; Metropolis weights by default.
 
@@ -57,10 +58,10 @@ def grid(
     ``<= sqrt(n)`` (BlueFog's ``MeshGrid2DGraph``), so a **prime n gives a 1 x n grid, i.e. a
     path** (a ring with ``torus=True``): pass ``shape`` to choose, or pick a composite n.
     ``params["shape"]`` always records the shape used. ``torus=True`` links the last row
-    (column) to the first one. ``weights`` is a rule of :data:`RULES`.
+    (column) to the first one. ``rule`` is a weight rule of :data:`RULES`.
     """
     n = check_n(n)
-    _check_rule(weights)
+    _check_rule(rule)
     nrow, ncol = _grid_shape(n, shape)
     idx = np.arange(n).reshape(nrow, ncol)
     right = (idx[:, :-1], idx[:, 1:])
@@ -74,11 +75,11 @@ def grid(
     u = np.concatenate([a.ravel() for a, _ in pairs])
     v = np.concatenate([b.ravel() for _, b in pairs])
     topo = apply_weights(
-        n, np.stack([u, v], axis=1), weights, name="grid",
-        params={"shape": (nrow, ncol), "torus": bool(torus), "weights": weights},
+        n, np.stack([u, v], axis=1), rule, name="grid",
+        params={"shape": (nrow, ncol), "torus": bool(torus), "rule": rule},
     )
     r, c = np.divmod(np.arange(n), ncol)
-    topo._cache["pos"] = np.stack([c, -r], axis=1).astype(np.float64)  # drawing layout
+    topo.memo("pos", lambda: np.stack([c, -r], axis=1).astype(np.float64))  # drawing layout
     return topo
 
 
@@ -105,55 +106,58 @@ def complete(n: int) -> Topology:
     node sends n - 1 messages."""
     n = check_n(n)
     return Topology.from_circulant(
-        n, {s: 1.0 / n for s in range(n)}, name="complete", weights="doubly"
+        n, {s: 1.0 / n for s in range(n)}, name="complete", stochastic="doubly"
     )
 
 
 @family("erdos_renyi")
-def erdos_renyi(n: int, *, p: float, seed: int = 0, weights: str = "metropolis") -> Topology:
+@old_rule_keyword
+def erdos_renyi(n: int, *, p: float, seed: int = 0, rule: str = "metropolis") -> Topology:
     """Erdos-Renyi graph G(n, p): each of the n(n-1)/2 links is present with probability p.
 
     A disconnected draw raises: raise p (connectivity needs roughly ``p > ln(n) / n``) or
-    change ``seed``.
+    change ``seed``. ``rule`` is a weight rule of :data:`RULES`.
     """
     n = check_n(n)
     p = _check_real(p, "p", lo=0.0, hi=1.0, hint="it is the probability of each link")
     seed = _check_seed(seed)
-    _check_rule(weights)
+    _check_rule(rule)
     u, v = np.triu_indices(n, k=1)
     keep = np.random.default_rng(seed).random(u.size) < p
     return apply_weights(
-        n, np.stack([u[keep], v[keep]], axis=1), weights, name="erdos_renyi",
-        params={"p": p, "seed": seed, "weights": weights},
+        n, np.stack([u[keep], v[keep]], axis=1), rule, name="erdos_renyi",
+        params={"p": p, "seed": seed, "rule": rule},
         hint=f"Raise p (connectivity needs roughly p > ln(n)/n = {math.log(max(n, 2)) / n:.3g}) "
         "or change seed.",
     )
 
 
 @family("geometric")
-def geometric(n: int, *, radius: float, seed: int = 0, weights: str = "metropolis") -> Topology:
+@old_rule_keyword
+def geometric(n: int, *, radius: float, seed: int = 0, rule: str = "metropolis") -> Topology:
     """Random geometric graph: n points uniform in the unit square, linked when their distance
     is ``<= radius``.
 
     A disconnected draw raises: raise radius (roughly ``sqrt(ln(n) / (pi n))`` is needed) or
-    change ``seed``. The points are kept as a drawing layout in ``topology._cache["pos"]``.
+    change ``seed``. ``rule`` is a weight rule of :data:`RULES`. The points are kept as a
+    drawing layout, ``topology.recall("pos")``.
     """
     n = check_n(n)
     radius = _check_real(radius, "radius", lo=0.0, open_lo=True, hint="it is a distance")
     seed = _check_seed(seed)
-    _check_rule(weights)
+    _check_rule(rule)
     from scipy.spatial import cKDTree
 
     pos = np.random.default_rng(seed).random((n, 2))
     pairs = cKDTree(pos).query_pairs(radius, output_type="ndarray")
     need = math.sqrt(math.log(max(n, 2)) / (math.pi * n))
     topo = apply_weights(
-        n, pairs, weights, name="geometric",
-        params={"radius": radius, "seed": seed, "weights": weights},
+        n, pairs, rule, name="geometric",
+        params={"radius": radius, "seed": seed, "rule": rule},
         hint=f"Raise radius (roughly radius > sqrt(ln(n)/(pi n)) = {need:.3g} is needed) "
         "or change seed.",
     )
-    topo._cache["pos"] = pos
+    topo.memo("pos", lambda: pos)
     return topo
 
 
@@ -190,7 +194,7 @@ def exponential(n: int) -> Topology:
     tau = (n - 1).bit_length()  # ceil(log2 n) for n >= 1
     shifts = {0: 1.0 / (tau + 1)}
     shifts.update({1 << k: 1.0 / (tau + 1) for k in range(tau)})
-    return Topology.from_circulant(n, shifts, name="exponential", weights="doubly")
+    return Topology.from_circulant(n, shifts, name="exponential", stochastic="doubly")
 
 
 # ---------------------------------------------------------------------- validation

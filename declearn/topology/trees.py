@@ -22,7 +22,7 @@ import numpy as np
 from declearn.errors import TopologyError
 from declearn.topology.base import Topology, check_n
 from declearn.topology.registry import family
-from declearn.topology.weights import RULES, apply_weights
+from declearn.topology.weights import RULES, apply_weights, old_rule_keyword
 
 __all__ = [
     "TreeTopology", "TreePair", "chain", "binary_tree", "double_binary_trees", "spanning_tree",
@@ -37,13 +37,15 @@ class TreeTopology(Topology):
     depth: np.ndarray
 
     @classmethod
+    @old_rule_keyword
     def from_parents(
-        cls, parent, *, weights: str = "metropolis", name: str = "tree", params: dict | None = None
+        cls, parent, *, rule: str = "metropolis", name: str = "tree", params: dict | None = None
     ) -> TreeTopology:
-        """Tree with ``parent[i]`` the parent of node i and ``-1`` at the (single) root."""
+        """Tree with ``parent[i]`` the parent of node i and ``-1`` at the (single) root, with
+        the weight rule ``rule`` (one of :data:`~declearn.topology.weights.RULES`)."""
         parent = np.array(parent, dtype=np.int64).ravel()
         n = check_n(parent.size)
-        _check_rule(weights)
+        _check_rule(rule)
         roots = np.nonzero(parent < 0)[0]
         if roots.size != 1:
             raise TopologyError(f"A tree needs exactly one root (parent -1), found {roots.size}.")
@@ -51,8 +53,8 @@ class TreeTopology(Topology):
             raise TopologyError(f"Parents must be node indices in 0..{n - 1} (or -1 at the root).")
         child = np.nonzero(parent >= 0)[0]
         base = apply_weights(
-            n, np.stack([child, parent[child]], axis=1), weights, name=name,
-            params={**(params or {}), "weights": weights},
+            n, np.stack([child, parent[child]], axis=1), rule, name=name,
+            params={**(params or {}), "rule": rule},
             hint="The parent array must describe a tree (no cycle).",
         )
         tree = cls(n, base.indptr, base.indices, base.data, name=base.name, params=base.params,
@@ -88,11 +90,12 @@ class TreeTopology(Topology):
     @property
     def diameter(self) -> int:
         """Longest path of the tree, in hops (two BFS sweeps)."""
-        if "diameter" not in self._cache:
+        def longest() -> int:
             child = np.nonzero(self.parent >= 0)[0]
             far = int(np.argmax(self.depth))
-            self._cache["diameter"] = int(_hops_from(self.n, child, self.parent[child], far).max())
-        return self._cache["diameter"]
+            return int(_hops_from(self.n, child, self.parent[child], far).max())
+
+        return self.memo("diameter", longest)
 
 
 class TreePair(NamedTuple):
@@ -126,23 +129,27 @@ class TreePair(NamedTuple):
         out[..., 1::2] = b
         return out
 
-    def union(self, weights: str = "metropolis") -> Topology:
-        """Topology of all links of both trees (e.g. to draw them or gossip over them)."""
+    @old_rule_keyword
+    def union(self, rule: str = "metropolis") -> Topology:
+        """Topology of all links of both trees (e.g. to draw them or gossip over them), with
+        the weight rule ``rule``."""
         edges = self.first.tree_edges + self.second.tree_edges
-        return apply_weights(self.n, edges, weights, name="double_binary_trees",
-                             params={"weights": weights})
+        return apply_weights(self.n, edges, rule, name="double_binary_trees",
+                             params={"rule": rule})
 
 
 @family("chain")
-def chain(n: int, *, weights: str = "metropolis") -> TreeTopology:
+@old_rule_keyword
+def chain(n: int, *, rule: str = "metropolis") -> TreeTopology:
     """Chain (path) 0 - 1 - ... - (n-1), rooted at 0: diameter n - 1."""
     n = check_n(n)
     parent = np.arange(-1, n - 1)
-    return TreeTopology.from_parents(parent, weights=weights, name="chain")
+    return TreeTopology.from_parents(parent, rule=rule, name="chain")
 
 
 @family("binary_tree")
-def binary_tree(n: int, *, reverse: bool = False, weights: str = "metropolis") -> TreeTopology:
+@old_rule_keyword
+def binary_tree(n: int, *, reverse: bool = False, rule: str = "metropolis") -> TreeTopology:
     """Binary tree in RelaySGD's heap layout: node w >= 2 has parent w // 2, node 0 is an extra
     leaf hanging from node 1 (the root). ``reverse=True`` relabels w -> n - 1 - w.
 
@@ -164,22 +171,24 @@ def binary_tree(n: int, *, reverse: bool = False, weights: str = "metropolis") -
         parent[mirror] = np.where(heap_parent >= 0, n - 1 - heap_parent, -1)
     else:
         parent = heap_parent
-    return TreeTopology.from_parents(parent, weights=weights, name="binary_tree",
+    return TreeTopology.from_parents(parent, rule=rule, name="binary_tree",
                                      params={"reverse": bool(reverse)})
 
 
-def double_binary_trees(n: int, *, weights: str = "metropolis") -> TreePair:
+@old_rule_keyword
+def double_binary_trees(n: int, *, rule: str = "metropolis") -> TreePair:
     """RelaySGD's double binary trees: ``TreePair(binary_tree(n), binary_tree(n, reverse=True))``.
 
     Mostly, a node that is internal in one tree is a leaf in the other, so splitting a vector
     in halves over the two trees (:meth:`TreePair.split`) balances the traffic per node.
     """
     return TreePair(
-        binary_tree(n, weights=weights), binary_tree(n, reverse=True, weights=weights)
+        binary_tree(n, rule=rule), binary_tree(n, reverse=True, rule=rule)
     )
 
 
-def spanning_tree(graph, root=None, *, weights: str = "metropolis") -> TreeTopology:
+@old_rule_keyword
+def spanning_tree(graph, root=None, *, rule: str = "metropolis") -> TreeTopology:
     """Breadth-first spanning tree of a connected graph (a networkx graph or a Topology).
 
     Links are taken as two-way (a Topology's ``W[i, j] > 0`` or ``W[j, i] > 0``). Nodes of a
@@ -212,7 +221,7 @@ def spanning_tree(graph, root=None, *, weights: str = "metropolis") -> TreeTopol
     parent = np.where(pred < 0, -1, pred).astype(np.int64)
     source = getattr(graph, "name", "") or type(graph).__name__
     return TreeTopology.from_parents(
-        parent, weights=weights, name="spanning_tree",
+        parent, rule=rule, name="spanning_tree",
         params={"root": labels[root_index], "source": source},
     )
 

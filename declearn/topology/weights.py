@@ -28,18 +28,27 @@ import numbers
 
 import numpy as np
 
+from declearn._deprecation import renamed_keyword
 from declearn.errors import TopologyError
-from declearn.topology.base import DynamicTopology, Topology, check_n
+from declearn.topology.base import (  # LazyDynamicTopology: re-exported, its old home
+    BaseTopology,
+    LazyDynamicTopology,
+    Topology,
+    check_n,
+)
 
 __all__ = ["RULES", "apply_weights", "lazy", "LazyDynamicTopology"]
 
 #: Weight rules understood by :func:`apply_weights`.
 RULES = ("metropolis", "uniform", "uniform_out", "max_degree", "laplacian")
+#: For the families: their rule keyword was called ``weights=``; still accepted, with a
+#: DeprecationWarning that says to write ``rule=``.
+old_rule_keyword = renamed_keyword("weights", "rule")
 
 _UNDIRECTED_RULES = ("metropolis", "max_degree", "laplacian")
-_CHECK = {
+_STOCHASTIC = {
     "metropolis": "doubly", "max_degree": "doubly", "laplacian": "doubly",
-    "uniform": "receiver", "uniform_out": "sender",
+    "uniform": "row", "uniform_out": "column",
 }
 _TINY = 1e-12  # self weights within this of 0 are rounding noise of 1 - sum(...)
 
@@ -69,7 +78,7 @@ def apply_weights(
     (``rule="laplacian"`` only): by default the best constant ``2 / (lambda_2 + lambda_n)``
     of ``L`` (Xiao & Boyd), lowered to ``1 / d_max`` when it would make a self weight
     negative (the best nonnegative choice, since the contraction improves with eps up to the
-    best constant). ``params`` (the topology's ``params``) defaults to ``{"weights": rule}``,
+    best constant). ``params`` (the topology's ``params``) defaults to ``{"rule": rule}``,
     plus the ``"eps"`` used; families pass their own keyword arguments instead, so that
     ``make(t.name, t.n, **t.params)`` rebuilds ``t``. The default eps needs the spectrum of
     L (a dense eigendecomposition, O(n^3)). A circulant result gets its
@@ -129,12 +138,12 @@ def apply_weights(
         self_w = 1.0 - eps * in_deg
     self_w = np.where(np.abs(self_w) < _TINY, 0.0, self_w)
     if fill_params:
-        params["weights"] = rule
+        params["rule"] = rule
     diag = np.arange(n)
     rows = np.concatenate([dst, diag])
     cols = np.concatenate([src, diag])
     vals = np.concatenate([w, self_w])
-    return _build(n, rows, cols, vals, name=name, params=params, weights=_CHECK[rule])
+    return _build(n, rows, cols, vals, name=name, params=params, stochastic=_STOCHASTIC[rule])
 
 
 def lazy(topology):
@@ -142,39 +151,15 @@ def lazy(topology):
     ``[0, 1]`` (exact diffusion needs it; D^2 needs ``lambda_min(W) > -1/3``).
 
     A circulant topology keeps its shifts. A :class:`DynamicTopology` gives a
-    :class:`LazyDynamicTopology` whose ``at(k)`` is ``lazy(topology.at(k))``.
+    :class:`LazyDynamicTopology` whose ``at(k)`` is ``lazy(topology.at(k))``. The same as
+    ``topology.lazy()``.
     """
-    if isinstance(topology, DynamicTopology):
-        return LazyDynamicTopology(topology)
-    if not isinstance(topology, Topology):
+    if not isinstance(topology, BaseTopology):
         raise TopologyError(
             f"lazy() takes a Topology or DynamicTopology, got {type(topology).__name__}; "
             "build one first, e.g. lazy(ring(8)) or lazy(from_networkx(G))."
         )
-    name, params = f"lazy({topology.name})", dict(topology.params)
-    if topology.shifts is not None:
-        shifts = {s: w / 2.0 for s, w in topology.shifts.items()}
-        shifts[0] = shifts.get(0, 0.0) + 0.5
-        return Topology.from_circulant(topology.n, shifts, name=name, params=params)
-    diag = np.arange(topology.n)
-    return Topology.from_coo(
-        topology.n,
-        np.concatenate([topology.rows, diag]),
-        np.concatenate([topology.indices, diag]),
-        np.concatenate([topology.data / 2.0, np.full(topology.n, 0.5)]),
-        name=name, params=params,
-    )
-
-
-class LazyDynamicTopology(DynamicTopology):
-    """``W(k) = (I + B(k)) / 2`` for a dynamic base topology ``B`` (same period)."""
-
-    def __init__(self, base: DynamicTopology):
-        super().__init__(base.n, name=f"lazy({base.name})", params=base.params, period=base.period)
-        self.base = base
-
-    def _step(self, k: int) -> Topology:
-        return lazy(self.base.at(k))
+    return topology.lazy()
 
 
 # ---------------------------------------------------------------------- helpers
@@ -273,14 +258,15 @@ def _laplacian_eps(n, dst, src, deg, eps) -> float:
     return float(eps)
 
 
-def _build(n, rows, cols, vals, *, name, params, weights) -> Topology:
+def _build(n, rows, cols, vals, *, name, params, stochastic) -> Topology:
     """Topology from COO triplets, as a circulant (with shifts) whenever it is one."""
     keep = vals != 0.0
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
     shifts = _circulant_shifts(n, rows, cols, vals)
     if shifts is not None:
-        return Topology.from_circulant(n, shifts, name=name, params=params, weights=weights)
-    return Topology.from_coo(n, rows, cols, vals, name=name, params=params, weights=weights)
+        return Topology.from_circulant(n, shifts, name=name, params=params,
+                                       stochastic=stochastic)
+    return Topology.from_coo(n, rows, cols, vals, name=name, params=params, stochastic=stochastic)
 
 
 def _circulant_shifts(n, rows, cols, vals) -> dict[int, float] | None:

@@ -44,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from declearn.comm.base import WEIGHT_MODES, Communicator, Traffic
+from declearn.comm.base import MODE_STOCHASTIC, Communicator, Traffic
 from declearn.comm.memory import ensure_cpu_allocator_tuned
 from declearn.comm.sim.kernels import (
     KERNELS,
@@ -57,7 +57,6 @@ from declearn.comm.sim.kernels import (
 from declearn.topology.base import Topology, check_n
 
 __all__ = ["SimComm"]
-
 
 class SimComm(Communicator):
     """The one-process simulator of n nodes (see the module docstring for every op).
@@ -182,14 +181,16 @@ class SimComm(Communicator):
         return x.detach() if x.requires_grad else x
 
     def _checked_topology(self, topology, weights: str | None = None):
+        """The static Topology to mix with; with ``weights`` ("receiver" or "sender"), once its
+        rows (columns) are known to sum to 1 (``topology.require``, remembered per topology)."""
         topo = topology
         if topology.__class__ is not Topology or topology.n != self._n:
             topo = self._check_topology(topology)  # the full checks, with their messages
         if weights is not None:
-            key = ("sim.weights_ok", weights)
-            if weights not in WEIGHT_MODES or not topo._cache.get(key):
-                self._check_topology(topo, weights)  # raises if the sums are off
-                topo._cache[key] = True
+            kind = MODE_STOCHASTIC.get(weights)
+            if kind is None:
+                self._check_topology(topo, weights)  # raises: says which modes there are
+            topo.require(kind)
         return topo
 
     @staticmethod
