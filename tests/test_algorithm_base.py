@@ -97,7 +97,7 @@ def test_consensus_needs_x0_and_checks_the_node_dim():
     with pytest.raises(ValueError, match="sum to 1"):
         from declearn.topology import Topology
 
-        W = Topology.from_matrix(np.array([[0.5, 0.5], [1.0, 0.0]]).T, weights="sender")
+        W = Topology.from_matrix(np.array([[0.5, 0.5], [1.0, 0.0]]).T, stochastic="column")
         AverageConsensus(SimComm(2), W, torch.zeros(2, 1))  # column- but not row-stochastic
 
 

@@ -458,6 +458,40 @@ def test_gossip_bad_input():
         AsyncGossip(SimComm(n), ring(n), torch.zeros(n, 2, dtype=torch.int64))
 
 
+def test_gossip_run_takes_steps_like_every_algorithm():
+    """run(steps) is n * steps exchanges (one clock tick per node per step, as step() does);
+    the old keyword ticks= still works, with a DeprecationWarning; log_every sets the rows."""
+    n = 8
+    x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    new = AsyncGossip(SimComm(n), ring(n), x0, rate=2.0, seed=5)
+    h = new.run(30, log_every=4)
+    assert len(h) == 1 + math.ceil(30 / 4) and new.k == 30
+    assert h["iteration"][-1] == 30 * n
+    with pytest.warns(DeprecationWarning, match=r"AsyncGossip.run\(ticks=\.\.\.\) is "
+                                                r"deprecated: write steps=30"):
+        old = AsyncGossip(SimComm(n), ring(n), x0, rate=2.0, seed=5)
+        old.run(ticks=30, log_points=8)
+    torch.testing.assert_close(old.x, new.x, rtol=0, atol=0)  # the same seeded events
+    timed = AsyncGossip(SimComm(n), ring(n), x0, rate=2.0, seed=5)
+    assert len(timed.run(duration=3.0, log_every=2)) == 1 + 3  # 3 s * 2 ticks/s / 2
+    with pytest.raises(ValueError, match="not both"):
+        timed.run(3, log_every=1, log_points=3)
+    with pytest.raises(ValueError, match="log_every"):
+        timed.run(3, log_every=0)
+
+
+def test_the_asynchronous_methods_close_their_engine_on_leaving_a_with_block():
+    from declearn.algorithms.asynchronous import AsynchronousAlgorithm
+
+    with EagerSGD(SimComm(3), LeastSquares(3, 2), lr=0.1) as alg:
+        assert isinstance(alg, AsynchronousAlgorithm) and not alg.partial.closed
+        alg.run(3, progress=False)
+    assert alg.partial.closed and alg.engine is alg.partial
+    assert issubclass(AsyncGossip, AsynchronousAlgorithm)
+    with pytest.raises(RuntimeError, match="cannot roll back"):
+        alg.roll_back()
+
+
 def test_the_simulator_starts_no_threads():
     before = threading.active_count()
     EagerSGD(SimComm(3), LeastSquares(3, 2), lr=0.1, straggler=(1, 0.5)).run(5, progress=False)

@@ -49,10 +49,12 @@ import numpy as np
 import torch
 
 from declearn.algorithms.history import History
+from declearn.algorithms.snapshot import Snapshot
 from declearn.errors import DivergenceError, IterationMismatchError
 from declearn.problems.base import as_problem
 
-__all__ = ["Algorithm", "StepSize", "check_divergence", "check_step_size", "diminishing"]
+__all__ = ["Algorithm", "StepSize", "check_divergence", "check_step_size", "check_steps",
+           "diminishing"]
 
 
 def check_step_size(lr, what: str = "lr") -> float:
@@ -139,7 +141,7 @@ class Algorithm:
         self._traffic0 = (_copy_count(traffic.messages), _copy_count(traffic.bytes))
         self._wall = 0.0
         self._ref: dict[str, float] = {}
-        self._undo: _Snapshot | None = None  # the state before the last completed step
+        self._undo: Snapshot | None = None  # the state before the last completed step
         self._unrestorable: str | None = None  # why the state is lost, after a failed step
 
     # ------------------------------------------------------------------ state
@@ -176,7 +178,7 @@ class Algorithm:
         return self.oracle.grad(x)
 
     def _params(self) -> dict:
-        p = {"n": self.comm.size}
+        p: dict[str, object] = {"n": self.comm.size}
         if self.step_size is not None:
             p["lr"] = self.step_size.constant if self.step_size.constant is not None \
                 else repr(self.step_size)
@@ -188,7 +190,7 @@ class Algorithm:
         iteration k again (see the module docstring, *Failures*)."""
         if self._unrestorable is not None:
             raise RuntimeError(self._unrestorable)
-        before = _Snapshot(self)
+        before = Snapshot(self)
         comm = self.comm
         outer, comm.iteration = comm.iteration, self.k  # comm.at_iteration(k), inlined
         try:
@@ -226,7 +228,7 @@ class Algorithm:
         owner = next(c for c in type(self).__mro__ if "_step" in c.__dict__)
         return not owner.__dict__.get("_assigns_new_tensors", False)
 
-    def _after_failed_step(self, before: _Snapshot, exc: BaseException) -> None:
+    def _after_failed_step(self, before: Snapshot, exc: BaseException) -> None:
         k = self.k
         problem = before.modified_in_place()
         if problem is not None:
@@ -254,7 +256,7 @@ class Algorithm:
         reason = self._roll_back_problem()
         if reason is not None:
             raise RuntimeError(reason)
-        cast(_Snapshot, self._undo).restore()  # not None: _roll_back_problem() said so
+        cast(Snapshot, self._undo).restore()  # not None: _roll_back_problem() said so
         self._undo = None
         self.history.drop_after(self.k)
         return self.k
@@ -320,7 +322,7 @@ class Algorithm:
                 f"to a common one: {'; '.join(why)}. Build the algorithm again on every rank "
                 "(or reload a checkpoint).", ks)
         if self.k > target:
-            cast(_Snapshot, self._undo).restore()  # one step ahead and not stuck: it has one
+            cast(Snapshot, self._undo).restore()  # one step ahead and not stuck: it has one
             self._undo = None
         self.history.drop_after(target)
         return target
@@ -331,8 +333,7 @@ class Algorithm:
         rows per run) and at the end; returns ``self.history`` (runs continue each other).
         Stops with DivergenceError when a logged metric is NaN/inf or grows past
         ``divergence`` (a number > 1; ``math.inf``: NaN/inf only) times its first value."""
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-            raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
+        check_steps(steps)
         if log_every is None:
             log_every = max(1, int(steps) // 200)
         if isinstance(log_every, bool) or not isinstance(log_every, numbers.Integral) \
@@ -341,13 +342,7 @@ class Algorithm:
         self._divergence = check_divergence(divergence)
         if len(self.history) == 0:
             self._log()
-        show = (steps >= 200) if progress is None else bool(progress)
-        show = show and self.comm.reports
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=int(steps), desc=self.name, leave=False)
+        bar = self._progress_bar(steps, progress)
         try:
             t = time.perf_counter()
             for i in range(int(steps)):
@@ -363,6 +358,18 @@ class Algorithm:
                 bar.close()
         self.finish()
         return self.history
+
+    def _progress_bar(self, steps: int | None, progress: bool | None, per_step: int = 1):
+        """A tqdm bar of ``steps * per_step`` updates (no total when ``steps`` is None), or
+        None: shown when ``progress`` says so (default: for 200 steps or more) and this
+        process :attr:`~declearn.comm.Communicator.reports` for the run."""
+        show = (steps is not None and steps >= 200) if progress is None else bool(progress)
+        if not (show and self.comm.reports):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=None if steps is None else int(steps) * per_step, desc=self.name,
+                    leave=False)
 
     def finish(self) -> None:
         """Complete any communication still in flight (a nonblocking allreduce of an overlap
@@ -380,17 +387,18 @@ class Algorithm:
         comm = self.comm
         traffic = comm.traffic  # the algorithm's own counts (the block below is not counted)
         counts = [traffic.messages - self._traffic0[0], traffic.bytes - self._traffic0[1]]
+        oracle = self.oracle  # None exactly when the problem is
+        f_star = None if oracle is None or self.problem is None else self.problem.f_star
         with comm.untracked():
             x = self.iterate
             xbar = comm.allreduce(x, "mean")
             local = [_sq_norm(x - xbar, comm)]
-            has_f = self.problem is not None and self.problem.f_star is not None
-            if has_f:
-                local.append(self.oracle.loss(xbar))
+            if f_star is not None and oracle is not None:
+                local.append(oracle.loss(xbar))
             g = None
-            if self.oracle is not None and hasattr(self.oracle, "full_grad"):
+            if oracle is not None and hasattr(oracle, "full_grad"):
                 try:
-                    g = comm.allreduce(self.oracle.full_grad(xbar), "mean")
+                    g = comm.allreduce(oracle.full_grad(xbar), "mean")
                 except NotImplementedError:
                     pass
             local += [torch.as_tensor(np.asarray(c, dtype=np.float64)) for c in counts]
@@ -399,8 +407,8 @@ class Algorithm:
             means = comm.allreduce(scalars, "mean")
         means = comm.one_node(means).tolist()
         row = {"consensus_error": means[0]}
-        if has_f:
-            row["suboptimality"] = means[1] - float(self.problem.f_star)
+        if f_star is not None:
+            row["suboptimality"] = means[1] - float(f_star)
         if g is not None:
             sq = _sq_norm(g, comm)
             row["grad_norm"] = math.sqrt(float(comm.one_node(sq)))
@@ -427,10 +435,10 @@ class Algorithm:
             ref = self._ref.setdefault(metric, start)
             bound = getattr(self, "_divergence", 1e8) * ref
             if not math.isfinite(value) or value > bound:
-                lr = None
+                lr: float | str | None = None
                 if self.step_size is not None:
-                    lr = self.step_size.constant
-                    lr = "schedule" if lr is None else lr
+                    constant = self.step_size.constant
+                    lr = "schedule" if constant is None else constant
                 raise DivergenceError(self.name, self.k, metric.replace("_", " "), value, lr,
                                       bound if math.isfinite(value) else None)
 
@@ -447,6 +455,13 @@ def _copy_count(value):
 def _sq_norm(t: torch.Tensor, comm) -> torch.Tensor:
     """Node-local ``||t_i||^2``: shape (n,) under SimComm, a scalar on a rank."""
     return t.reshape(comm.node_dims + (-1,)).abs().pow(2).sum(-1)
+
+
+def check_steps(steps, what: str = "steps") -> int:
+    """``steps`` as an int >= 0, or a ValueError."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {steps!r}.")
+    return int(steps)
 
 
 def check_divergence(divergence) -> float:
@@ -466,51 +481,3 @@ def _ranks(ranks) -> str:
     if len(ranks) == 1:
         return f"rank {ranks[0]} is"
     return f"ranks {', '.join(str(r) for r in ranks)} are"
-
-
-class _Snapshot:
-    """The state of an algorithm at one iteration: a shallow copy of its attributes and of
-    those of its stateful parts (references: no tensor is copied), and, unless the class
-    is known to assign new tensors only, the version counter of every tensor in it, so that
-    a later in-place modification is seen."""
-
-    __slots__ = ("parts", "versions")
-    versions: list[tuple[str, torch.Tensor, int]]
-
-    def __init__(self, alg: Algorithm):
-        saved = alg.__dict__.copy()
-        del saved["_undo"]  # the snapshot before this one: not state, and it would chain
-        parts = [(alg, saved)]
-        for obj in alg._stateful_parts():
-            attrs = obj.__dict__.copy()
-            for name in getattr(obj, "_scratch", ()):
-                attrs.pop(name, None)
-            parts.append((obj, attrs))
-        self.parts = parts
-        check = saved.get("_check_versions")
-        if check is None:
-            check = alg._check_versions = alg._checks_in_place_updates()
-        if not check:
-            self.versions = []
-            return
-        try:
-            self.versions = [(name, t, t._version) for _, attrs in parts
-                             for name, t in attrs.items() if isinstance(t, torch.Tensor)]
-        except RuntimeError:  # inference tensors have no version counter: not checked
-            self.versions = [(name, t, t._version) for _, attrs in parts
-                             for name, t in attrs.items()
-                             if isinstance(t, torch.Tensor) and not t.is_inference()]
-
-    def modified_in_place(self) -> str | None:
-        """The name of a tensor of this state modified in place since, or None."""
-        for name, t, version in self.versions:
-            if t._version != version:
-                return f"self.{name}"
-        return None
-
-    def restore(self) -> None:
-        for obj, attrs in self.parts:
-            keep = {"_undo", "_check_versions", *getattr(obj, "_scratch", ())}
-            for name in obj.__dict__.keys() - attrs.keys() - keep:  # set since
-                del obj.__dict__[name]
-            obj.__dict__.update(attrs)

@@ -8,19 +8,18 @@ r"""Consensus: agreeing on the average of the nodes' initial values.
 * :class:`CECA`: one message per node per round and the *exact* average after
   ``ceil(log2 n)`` rounds, for any n.
 
-The helpers at the end (:func:`pack`, :func:`unpack`, :func:`node_dims`) put several
-node-local tensors side by side in one buffer, so that one ``neighbor_allreduce`` carries them
-all; gradient tracking and push-DIGing use them too.
+Push-sum sends ``x`` and ``w`` in one buffer (:mod:`declearn.algorithms.flat`).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 
 from declearn.algorithms.base import Algorithm
+from declearn.algorithms.flat import node_dims, pack, unpack
+from declearn.algorithms.mixing import CHECKED_STEPS, check_mixing
 from declearn.errors import TopologyError
 from declearn.topology.base import DynamicTopology, Topology
 
@@ -42,8 +41,9 @@ class AverageConsensus(Algorithm):
     def __init__(self, comm, topology, x0):
         self.topology = topology
         super().__init__(comm, None, x0=x0)
-        comm._check_topology(topology.at(0), "receiver")
-        steps = [topology.at(k) for k in range(min(getattr(topology, "period", None) or 1, 64))]
+        check_mixing(comm, topology.at(0), "row", self.name)
+        steps = [topology.at(k)
+                 for k in range(min(getattr(topology, "period", None) or 1, CHECKED_STEPS))]
         if not all(t.is_column_stochastic for t in steps):
             limit = ("pi^T x0, with pi the left Perron vector of W (pi^T W = pi^T, sum pi = 1)"
                      if isinstance(topology, Topology) else
@@ -85,7 +85,7 @@ class PushSumConsensus(Algorithm):
             comm._check_topology(topology)  # raises, saying how to build one
         self.topology = topology
         super().__init__(comm, None, x0=x0)
-        for k in range(min(topology.period or 1, 64)):  # one period
+        for k in range(min(topology.period or 1, CHECKED_STEPS)):  # one period
             _check_column_stochastic(comm, topology.at(k), self.name)
         p = node_dims(comm)
         w = torch.ones(self.x.shape[:p] + (1,) * (self.x.dim() - p), dtype=self.x.dtype,
@@ -159,41 +159,10 @@ class CECA(Algorithm):
             self.x_hat = torch.lerp(self.x_hat, v, 0.5)
 
 
-# ----------------------------------------------------------------- node-local packing
-def node_dims(comm) -> int:
-    """How many leading dims of a node-local tensor index the node: 1 under SimComm (the node
-    dim), 0 on an MPI rank. The one layout fact that differs between the backends; packing
-    several tensors into one message needs it."""
-    return len(comm.node_dims)
-
-
-def pack(comm, *parts: torch.Tensor) -> torch.Tensor:
-    """Node-local tensors (same dtype and device) side by side in one new buffer of shape
-    ``(n, d_1 + d_2 + ...)`` under SimComm, ``(d_1 + d_2 + ...)`` on a rank; a
-    ``neighbor_allreduce`` of it mixes every part with the same weights, in one message."""
-    p = node_dims(comm)
-    return torch.cat([t.reshape(t.shape[:p] + (-1,)) for t in parts], dim=-1)
-
-
-def unpack(comm, packed: torch.Tensor, shapes) -> list[torch.Tensor]:
-    """Views of ``packed`` (from :func:`pack`) with the node-local ``shapes`` of the parts (no
-    copy: writing into a view writes into ``packed``)."""
-    p = node_dims(comm)
-    out, start = [], 0
-    for shape in shapes:
-        size = math.prod(shape[p:])
-        out.append(packed[..., start:start + size].view(shape))
-        start += size
-    if start != packed.shape[-1]:
-        raise ValueError(f"The parts take {start} values per node, the buffer holds "
-                         f"{packed.shape[-1]}.")
-    return out
-
-
 def _check_column_stochastic(comm, topology, who: str) -> None:
     """A TopologyError unless ``topology`` (one step) has columns summing to 1."""
     try:
-        comm._check_topology(topology, "sender")
+        check_mixing(comm, topology, "column", who)
     except TopologyError as exc:
         raise TopologyError(
             f"{who} needs column-stochastic weights (each sender splits its value among itself "

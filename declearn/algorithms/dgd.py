@@ -17,54 +17,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from declearn.algorithms.base import Algorithm, check_step_size
+from declearn.algorithms.mixing import GossipMethod
 from declearn.errors import TopologyError
-from declearn.topology.base import DynamicTopology, Topology
+from declearn.problems.base import Problem
+from declearn.topology.base import Topology
 
 __all__ = ["DGD", "DGD_VARIANTS"]
 
 #: The orderings of DGD's two operations.
 DGD_VARIANTS = ("atc", "awc", "cta")
-
-
-class GossipMethod(Algorithm):
-    """What the methods of this package that mix over a topology share: a problem, a topology
-    (static, or dynamic and read with ``.at(k)``), a step size, and the checks.
-
-    ``weights`` says which normalisation of W the method relies on ("receiver": rows sum to 1;
-    "sender": columns; "doubly": both); it is checked at construction on the steps of one
-    period (at most 64; the first step of a random sequence), and later steps as they come.
-    """
-
-    weights = "receiver"
-
-    def __init__(self, comm, problem, topology, *, lr, x0=None):
-        if problem is None:
-            raise ValueError(
-                f"{self.name} needs a problem (or a node-local gradient function grad(x))."
-            )
-        if lr is None:
-            check_step_size(lr)  # raises: a step size is required
-        if not isinstance(topology, (Topology, DynamicTopology)):
-            raise TopologyError(
-                f"Expected a declearn Topology, got {type(topology).__name__}. Build one with "
-                "declearn.topology (e.g. ring(n)) or Topology.from_matrix(W)."
-            )
-        self.topology = topology
-        super().__init__(comm, problem, x0=x0, lr=lr)
-        for k in range(min(topology.period or 1, _CHECKED_STEPS)):
-            self._check_mixing(topology.at(k))
-
-    def _check_mixing(self, topo: Topology) -> None:
-        check_weights(self.comm, topo, self.weights, self.name)
-
-    def _params(self) -> dict:
-        return {**super()._params(), "topology": self.topology.name}
-
-    def mix(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
-        """``W^(k) x`` (k defaults to the current iteration), a new tensor."""
-        topo = self.topology.at(self.k if k is None else k)
-        return self.comm.neighbor_allreduce(x, topo, weights=_COMM_MODE[self.weights])
 
 
 class DGD(GossipMethod):
@@ -127,10 +88,10 @@ class DGD(GossipMethod):
         if not isinstance(self.topology, Topology):
             raise TopologyError("fixed_point() needs a static topology: with a changing W the "
                                 "iteration has no fixed point in general.")
-        dim = getattr(p, "dim", None)
-        if dim is None or not hasattr(p, "_grad") or n * dim > _FIXED_POINT_MAX:
+        if not isinstance(p, Problem) or n * p.dim > _FIXED_POINT_MAX:
             raise ValueError(f"fixed_point() needs a declearn Problem with n * dim <= "
                              f"{_FIXED_POINT_MAX} (a dense solve), got {p!r}.")
+        dim = p.dim
         c, H = _affine_gradients(p, n, dim)
         W = torch.tensor(np.asarray(self.topology.W, dtype=float))
         M, eye = torch.kron(W, torch.eye(dim, dtype=W.dtype)), torch.eye(n * dim, dtype=W.dtype)
@@ -142,10 +103,11 @@ class DGD(GossipMethod):
         return x[self.comm.rank].to(device=self.x.device, dtype=self.x.dtype)  # node-local
 
     def _constant_lr(self, who: str) -> float:
-        if self.step_size.constant is None:
+        constant = None if self.step_size is None else self.step_size.constant
+        if constant is None:
             raise ValueError(f"{who} needs a constant step size: with a schedule the "
                              "iteration changes at every step.")
-        return self.step_size.constant
+        return constant
 
 
 #: Largest n * dim for which DGD.fixed_point builds and solves the dense system.
@@ -167,33 +129,3 @@ def _affine_gradients(problem, n: int, dim: int):
         raise ValueError("fixed_point() needs a quadratic problem (affine gradients, e.g. "
                          "LeastSquares or RandomQuadratics).")
     return c, H
-
-
-# ------------------------------------------------------------------------- checks
-#: Steps of a periodic dynamic topology checked at construction (later ones when used).
-_CHECKED_STEPS = 64
-_COMM_MODE = {"receiver": "receiver", "sender": "sender", "doubly": "receiver"}
-
-
-def check_weights(comm, topo: Topology, weights: str, who: str) -> None:
-    """A TopologyError unless the one-step topology ``topo`` fits the communicator and has the
-    normalisation ``weights`` ("receiver", "sender" or "doubly"), saying what to use instead.
-    Remembered per topology object, so checking every step of a dynamic topology is cheap."""
-    key = ("declearn.algorithms.weights_ok", weights, comm.size)
-    if topo._cache.get(key):
-        return
-    comm._check_topology(topo)
-    if weights == "doubly" and not topo.is_doubly_stochastic:
-        rows, cols = topo.is_row_stochastic, topo.is_column_stochastic
-        off = "rows" if not rows else "columns"
-        raise TopologyError(
-            f"{who} needs a doubly stochastic W (rows and columns summing to 1), but the "
-            f"{off} of {topo.name} do not sum to 1. "
-            + ("With column-stochastic weights on a directed graph use PushDIGing. "
-               if cols else "")
-            + "Metropolis weights (the default of ring, grid, erdos_renyi, ...) are doubly "
-            "stochastic on any undirected graph."
-        )
-    if weights in ("receiver", "sender"):
-        comm._check_topology(topo, weights)
-    topo._cache[key] = True

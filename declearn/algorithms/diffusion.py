@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from declearn.algorithms.dgd import GossipMethod
+from declearn.algorithms.mixing import GossipMethod
 from declearn.errors import TopologyError
 from declearn.topology.base import DynamicTopology, Topology
 
@@ -34,7 +34,7 @@ _DENSE_EIG_MAX = 2048
 class _StaticSymmetric(GossipMethod):
     """Checks shared by ED, D2 and EXTRA: a static, symmetric, doubly stochastic W."""
 
-    weights = "doubly"
+    mixing = "doubly"
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
         if isinstance(topology, DynamicTopology):
@@ -69,13 +69,13 @@ class ExactDiffusion(_StaticSymmetric):
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
         super().__init__(comm, problem, topology, lr=lr, x0=x0)
-        self.mixing = topology.lazy()
+        self.w_bar = topology.lazy()  # (I + W) / 2
         self.psi = self.x  # psi^{-1} = x^0
 
     def _step(self) -> None:
         psi = torch.add(self.x, self.grad(self.x), alpha=-self.lr())
         phi = torch.add(psi, self.x).sub_(self.psi)
-        self.x = self.comm.neighbor_allreduce(phi, self.mixing)
+        self.x = self.comm.neighbor_allreduce(phi, self.w_bar)
         self.psi = psi
 
 
@@ -131,16 +131,17 @@ class EXTRA(_StaticSymmetric):
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
         super().__init__(comm, problem, topology, lr=lr, x0=x0)
-        self.x_prev = None
-        self.g_prev = None
+        self.x_prev: torch.Tensor | None = None  # x^k and g(x^k) of the step before
+        self.g_prev: torch.Tensor | None = None
 
     def _step(self) -> None:
         g, lr = self.grad(self.x), self.lr()
-        if self.x_prev is None:
+        x_prev, g_prev = self.x_prev, self.g_prev
+        if x_prev is None or g_prev is None:  # the first step (both are set together)
             x = self.mix(self.x).sub_(g, alpha=lr)
         else:
-            z = torch.add(self.x, self.x_prev, alpha=-0.5)
-            x = self.mix(z).add_(z).sub_(g, alpha=lr).add_(self.g_prev, alpha=lr)
+            z = torch.add(self.x, x_prev, alpha=-0.5)
+            x = self.mix(z).add_(z).sub_(g, alpha=lr).add_(g_prev, alpha=lr)
         self.x_prev, self.g_prev, self.x = self.x, g, x
 
 

@@ -17,9 +17,9 @@ imbalance of the paper's experiments, one node at a time here).
 
 Logging never synchronises the nodes: at each log point :meth:`EagerSGD.run` keeps a copy of
 the model (identical on every node) and the traffic counts, and computes the metrics, which
-need global collectives, after the last step. (Computing them on the fly would make the
-fast ranks wait for the straggler at every log point.) A divergence is therefore reported
-at the end of the run, naming the iteration where it was first seen.
+need global collectives, after the last step (:mod:`declearn.algorithms.asynchronous`), so a
+divergence is reported at the end of the run. Under SimComm the history's ``wall_time`` is
+the simulated time.
 
 With ``staleness=1`` every round is synchronous and EagerSGD is parallel SGD with an
 allreduce, on both backends; otherwise which gradient lands in which round depends on
@@ -34,14 +34,14 @@ import numbers
 import numpy as np
 import torch
 
-from declearn.algorithms.base import Algorithm
-from declearn.algorithms.consensus import node_dims
-from declearn.comm.partial import MODES, partial_allreduce
+from declearn.algorithms.asynchronous import AsynchronousAlgorithm
+from declearn.algorithms.flat import node_dims
+from declearn.comm.partial import MODES, PartialAllreduce, partial_allreduce
 
 __all__ = ["EagerSGD"]
 
 
-class EagerSGD(Algorithm):
+class EagerSGD(AsynchronousAlgorithm):
     r"""``x_i <- x_i - lr * r_k`` with ``r_k = (1/n) sum`` of the gradients in round k of a
     solo or majority partial allreduce with bounded ``staleness`` (see the module docstring).
 
@@ -69,6 +69,7 @@ class EagerSGD(Algorithm):
 
     name = "eager_sgd"
     _assigns_new_tensors = True
+    engine: PartialAllreduce
     _cannot_roll_back = (
         "the rounds of EagerSGD's partial allreduce run on their own (a service thread on "
         "MPI) and a round that fired cannot be taken back. close() it on every rank and "
@@ -86,13 +87,16 @@ class EagerSGD(Algorithm):
         self.straggler = _check_straggler(straggler, comm.size)
         super().__init__(comm, problem, x0=x0, lr=lr)
         shape = tuple(self.x.shape[node_dims(comm):])
-        self.partial = partial_allreduce(
+        self.engine = partial_allreduce(
             comm, shape, dtype=self.x.dtype, mode=mode, staleness=staleness, seed=seed,
             op="mean", step_time=step_time, timeout=timeout,
         )
-        self.staleness = self.partial.staleness
-        self._stash: list | None = None  # log points kept during run(), see _log
-        self._replay: tuple | None = None  # stored traffic counts while a stored point is measured
+        self.staleness = self.engine.staleness
+
+    @property
+    def partial(self) -> PartialAllreduce:
+        """The partial allreduce of the gradients (``self.engine``)."""
+        return self.engine
 
     def _params(self) -> dict:
         p = {**super()._params(), "mode": self.mode, "staleness": self.staleness}
@@ -113,66 +117,16 @@ class EagerSGD(Algorithm):
 
     def _step(self) -> None:
         g = self.grad(self.x)
-        r = self.partial(g, lag=self.lag(self.k))
+        r = self.engine(g, lag=self.lag(self.k))
         self.x = torch.add(self.x, r, alpha=-self.lr())
 
     def flush(self) -> None:
         """Apply every gradient still pending (one synchronous round, every node/rank)."""
-        self.x = torch.add(self.x, self.partial.flush(), alpha=-self.lr())
+        self.x = torch.add(self.x, self.engine.flush(), alpha=-self.lr())
 
-    def close(self) -> None:
-        """Stop the partial allreduce (on MPI: its service thread; every rank together)."""
-        self.partial.close()
-
-    def run(self, steps: int, **options):
-        """As :meth:`Algorithm.run`; the metrics of the log points are computed after the
-        last step (see the module docstring)."""
-        self._stash = []
-        try:
-            return super().run(steps, **options)
-        finally:
-            self._stash = None
-
-    def _log(self) -> None:
-        simulated = self.partial.simulated_time
-        wall = simulated if simulated is not None else self._wall  # SimComm: simulated time
-        if self._stash is None:
-            self._wall = wall
-            super()._log()
-            return
-        traffic = self.comm.traffic
-        self._stash.append((self.k, self.x.clone(), wall, _snapshot(traffic.messages),
-                            _snapshot(traffic.bytes)))
-
-    def finish(self) -> None:
-        """Measure the log points kept during the run (collectives: every rank together)."""
-        points, self._stash = self._stash or [], None
-        now = (self.k, self.x, self._wall)
-        try:
-            for k, x, wall, messages, nbytes in points:
-                self.k, self.x, self._wall = k, x, wall
-                self._replay = (messages, nbytes)
-                super()._log()
-        finally:
-            (self.k, self.x, self._wall), self._replay = now, None
-
-    def metrics(self) -> dict:
-        row = super().metrics()
-        if self._replay is not None:  # the traffic at the stored log point
-            messages, nbytes = self._replay
-            row["messages"] = self._mean_over_nodes(messages - self._traffic0[0])
-            row["bytes"] = self._mean_over_nodes(nbytes - self._traffic0[1])
-        return row
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _snapshot(count):
-    return count.copy() if hasattr(count, "copy") else count
+    def _clock(self) -> float:
+        simulated = self.engine.simulated_time
+        return simulated if simulated is not None else self._wall  # SimComm: simulated time
 
 
 def _check_straggler(straggler, n: int):

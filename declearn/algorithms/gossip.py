@@ -8,27 +8,38 @@ r"""Asynchronous pairwise gossip (Boyd, Ghosh, Prabhakar, Shah, IEEE Trans. IT 2
 
 Under SimComm the exchanges are events of a seeded stream on a simulated clock; on MPI
 engines they happen for real, with no global lock-step (see :mod:`declearn.comm.gossip`).
-Time is the axis: :meth:`AsyncGossip.run` takes ``ticks`` (clock ticks per node) or a
-``duration`` (seconds, simulated or wall) and records the consensus error at
-``log_points`` times; the history's ``iteration`` column counts exchanges (all nodes) and
-``wall_time`` is the (simulated or wall) time. Runs on MPI are not reproducible: the order
+Time is the axis: :meth:`AsyncGossip.run` takes ``steps`` (clock ticks per node) or a
+``duration`` (seconds, simulated or wall) and records the consensus error at ``log_points``
+times (the engine samples it during the run; the rows are appended after it); the history's
+``iteration`` column counts exchanges (all nodes) and ``wall_time`` is the (simulated or
+wall) time. Runs on MPI are not reproducible: the order
 of the exchanges depends on the machine.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
 
-from declearn.algorithms.base import Algorithm, check_divergence
-from declearn.comm.gossip import _check_rate, expected_gossip_matrix, gossip_neighbors
+from declearn._deprecation import renamed_keyword
+from declearn.algorithms.asynchronous import AsynchronousAlgorithm
+from declearn.algorithms.base import check_divergence, check_steps
+from declearn.algorithms.history import History
+from declearn.comm.gossip import (
+    Gossip,
+    _check_rate,
+    _check_run,
+    expected_gossip_matrix,
+    gossip_neighbors,
+)
 
 __all__ = ["AsyncGossip"]
 
 
-class AsyncGossip(Algorithm):
+class AsyncGossip(AsynchronousAlgorithm):
     """Randomized pairwise averaging with Poisson clocks (see the module docstring).
 
     Parameters
@@ -51,6 +62,7 @@ class AsyncGossip(Algorithm):
 
     name = "async_gossip"
     _assigns_new_tensors = True
+    engine: Gossip
     _cannot_roll_back = (
         "AsyncGossip's exchanges happen in its gossip engine (service threads on MPI), "
         "pairwise and without a global step to go back to. close() it on every rank and "
@@ -92,28 +104,30 @@ class AsyncGossip(Algorithm):
         self.engine.run(ticks=1, log_points=0)
         self.x = self.engine.value
 
-    def run(  # type: ignore[override]  # counts clock ticks (or seconds), not steps
-            self, ticks: int | None = None, *, duration: float | None = None,
-            log_points: int = 50, progress: bool | None = None, divergence: float = 1e8):
-        """Gossip for ``ticks`` clock ticks per node or for ``duration`` seconds; append
-        ``log_points`` rows to the history (time-sampled; see the module docstring).
-        ``divergence`` is checked (a number > 1) but not used: gossip only averages."""
+    @renamed_keyword("ticks", "steps")
+    def run(self, steps: int | None = None, *, log_every: int | None = None,
+            progress: bool | None = None, divergence: float = 1e8,
+            duration: float | None = None, log_points: int | None = None) -> History:
+        """Gossip for ``steps`` clock ticks per node (as many :meth:`step` calls would) or
+        for ``duration`` seconds, and append the consensus error at ``log_points`` times
+        (default 50; or one every ``log_every`` ticks per node, ``log_every / rate``
+        seconds) to the history (see the module docstring). ``divergence`` is checked (a
+        number > 1) but not used: gossip only averages."""
         check_divergence(divergence)
+        if (steps is None) == (duration is None):
+            raise ValueError("Give exactly one of steps (clock ticks per node) or duration "
+                             "(seconds).")
+        if steps is not None:
+            steps = check_steps(steps, "steps (clock ticks per node)")
+        else:
+            _check_run(None, duration)
+        points = self._log_points(steps, duration, log_every, log_points)
         if len(self.history) == 0:
             self._row(self.engine.time, 0.0, float(self.metrics()["consensus_error"]),
                       0.0, 0.0)
-        total = ticks if ticks is not None else None
-        show = (progress if progress is not None else bool(total and total >= 200))
-        show = show and self.comm.reports
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            scale = math.prod(self.comm.node_dims)  # events of every node in the simulator
-            bar = tqdm(total=None if total is None else total * scale, desc=self.name,
-                       leave=False)
-        try:
-            trace = self.engine.run(ticks=ticks, duration=duration, log_points=log_points,
+        bar = self._progress_bar(steps, progress, per_step=math.prod(self.comm.node_dims))
+        try:  # the engine records its trace; the rows are appended after the run
+            trace = self.engine.run(ticks=steps, duration=duration, log_points=points,
                                     on_progress=None if bar is None else bar.update)
         finally:
             if bar is not None:
@@ -122,23 +136,26 @@ class AsyncGossip(Algorithm):
         for row in zip(trace.time, trace.events, trace.consensus_error, trace.messages,
                        trace.bytes):
             self._row(*row)
-        if ticks is not None:
-            self.k += int(ticks)
+        if steps is not None:
+            self.k += steps
         return self.history
+
+    def _log_points(self, steps, duration, log_every, log_points) -> int:
+        """How many rows a run appends (see :meth:`run`)."""
+        if log_every is None:
+            return 50 if log_points is None else check_steps(log_points, "log_points")
+        if log_points is not None:
+            raise ValueError("Give log_every (ticks per node between rows) or log_points "
+                             "(rows per run), not both.")
+        if isinstance(log_every, bool) or not isinstance(log_every, numbers.Integral) \
+                or log_every < 1:
+            raise ValueError(f"log_every must be a positive integer, got {log_every!r}.")
+        ticks = steps if steps is not None else duration * self.rate
+        return math.ceil(ticks / log_every)
 
     def _row(self, t, events, error, messages, nbytes) -> None:
         self.history.append(iteration=events, consensus_error=error, wall_time=t,
                             messages=messages, bytes=nbytes)
-
-    def close(self) -> None:
-        """Stop the gossip (on MPI: its service thread; every rank together)."""
-        self.engine.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     @property
     def sum(self) -> torch.Tensor:

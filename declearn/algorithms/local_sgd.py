@@ -104,7 +104,7 @@ class SyncRule:
         self.comm = comm
         self.tau = check_period(tau)
         self.calls = 0
-        self.z = None
+        self.z: torch.Tensor | None = None  # the anchor, set by start()
 
     def start(self, x: torch.Tensor) -> None:
         if self.uses_anchor:
@@ -115,9 +115,15 @@ class SyncRule:
         self.calls += 1
         if self.calls % self.tau:
             return x
-        if self.uses_anchor and self.z is None:
-            raise RuntimeError(f"{type(self).__name__}.start(x) must be called before stepping.")
+        if self.uses_anchor:
+            self._anchor()  # raises unless start(x) set it
         return self._sync(x, float(lr))
+
+    def _anchor(self) -> torch.Tensor:
+        """The anchor ``z``; a RuntimeError before :meth:`start`."""
+        if self.z is None:
+            raise RuntimeError(f"{type(self).__name__}.start(x) must be called before stepping.")
+        return self.z
 
     def _sync(self, x: torch.Tensor, lr: float) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -137,7 +143,7 @@ class _Overlapped(SyncRule):
         if self.pending is not None:
             self.z = self.pending.wait()
             self.pending = None
-        return self.z
+        return self._anchor()
 
     def _launch(self, contribution: torch.Tensor) -> None:
         self.pending = self.comm.iallreduce(contribution, "mean")
@@ -174,10 +180,11 @@ class BlockMomentum(SyncRule):
         self.u = None
 
     def _sync(self, x, lr):
-        step = (self.z - x) / lr
+        z = self._anchor()
+        step = (z - x) / lr
         self.u = step if self.u is None else step.add_(self.u, alpha=self.gmf)
-        self.z = self.comm.allreduce(self.z - lr * self.u, "mean")
-        return self.z
+        self.z = z = self.comm.allreduce(z - lr * self.u, "mean")
+        return z
 
     def params(self):
         return {**super().params(), "gmf": self.gmf}

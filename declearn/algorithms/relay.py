@@ -28,6 +28,9 @@ Classes:
 * :class:`RelaySGDGrad`: relaying of updates, missing ones count as zero;
 * :func:`lr_correction`: the learning-rate factor that compensates the damping of delayed
   uniform averaging (exact), and :func:`impulse_response`, the experiment that measures it.
+
+Each takes its tree as ``topology`` (a tree is a topology; the keyword ``tree=`` still works,
+deprecated).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from declearn._deprecation import renamed_keyword
 from declearn.algorithms.base import Algorithm
 from declearn.errors import TopologyError
 
@@ -78,8 +82,11 @@ def tree_parts(tree, n: int | None = None) -> list:
 
 
 def _check_is_tree(topo) -> None:
-    if topo._cache.get("relay.is_tree"):
-        return
+    """A TopologyError unless ``topo`` is a spanning tree with two-way links (remembered)."""
+    topo.memo("relay.is_tree", lambda: _is_tree(topo))
+
+
+def _is_tree(topo) -> bool:
     off = topo.rows != topo.indices
     dst, src = topo.rows[off], topo.indices[off]
     forward = np.unique(dst * topo.n + src)
@@ -98,7 +105,7 @@ def _check_is_tree(topo) -> None:
             f"would arrive twice or never. To relay on it, {_USE_A_TREE} "
             "(spanning_tree(graph) keeps a breadth-first tree of any connected graph)."
         )
-    topo._cache["relay.is_tree"] = True
+    return True
 
 
 def tree_diameter(topo) -> int:
@@ -198,9 +205,10 @@ class RelaySum:
     entries over ``second``, each half with its own counts.
     """
 
-    def __init__(self, comm, tree):
+    @renamed_keyword("tree", "topology")
+    def __init__(self, comm, topology):
         self.comm = comm
-        self.parts = tree_parts(tree, comm.size)
+        self.parts = tree_parts(topology, comm.size)
         self.is_pair = len(self.parts) == 2
         # The node dim of SimComm's node-local tensors must stay out of the flattening; this
         # is shape bookkeeping only, the arithmetic is the same on both backends.
@@ -265,10 +273,11 @@ class RelaySumConsensus(_Relaying):
     name = "relaysum_consensus"
     _assigns_new_tensors = True
 
-    def __init__(self, comm, tree, x0):
-        self._tree_info = _tree_params(tree)
+    @renamed_keyword("tree", "topology")
+    def __init__(self, comm, topology, x0):
+        self._tree_info = _tree_params(topology)
         super().__init__(comm, None, x0=x0)
-        self.relay = RelaySum(comm, tree)
+        self.relay = RelaySum(comm, topology)
         self.values = self.x
 
     def _params(self) -> dict:
@@ -296,7 +305,8 @@ class RelaySGD(_Relaying):
     _assigns_new_tensors = True
     FILLS = ("initial", "own")
 
-    def __init__(self, comm, problem, tree, *, lr, fill: str = "initial", x0=None):
+    @renamed_keyword("tree", "topology")
+    def __init__(self, comm, problem, topology, *, lr, fill: str = "initial", x0=None):
         if fill not in self.FILLS:
             raise ValueError(
                 f"fill must be 'initial' (missing contributions replaced by the shared initial "
@@ -304,9 +314,9 @@ class RelaySGD(_Relaying):
                 f"README's academic version), got {fill!r}."
             )
         self.fill = fill
-        self._tree_info = {**_tree_params(tree), "fill": fill}
+        self._tree_info = {**_tree_params(topology), "fill": fill}
         super().__init__(comm, problem, x0=x0, lr=lr)
-        self.relay = RelaySum(comm, tree)
+        self.relay = RelaySum(comm, topology)
         self.x_ref = None
         if fill == "initial":
             with comm.untracked():  # set-up, not the algorithm's traffic
@@ -333,10 +343,11 @@ class RelaySGDGrad(_Relaying):
     name = "relaysgd_grad"
     _assigns_new_tensors = True
 
-    def __init__(self, comm, problem, tree, *, lr, x0=None):
-        self._tree_info = _tree_params(tree)
+    @renamed_keyword("tree", "topology")
+    def __init__(self, comm, problem, topology, *, lr, x0=None):
+        self._tree_info = _tree_params(topology)
         super().__init__(comm, problem, x0=x0, lr=lr)
-        self.relay = RelaySum(comm, tree)
+        self.relay = RelaySum(comm, topology)
 
     def _params(self) -> dict:
         return {**super()._params(), **self._tree_info}
@@ -347,8 +358,10 @@ class RelaySGDGrad(_Relaying):
 
 
 
-def lr_correction(tree) -> float:
-    r"""The factor by which to scale a centralised learning rate for RelaySGD on ``tree``.
+@renamed_keyword("tree", "topology")
+def lr_correction(topology) -> float:
+    r"""The factor by which to scale a centralised learning rate for RelaySGD on the spanning
+    tree ``topology`` (or a TreePair).
 
     Delayed uniform averaging damps a step. Let every node take one unit step from 0 and then
     only relay-average (``fill="initial"`` with ``x^0 = 0``): the nodes settle at a common
@@ -363,19 +376,20 @@ def lr_correction(tree) -> float:
     rough rule is ``max tau / 2``). For a TreePair, whose two halves are damped separately, the
     factor of the whole vector is the harmonic mean of the two trees' factors.
     """
-    parts = tree_parts(tree)
+    parts = tree_parts(topology)
     factors = [1.0 + _sum_of_delays(part) / part.n ** 2 for part in parts]
     return len(factors) / sum(1.0 / f for f in factors)
 
 
-def impulse_response(tree, steps: int) -> np.ndarray:
+@renamed_keyword("tree", "topology")
+def impulse_response(topology, steps: int) -> np.ndarray:
     """Mean over nodes of the unit-impulse experiment of :func:`lr_correction` after each of
     ``steps`` relay steps (one entry per step); ``1 / response[-1]`` tends to the factor."""
     from declearn.comm.sim import SimComm
 
-    parts = tree_parts(tree)
+    parts = tree_parts(topology)
     n = parts[0].n
-    relay = RelaySum(SimComm(n), tree)
+    relay = RelaySum(SimComm(n), topology)
     width = 2 if relay.is_pair else 1
     zeros = torch.zeros(n, width, dtype=torch.float64)
     x = torch.ones(n, width, dtype=torch.float64)  # the unit step, taken from x^0 = 0

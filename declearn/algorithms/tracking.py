@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from declearn.algorithms.consensus import node_dims, pack, unpack
-from declearn.algorithms.dgd import GossipMethod
+from declearn.algorithms.flat import node_dims, pack, unpack
+from declearn.algorithms.mixing import GossipMethod
 
 __all__ = ["GradientTracking", "PushDIGing", "TRACKING_VARIANTS"]
 
@@ -37,7 +37,7 @@ class GradientTracking(GossipMethod):
 
     name = "gradient_tracking"
     _assigns_new_tensors = True
-    weights = "doubly"
+    mixing = "doubly"
 
     def __init__(self, comm, problem, topology, *, lr, variant: str = "atc", x0=None):
         if variant not in TRACKING_VARIANTS:
@@ -89,7 +89,7 @@ class PushDIGing(GossipMethod):
 
     name = "push_diging"
     _assigns_new_tensors = True
-    weights = "sender"
+    mixing = "column"
 
     def __init__(self, comm, problem, topology, *, lr, x0=None):
         super().__init__(comm, problem, topology, lr=lr, x0=x0)

@@ -142,7 +142,7 @@ def _shape_code(got, expected: torch.Tensor) -> tuple[int, str]:
 
 
 def _lead(comm, x: torch.Tensor) -> tuple:
-    from declearn.algorithms.consensus import node_dims
+    from declearn.algorithms.flat import node_dims
 
     return tuple(x.shape[:node_dims(comm)])
 

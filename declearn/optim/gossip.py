@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from declearn.algorithms.dgd import check_weights
 from declearn.algorithms.local_sgd import SyncRule, check_period
+from declearn.algorithms.mixing import check_mixing, check_schedule
 from declearn.algorithms.relay import RelaySum
 from declearn.errors import TopologyError
 from declearn.optim.local_sgd import PeriodicSyncSGD
@@ -32,10 +32,6 @@ from declearn.optim.sync_state import known_rule
 from declearn.topology.base import DynamicTopology, Topology
 
 __all__ = ["GossipAveraging", "RelayAveraging", "DecentralizedSGD", "RelaySGD"]
-
-#: Steps of a periodic dynamic topology checked at construction (later ones as they come).
-_CHECKED_STEPS = 64
-
 
 @known_rule
 class GossipAveraging(SyncRule):
@@ -53,12 +49,11 @@ class GossipAveraging(SyncRule):
             )
         self.topology = topology
         self.rounds = 0
-        for k in range(min(topology.period or 1, _CHECKED_STEPS)):
-            check_weights(comm, topology.at(k), "doubly", "DecentralizedSGD")
+        check_schedule(comm, topology, "doubly", "DecentralizedSGD")
 
     def _sync(self, x: torch.Tensor, lr: float) -> torch.Tensor:
         topo = self.topology.at(self.rounds)
-        check_weights(self.comm, topo, "doubly", "DecentralizedSGD")
+        check_mixing(self.comm, topo, "doubly", "DecentralizedSGD")
         self.rounds += 1
         return self.comm.neighbor_allreduce(x, topo)
 

@@ -52,7 +52,7 @@ def directed_one_peer(n: int):
         dest = np.where(i % 2 == 0, (i + (1 << k)) % n, (i + 1) % n)
         steps.append(Topology.from_coo(
             n, np.concatenate([i, dest]), np.concatenate([i, i]), np.full(2 * n, 0.5),
-            name="directed_one_peer", params={"k": k}, weights="sender",
+            name="directed_one_peer", params={"k": k}, stochastic="column",
             allow_disconnected=True))
     return sequence(steps, name="directed_one_peer")
 

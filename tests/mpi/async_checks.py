@@ -371,7 +371,7 @@ def gossip_checks(comm):
     with AsyncGossip(comm, ring(n), x1[r], rate=60.0, seed=2) as g:
         if r == sleeper:
             g.engine.exchange = lambda j, deadline: time.sleep(0.6) or False
-            g.run(ticks=1, log_points=4)
+            g.run(1, log_points=4)
         else:
             t0 = time.monotonic()
             g.run(duration=0.5, log_points=4)
