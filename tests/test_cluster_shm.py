@@ -14,10 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from mpi_helpers import needs_mpi
 
 from declearn.cluster.mpiexec import local_job
 from declearn.cluster.shm import PREFIX, SHM_DIR, sweep_stale_segments
+
+from mpi_helpers import needs_mpi
 
 pytestmark = pytest.mark.skipif(not SHM_DIR.is_dir() or not Path("/proc/self/maps").exists(),
                                 reason="needs /dev/shm and /proc (Linux)")
