@@ -225,6 +225,11 @@ def test_load_state_dict_says_what_does_not_fit():
     _, relay, _ = S.build("RelaySGD chain", comm, 0)
     with pytest.raises(ValueError, match=r"'received' has shape \(3,\)"):
         relay.load_state_dict(relay_state)
+    bmuf_state = _state("LocalSGD tau=3 BMUF")
+    bmuf_state["sync"]["z"] = bmuf_state["sync"]["z"].tolist()
+    _, bmuf, _ = S.build("LocalSGD tau=3 BMUF", comm, 0)
+    with pytest.raises(ValueError, match=r"saved 'z' must be a tensor or None, got list"):
+        bmuf.load_state_dict(bmuf_state)
     # nothing was changed by the failed loads
     assert torch.equal(opt.x, x0) and opt.rule.calls == 0
 

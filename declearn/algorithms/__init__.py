@@ -17,6 +17,7 @@ from declearn.algorithms.tracking import GradientTracking, PushDIGing
 from declearn.algorithms.diffusion import D2, EXTRA, ExactDiffusion
 from declearn.algorithms.eager import EagerSGD
 from declearn.algorithms.gossip import AsyncGossip
+from declearn.algorithms.gossip_pga import GossipPGA
 
 __all__ = [
     "Algorithm", "StepSize", "check_step_size", "diminishing", "History", "plot_histories",
@@ -26,4 +27,5 @@ __all__ = [
     "PushSumConsensus", "CECA", "DGD", "GradientTracking", "PushDIGing", "ExactDiffusion",
     "D2", "EXTRA",
     "EagerSGD", "AsyncGossip",
+    "GossipPGA",
 ]

@@ -22,6 +22,7 @@ from declearn.optim.checkpoint import (
 from declearn.optim.flat import FlatParameters
 from declearn.optim.gossip import DecentralizedSGD, RelaySGD
 from declearn.optim.local_sgd import EASGD, CoCoDSGD, LocalSGD, OverlapLocalSGD, PeriodicSyncSGD
+from declearn.optim.pga import GossipPGA
 from declearn.optim.stacked import StackedModel
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "CoCoDSGD",
     "DecentralizedSGD",
     "FlatParameters",
+    "GossipPGA",
     "LocalSGD",
     "OverlapLocalSGD",
     "PeriodicSyncSGD",

@@ -90,7 +90,7 @@ def _check_header(opt, state) -> None:
     _compare("run", _where(opt.comm), {k: state[k] for k in ("simulator", "nodes", "rank")},
              "the same backend, number of nodes and rank (each rank loads its own state)")
     _compare("synchronisation", rule_identity(opt.rule), state["sync_rule"],
-             "the same tau, gmf, alpha and topology or tree")
+             "the same tau, gmf, alpha, period and topology or tree")
     shapes = [tuple(shape) for shape in opt.flat.shapes]
     if [tuple(shape) for shape in state["shapes"]] != shapes:
         raise ValueError(

@@ -14,6 +14,8 @@ ElasticAveraging (EASGD)    ``calls``, the centre ``z`` (in-flight allreduce com
 OverlapAveraging            ``calls``, ``z`` (in-flight allreduce completed), ``u``
 CoCoDAveraging              ``calls``, ``z`` (in-flight allreduce completed), snapshot ``s``
 GossipAveraging (DSGD)      ``calls``, ``rounds`` r (the next mix uses ``topology.at(r)``)
+PeriodicGlobalAveraging     ``calls``, ``rounds`` r (a global mean when
+(Gossip-PGA)                ``(r + 1) % period == 0``, else a mix with ``topology.at(r)``)
 RelayAveraging (RelaySGD)   ``calls``, the anchor ``z``, per tree: the relay ``steps`` and
                             the last messages ``received`` (and their sum over neighbors)
 ==========================  ==============================================================
@@ -24,7 +26,7 @@ becomes ``z``, exactly what the next synchronisation would have waited for, so t
 unchanged). That wait is a communication: take the state on every rank at the same iteration.
 
 :func:`load_rule_state` checks that the state was taken from the same kind of rule with the
-same parameters (``tau``, ``gmf``, ``alpha``, topology or tree) and with tensors of the shapes
+same parameters (``tau``, ``gmf``, ``alpha``, ``period``, topology or tree) and with tensors of the shapes
 this rule works on, and says what differs.
 """
 
@@ -65,7 +67,7 @@ def _check_known(rule: SyncRule) -> None:
     if type(rule) not in _KNOWN_RULES:
         raise TypeError(
             f"Cannot checkpoint the synchronisation rule {type(rule).__name__}: only the rules "
-            "of declearn.algorithms.local_sgd and declearn.optim.gossip are known. Give your "
+            "of declearn.algorithms.local_sgd, declearn.optim.gossip and declearn.optim.pga are known. Give your "
             "rule state_dict() and load_state_dict(state) methods."
         )
 
@@ -155,7 +157,9 @@ def _tensor(value, like: torch.Tensor, name: str, shape: tuple | None = None):
     shape = tuple(like.shape) if shape is None else shape
     if not isinstance(value, torch.Tensor):
         raise ValueError(
-                         f"{type(value).__name__}.")
+            f"The saved {name!r} must be a tensor or None, got {type(value).__name__}: the "
+            "checkpoint was not written by a declearn optimizer's state_dict()."
+        )
     if tuple(value.shape) != shape:
         raise ValueError(
             f"The saved {name!r} has shape {tuple(value.shape)}, but this optimizer needs "

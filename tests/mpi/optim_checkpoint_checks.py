@@ -50,6 +50,8 @@ def optimizers(n: int) -> dict:
             p, c, one_peer_exponential(n), lr=0.1),
         "DecentralizedSGD tau=2 nesterov": lambda p, c: O.DecentralizedSGD(
             p, c, ring(n), lr=0.1, tau=2, momentum=0.5, nesterov=True, weight_decay=1e-2),
+        "GossipPGA period=3 momentum": lambda p, c: O.GossipPGA(
+            p, c, one_peer_exponential(n), lr=0.1, period=3, momentum=0.9),
         "RelaySGD chain": lambda p, c: O.RelaySGD(p, c, chain(n), lr=0.1),
         "RelaySGD double trees": lambda p, c: O.RelaySGD(p, c, double_binary_trees(n), lr=0.1,
                                                          tau=2, momentum=0.5),
