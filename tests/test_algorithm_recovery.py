@@ -23,13 +23,16 @@ import torch
 
 from declearn.algorithms import (
     CECA,
+    CHOCOSGD,
     D2,
     DGD,
     EASGD,
     EXTRA,
     AsyncGossip,
     AverageConsensus,
+    CHOCOGossip,
     CoCoDSGD,
+    CompressedGossip,
     EagerSGD,
     ExactDiffusion,
     GossipPGA,
@@ -45,6 +48,7 @@ from declearn.algorithms import (
 )
 from declearn.algorithms.base import Algorithm
 from declearn.comm import SimComm
+from declearn.compress import QSGD, RandK, TopK
 from declearn.errors import DivergenceError
 from declearn.problems import LeastSquares
 from declearn.topology import apply_weights, chain, double_binary_trees, ring
@@ -116,6 +120,10 @@ ALGORITHMS = {
     "extra": lambda c: EXTRA(c, _problem(), ring(N), lr=0.05),
     "parallel-sgd": lambda c: ParallelSGD(c, _problem(), lr=0.05),
     "gossip-pga": lambda c: GossipPGA(c, _problem(), ring(N), lr=0.05, period=2),
+    "choco-gossip": lambda c: CHOCOGossip(c, ring(N), _x0(), compressor=RandK(2), gamma=None),
+    "choco-sgd": lambda c: CHOCOSGD(c, _problem(), ring(N), lr=0.05, compressor=QSGD(4),
+                                    gamma=None),
+    "compressed-gossip": lambda c: CompressedGossip(c, ring(N), _x0(), compressor=TopK(1)),
     "local-sgd": lambda c: LocalSGD(c, _problem(), lr=0.05, tau=2),
     "bmuf": lambda c: LocalSGD(c, _problem(), lr=0.05, tau=2, gmf=0.5),
     "easgd": lambda c: EASGD(c, _problem(), lr=0.05, tau=2, alpha=0.1),

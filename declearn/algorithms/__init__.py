@@ -18,6 +18,7 @@ from declearn.algorithms.diffusion import D2, EXTRA, ExactDiffusion
 from declearn.algorithms.eager import EagerSGD
 from declearn.algorithms.gossip import AsyncGossip
 from declearn.algorithms.gossip_pga import GossipPGA
+from declearn.algorithms.choco import CHOCOGossip, CHOCOSGD, CompressedGossip, choco_gamma
 
 __all__ = [
     "Algorithm", "StepSize", "check_step_size", "diminishing", "History", "plot_histories",
@@ -27,5 +28,5 @@ __all__ = [
     "PushSumConsensus", "CECA", "DGD", "GradientTracking", "PushDIGing", "ExactDiffusion",
     "D2", "EXTRA",
     "EagerSGD", "AsyncGossip",
-    "GossipPGA",
+    "GossipPGA", "CHOCOGossip", "CHOCOSGD", "CompressedGossip", "choco_gamma",
 ]
