@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 
 from declearn.errors import ClusterError
 
+#: Seconds a call that saw engines die waits for mpiexec to exit (and finish its report).
+JOB_END_WAIT = 10.0
+
 __all__ = ["MPIJobEndedError", "ClusterBusyError", "ClusterStoppedError", "DeathWatch",
            "JobEnd", "read_hydra_report"]
 
