@@ -1,73 +1,78 @@
-r"""Mixing and slot-gathering kernels of the one-process simulator (:class:`SimComm`).
+r"""Mixing kernels of the one-process simulator (:class:`SimComm`): ``out = W @ X``.
 
 Node-local tensors have the node as their leading dim: ``x`` has shape ``(n, *s)`` and is
-seen here as the matrix ``X`` of shape ``(n, d)``, ``d = prod(s)``. The kernels compute
+seen here as the matrix ``X`` of shape ``(n, d)``, ``d = prod(s)``; row i of the result is
+``out_i = sum_j W[i, j] x_j``. Nothing loops over nodes in Python. Every kernel works from
+a *plan* (:class:`MixPlan`): what it needs on the target device, built once per
+(topology, device, dtype) from the topology's CSR arrays and kept with
+:meth:`~declearn.topology.base.BaseTopology.memo` (topologies are immutable; dynamic
+topologies keep their per-step Topology objects, so periodic sequences reuse their plans).
+:func:`mixer` then takes every decision once per tensor shape, for hot loops.
 
-* mixing (``neighbor_allreduce``): ``out = W @ X``, i.e. ``out_i = sum_j W[i, j] x_j``;
-* slot gathering (``neighbor_allgather`` / ``neighbor_alltoall``): ``out[i, t] = src[p(i, t)]``
-  for a precomputed flat source row ``p(i, t)``, zero where slot t of node i is empty.
-
-Nothing loops over nodes in Python. Every kernel works from a *plan*: tensors on the target
-device built once per (topology, device, dtype) from the topology's CSR arrays in O(nnz) numpy
-and kept in ``topology._cache`` (topologies are immutable; dynamic topologies keep their
-per-step Topology objects, so periodic sequences reuse their plans).
-
-Three mixing kernels, all giving ``W @ X`` up to rounding:
+Three kernels, all giving ``W @ X`` up to rounding:
 
 ``"circulant"``
-    For ``W[i, (i - s) mod n] = w_s`` (``topology.shifts``): ``out = sum_s w_s roll(X, s)``,
-    computed with in-place shifted slice adds into the output,
-    ``out[s:] += w_s X[:-s]`` and ``out[:s] += w_s X[-s:]``. Never ``torch.roll`` (it copies:
-    about 10 to 40 times a plain copy here, against about 3 for the slices on a ring).
+    For ``W[i, (i - s) mod n] = w_s`` (``topology.shifts``): a running weighted average of
+    the shifted row ranges of ``x`` with ``torch.lerp`` (:mod:`declearn.comm.sim.circulant`):
+    one pass for the first two shifts, one more per further shift, no ``torch.roll``.
 ``"sparse"``
-    ``torch.sparse_csr_tensor(W) @ X`` (MKL on CPU, cuSPARSE on CUDA): one pass that reads,
-    for each output row, the rows of its in-neighbors. On CPU, once X is too large for the
-    cache, the product runs over column blocks, ``out[:, c:c+b] = W @ X[:, c:c+b]``, each
-    written in place into the output (MKL reads and writes the strided blocks directly: no
-    copy), with ``b`` from :func:`sparse_block_width` so that every in-neighbor row an output
-    row reads is still in cache when the next output row reads it again.
+    ``W`` in CSR. On CPU, for float32/float64 and ``d >=`` :data:`SPARSE_REDUCE_MIN_D`,
+    ``torch.sparse.mm(W, X, reduce="sum")``: ATen's vectorised row-by-row product (each
+    output row accumulates ``W[i, j] x_j`` over its in-neighbors j); below that, and for
+    other dtypes or devices, ``W @ X`` (MKL on CPU, cuSPARSE on CUDA). For large X whose
+    rows are read in no order a prefetcher could follow (random graphs:
+    :func:`scattered_fraction`), or whose wide output rows take many updates each, the CPU
+    product runs over column blocks ``out[:, c:c+b] = W @ X[:, c:c+b]``
+    (:func:`sparse_block_width`), so that each block stays in cache while it is used.
 ``"dense"``
-    ``W_dense @ X`` (BLAS), for small n or dense W (complete graph, D-EquiStatic with large M).
+    ``W_dense @ X`` (BLAS), for small n or dense W (D-/U-EquiStatic with large M). When all
+    rows of W are equal (the complete graph, ``W = 1 c^T``) it is ``out_i = c^T X`` for
+    every i: one matrix-vector product and one broadcast write, about a copy.
 
-How ``"auto"`` chooses, from measurements on the 2-core AMD EPYC development VM (torch 2.13
-CPU, MKL, float64, one thread, best of 5-7; times as multiples of ``out.copy_(x)`` into a
-preallocated ``out``, allocator tuned as in :mod:`declearn.comm.memory`):
+How ``"auto"`` chooses (:func:`choose_kernel`), from measurements on the 2-core AMD EPYC
+development VM (Zen 4, 1 MiB L2 per core, torch 2.13 CPU, float64, one thread, allocator
+tuned as in :mod:`declearn.comm.memory`; CPU time of the calling thread, best of 5-9
+interleaved rounds, because the VM was shared and loaded 4-6x over; times as multiples of
+``out.copy_(x)`` into a preallocated ``out``):
 
-* Circulant W with S shifts (self included), large tensors (n d >= 2.6e5): slices cost
-  about S passes (S = 2: 1.8-2.6x copy, ring S = 3: 2.2-3.9x) against 3-6x for CSR; at
-  S = 4 they tie, beyond S = 5 CSR wins (static exponential: slices 8-16x, CSR 5-10x):
-  slices only up to :data:`CIRCULANT_MAX_SHIFTS`. Small tensors pay ~3 torch calls per
-  shift: CSR wins below about 2^15 elements per shift (ring: n d = 65536 ties,
-  16384 is 11x vs 7x copy): :data:`CIRCULANT_MIN_ELEMENTS_PER_SHIFT`.
-* Sparse vs dense: MKL's CSR product streams ~1.5 G multiply-adds/s once X leaves the cache
-  against ~25 G for BLAS, so dense wins from a density (nnz / n^2) that falls as the data
-  grows: above ~0.5 for d ~ 10 (BLAS is slow on thin X), ~0.2 while X stays in cache
-  (n = 256, d = 1e3: CSR 66x vs dense 61x copy at density 0.2, 32x vs 61x at 0.1; n = 64,
-  d = 1e4: 11x vs 17x at 0.12), ~0.1 beyond (n = 1024, d = 1e4: 91x vs 61x at 0.1, 55x vs
-  62x at 0.05): :func:`dense_min_density`. Complete graphs and D-EquiStatic with large M end
-  up dense; n <= :data:`DENSE_MAX_N` always does (one BLAS call: n = 16, d = 100: dense 2.8x
-  copy, CSR 6x, slices 15x), and n > :data:`DENSE_MAX_N_ANY` never does (memory).
-* Column blocks of the CSR product (a shared, loaded 2-core VM, torch 2.13, float64, best
-  of 25 interleaved rounds, times as multiples of a copy): blocks of ``2^19`` elements
-  (:data:`SPARSE_BLOCK_ELEMENTS`) took the static exponential graph at n = 256, d = 1e4 from
-  10x to 4.4x (one thread) and Erdos-Renyi (degree ~ 2 ln n) at n = 256, d = 1e4 from 11-17x
-  to 5-8x in one run, but only 4.93x to 4.92x and 6.2x to 5.9x in another (the VM was
-  loaded 3-4x over); blocks of ``2^15`` to ``2^16`` elements were 1.5-2x slower than
-  ``2^19``, and narrow blocks lose (n = 4096, d = 1000, 128 columns: 18-21x against 13-18x
-  unblocked; n = 1024, d = 1e4, 512 columns: 8.3x against 6.5x in one run), hence blocks
-  only from :data:`SPARSE_MIN_BLOCK_WIDTH` columns (n <= 512). The slices of "circulant" gain
-  nothing from column blocks (their S passes stay S passes; 256 to 4096 columns: 5-16x
-  against 7x unblocked for the exponential graph).
-* Also measured and not used: ``torch.roll`` (10-50x copy), a per-slot gather over a padded
-  in-neighbor table (index_select + addcmul per slot: 26-73x where CSR takes 5-18x), the same
-  gather blocked over columns with one ``mv`` over the S gathered copies per block (8-11x),
-  ``index_add_`` over the COO entries (16-110x), ``embedding_bag`` with per-sample weights
-  and scipy's CSR product (both 1.3-2x slower than MKL in float64).
-* What bounds them: a copy moves each element once at memory (or cache) speed; mixing needs
-  ``nnz / n`` multiply-adds per element. Torch's in-cache ``add_`` runs at ~4.7 G
-  elements/s on one core, so nine shifts cost at least 3-4 copies of a 20 MB tensor even
-  with no cache misses, and 18 in-neighbors per row (Erdos-Renyi at n = 4096) cost ~10
-  copies of a 3 MB tensor that a copy reads and writes at cache speed.
+* Circulant W with S <= :data:`CIRCULANT_MAX_SHIFTS` shifts, large tensors: lerp takes
+  one-peer graphs (S = 2) to 1.0-1.7x copy (n = 256 ... 4096, d = 1e3 ... 1e5) against
+  1.8-3x for the sparse product and 1.2-2.2x for the former per-shift slice adds (3 torch
+  calls per shift); the ring (S = 3) to 1.8-2.9x, with the sparse product at 1.4-3.3x
+  (each wins at some sizes: n = 4096, d = 100: 2.4x against 3.3x; d = 1000: 1.8x against
+  1.4x) and the slices at 2.2-3.5x. Small tensors pay ~2 torch calls per shift: the sparse
+  product wins below about 2^15 elements per shift (n = 256, d = 100, S = 2: lerp 4.7x,
+  sparse 3.0x): :data:`CIRCULANT_MIN_ELEMENTS_PER_SHIFT`.
+* Sparse engines: ``reduce="sum"`` beats MKL from ``d`` = 32-48 columns on (exponential
+  graph, n = 256, d = 100: 5.0x against 7.6x; n = 4096, d = 1000: 5.8x against 7.3x;
+  Erdos-Renyi, n = 1024, d = 1000: 4.0x against 10.9x); MKL wins for thinner X (d = 10:
+  6.9x against 8.0x at n = 256, 12.8x against 24x at n = 4096).
+* Column blocks (reduce engine, each timed call after an untimed one, data hot in cache):
+  each block is copied in and out, so blocks only pay off when reads would otherwise miss
+  the cache. Random graphs (Erdos-Renyi, degree ~ 2 ln n): n = 256, d = 1e4: 4.8-5.0x
+  blocked against 6.0-6.6x; n = 1024, d = 1e4: 7.1x against 12.4x; n = 4096, d = 1000:
+  10.3x against 15.3x. Structured graphs read rows in streams the prefetcher follows and
+  lose with blocks (n = 4096, d = 1000: exponential 8.0x against 5.7x, star 4.0-4.7x
+  against 2.0x, grid 5.4-6.1x against 2.1x; n = 256, d = 1e4: star 3.4x against 2.7x,
+  chain 3.5x against 2.2x), except when wide rows take many updates each (n = 256,
+  d = 1e4, 9 in-neighbors: exponential 4.1-4.5x against 4.8-5.0x, hypercube 4.3-4.5x
+  against 5.0x; n = 1024: exponential 5.7x against 7.9x). Blocks of about 2^17 elements
+  and at least 256 columns did best (:data:`SPARSE_BLOCK_ELEMENTS`,
+  :data:`SPARSE_MIN_BLOCK_WIDTH`; 4096 columns: 5.4-6.4x).
+* Sparse against dense: the sparse engines run ~2-5 G multiply-adds/s, BLAS ~40 G; dense
+  wins from a density (nnz / n^2) that falls as X grows: 0.5 for d < 256 (BLAS is slow on
+  thin X; D-EquiStatic n = 256, d = 100, density 0.3: sparse 62x, dense 78x), 0.3 while
+  n d < 2^20 (Erdos-Renyi n = 256, d = 1000: sparse 40x vs dense 60x at density 0.2),
+  0.25 beyond (n = 200, d = 1e4: dense 12.5x vs blocked sparse 15.4x at 0.3; n = 256,
+  d = 1e4, density 0.035: sparse 4.6x vs dense 15x): :func:`dense_min_density`. n <=
+  :data:`DENSE_MAX_N` always goes dense (one BLAS call), n > :data:`DENSE_MAX_N_ANY` never.
+* What bounds them: a copy moves each element once; mixing needs ``nnz / n`` multiply-adds
+  per element, and torch's CPU kernels do them at ~2-5 G/s on one core (one load of the
+  output row per in-neighbor), against the 2-6 G elements/s of a copy. So a graph with
+  more than about 6-8 in-neighbors per node (exponential, Erdos-Renyi, hypercube at
+  n >= 256) stays above 3x a copy on this VM whatever the kernel; D-EquiStatic with the
+  default M (78 shifts at n = 256) needs 78 multiply-adds per element, at least ~4x a
+  copy even at BLAS speed.
 
 These constants come from one CPU; on CUDA the same rule applies untested.
 """
@@ -81,6 +86,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from declearn.comm.sim.circulant import mix_circulant
+from declearn.comm.sim.slots import SlotPlan, allgather_plan, alltoall_plan, gather_slots
+
 __all__ = [
     "mixer",
     "KERNELS",
@@ -90,14 +98,19 @@ __all__ = [
     "DENSE_MAX_N_ANY",
     "dense_min_density",
     "CACHED_ELEMENTS",
+    "SPARSE_REDUCE_MIN_D",
     "SPARSE_BLOCK_ELEMENTS",
     "SPARSE_MIN_BLOCK_WIDTH",
+    "SPARSE_WIDE_ROW",
+    "SPARSE_WIDE_MIN_DEGREE",
+    "scattered_fraction",
     "sparse_block_width",
     "MixPlan",
-    "SlotPlan",
     "choose_kernel",
     "mix_plan",
     "mix",
+    # slot gathering, from declearn.comm.sim.slots
+    "SlotPlan",
     "allgather_plan",
     "alltoall_plan",
     "gather_slots",
@@ -106,11 +119,11 @@ __all__ = [
 #: The mixing kernels, in the order "auto" considers them.
 KERNELS = ("circulant", "sparse", "dense")
 
-#: Slices are used for circulant W with at most this many shifts (self included) ...
+#: The circulant kernel is used for W with at most this many shifts (self included) ...
 CIRCULANT_MAX_SHIFTS = 3
 
 #: ... and node-local tensors of at least this many elements (all nodes) per shift; below it
-#: the ~3 torch calls per shift cost more than one sparse product.
+#: the ~2 torch calls per shift cost more than one sparse product.
 CIRCULANT_MIN_ELEMENTS_PER_SHIFT = 1 << 15
 
 #: W is multiplied as a dense matrix when n is at most this, ...
@@ -119,51 +132,92 @@ DENSE_MAX_N = 32
 #: ... never when n exceeds this (a dense float64 W would take over 512 MiB), ...
 DENSE_MAX_N_ANY = 8192
 
-
-def dense_min_density(n: int, d: int) -> float:
-    """... and otherwise when nnz / n^2 reaches this, for n node-local values of d elements.
-    CSR slows down once X (n d elements) leaves the cache, BLAS does not."""
-    if d < 256:
-        return 0.5
-    return 0.2 if n * d < CACHED_ELEMENTS else 0.1
-
-
 #: Node-local tensors below this many elements count as cache-resident (16 MiB in float64).
 CACHED_ELEMENTS = 1 << 21
 
-#: On CPU, the sparse product runs over column blocks of X of about this many elements
-#: (all nodes; 4 MiB in float64), ...
-SPARSE_BLOCK_ELEMENTS = 1 << 19
 
-#: ... when such a block is at least this many columns wide (and X has more columns).
-SPARSE_MIN_BLOCK_WIDTH = 1024
+def dense_min_density(n: int, d: int) -> float:
+    """... and otherwise when nnz / n^2 reaches this, for n node-local values of d elements.
+    The sparse products slow down once X (n d elements) leaves the cache, BLAS does not."""
+    if d < 256:
+        return 0.5
+    return 0.3 if n * d < CACHED_ELEMENTS // 2 else 0.25
 
 
-def sparse_block_width(n: int, d: int, device: torch.device | str = "cpu") -> int:
-    """Width ``b`` of the column blocks ``X[:, c:c+b]`` that the sparse product runs over for
-    node-local values of ``d`` elements on ``n`` nodes. The blocks split ``d`` as evenly as
-    multiples of 8 columns allow (64-byte rows in float64), as few as hold at most about
-    :data:`SPARSE_BLOCK_ELEMENTS` elements each; ``d`` itself (one block) off CPU, for small
-    X, or when the blocks would be narrower than :data:`SPARSE_MIN_BLOCK_WIDTH`."""
+#: On CPU, float32/float64 X with at least this many columns go through
+#: ``torch.sparse.mm(W, X, reduce="sum")``; thinner X through MKL's ``W @ X``.
+SPARSE_REDUCE_MIN_D = 32
+
+#: Column blocks of the CPU sparse product hold about this many elements (all nodes), ...
+SPARSE_BLOCK_ELEMENTS = 1 << 17
+
+#: ... and at least this many columns (narrower blocks cost more calls than they save).
+SPARSE_MIN_BLOCK_WIDTH = 256
+
+#: Rows of at least this many elements (32 KiB in float64, an L1 cache) are split into
+#: blocks when every output row is updated at least :data:`SPARSE_WIDE_MIN_DEGREE` times.
+SPARSE_WIDE_ROW = 4096
+
+#: See :data:`SPARSE_WIDE_ROW`.
+SPARSE_WIDE_MIN_DEGREE = 8
+
+
+def scattered_fraction(topology) -> float:
+    """The fraction of W's entries ``(i, j)`` whose input row ``j`` the hardware prefetcher
+    cannot see coming: neither 0-2 rows after a row that output row ``i - 1`` read (a
+    stream that moves with i: circulant shifts, grids, trees, a star's leaves) nor 1-2 rows
+    after the previous entry of row i (a run of consecutive rows: a star's hub). About 1
+    for random graphs (Erdos-Renyi, geometric), about 0 for the structured families."""
+    rows, cols = topology.rows, topology.indices
+    if cols.size == 0:
+        return 0.0
+    stride = topology.n + 3
+    key = rows * stride + cols  # increasing: CSR entries are sorted by row, then column
+    prev = (rows - 1) * stride + cols  # (i - 1, j): row i - 1 read some j' in [j - 2, j]?
+    at = np.minimum(np.searchsorted(key, prev - 2), key.size - 1)
+    follows = (key[at] >= prev - 2) & (key[at] <= prev)
+    run = np.zeros(cols.size, dtype=bool)
+    run[1:] = (rows[1:] == rows[:-1]) & (cols[1:] - cols[:-1] <= 2)
+    return float(np.mean(~(follows | run)))
+
+
+def sparse_block_width(n: int, d: int, device: torch.device | str = "cpu", *,
+                       scattered: float = 1.0, degree: float = 0.0) -> int:
+    """Width ``b`` of the column blocks ``X[:, c:c+b]`` that the CPU sparse product runs
+    over, for node-local values of ``d`` elements on ``n`` nodes, a W with ``degree``
+    entries per row on average and a :func:`scattered_fraction` of ``scattered``.
+
+    Blocks cost a copy of each block in and out, and pay off only once X leaves the cache
+    (``n d >=`` :data:`CACHED_ELEMENTS`) and either most reads are scattered (more than
+    half: without blocks each would go to memory) or rows are wide (:data:`SPARSE_WIDE_ROW`)
+    and updated often (:data:`SPARSE_WIDE_MIN_DEGREE`): a block keeps each output row in L1
+    while its updates run. Otherwise, and off CPU, ``d`` (one block). Blocks hold about
+    :data:`SPARSE_BLOCK_ELEMENTS` elements and at least :data:`SPARSE_MIN_BLOCK_WIDTH`
+    columns, as few as fit and as even as multiples of 8 columns allow (64-byte rows)."""
     if n < 1 or d < 1:
         raise ValueError(f"n and d must be positive, got n={n}, d={d}.")
-    widest = SPARSE_BLOCK_ELEMENTS // n // 8 * 8
-    if torch.device(device).type != "cpu" or d <= widest or widest < SPARSE_MIN_BLOCK_WIDTH:
+    wide = d >= SPARSE_WIDE_ROW and degree >= SPARSE_WIDE_MIN_DEGREE
+    if (torch.device(device).type != "cpu" or n * d < CACHED_ELEMENTS
+            or not (scattered > 0.5 or wide)):
         return d
-    blocks = -(-d // widest)  # as few blocks as fit, then as even as multiples of 8 allow
-    width = math.ceil(math.ceil(d / blocks) / 8) * 8
-    return width if width >= SPARSE_MIN_BLOCK_WIDTH else d
+    widest = max(SPARSE_MIN_BLOCK_WIDTH, SPARSE_BLOCK_ELEMENTS // n // 8 * 8)
+    if d <= widest:
+        return d
+    blocks = -(-d // widest)
+    return math.ceil(math.ceil(d / blocks) / 8) * 8
 
 
-# ---------------------------------------------------------------------------------- mixing
+# ---------------------------------------------------------------------------------- plans
 @dataclass(frozen=True)
 class MixPlan:
-    """What :func:`mix` needs for one (topology, device, dtype): a kernel name and its data.
+    """What :func:`mixer` needs for one (topology, device, dtype): a kernel name and its data.
 
     ``shifts``: tuple of ``(s, w)`` for "circulant"; ``matrix``: the CSR or dense W on the
     device for "sparse"/"dense"; ``compute_dtype``: the dtype the matrix product runs in (the
     input's, or float32/complex64 where the device has no sparse kernel for it, e.g. half on
-    CPU).
+    CPU); ``row``: for "dense", the common row ``c`` when ``W = 1 c^T``, else None;
+    ``scattered``, ``degree``: :func:`scattered_fraction` and ``nnz / n`` of the topology
+    (for the column blocks of "sparse").
     """
 
     kernel: str
@@ -173,6 +227,9 @@ class MixPlan:
     shifts: tuple = ()
     matrix: torch.Tensor | None = None
     compute_dtype: torch.dtype | None = None
+    row: torch.Tensor | None = None
+    scattered: float = 0.0
+    degree: float = 0.0
 
 
 def choose_kernel(topology, d: int | None = None) -> str:
@@ -195,24 +252,19 @@ def mix_plan(
     topology, device: torch.device, dtype: torch.dtype, kernel: str = "auto",
     d: int | None = None,
 ) -> MixPlan:
-    """The cached :class:`MixPlan` of ``topology`` for tensors of ``dtype`` on ``device``.
+    """The :class:`MixPlan` of ``topology`` for tensors of ``dtype`` on ``device``, built once.
 
     ``kernel="auto"`` uses :func:`choose_kernel` (for node-local values of ``d`` elements,
     if given); naming one of :data:`KERNELS` forces it ("circulant" needs
     ``topology.shifts``).
     """
-    cache = topology._cache
     if kernel == "auto":
-        kernel = cache.get(("sim.kernel", d))
-        if kernel is None:
-            kernel = choose_kernel(topology, d)
-            if len(cache) < 64:  # a topology meets few distinct sizes; never grow unbounded
-                cache[("sim.kernel", d)] = kernel
-    key = ("sim.mix", kernel, device, dtype)
-    plan = cache.get(key)
-    if plan is None:
-        plan = cache[key] = _build_mix_plan(topology, device, dtype, kernel)
-    return plan
+        kernel = choose_kernel(topology, d)
+    elif kernel not in KERNELS:
+        raise ValueError(f"kernel must be 'auto' or one of {KERNELS}, got {kernel!r}.")
+    device = torch.device(device)
+    return topology.memo(("sim.mix", kernel, device, dtype),
+                         lambda: _build_mix_plan(topology, device, dtype, kernel))
 
 
 def _build_mix_plan(topology, device, dtype, kernel) -> MixPlan:
@@ -226,8 +278,13 @@ def _build_mix_plan(topology, device, dtype, kernel) -> MixPlan:
             )
         return MixPlan("circulant", n, device, dtype, shifts=tuple(topology.shifts.items()))
     if kernel == "dense":
-        W = torch.tensor(topology.W, dtype=dtype, device=device)
-        return MixPlan("dense", n, device, dtype, matrix=W, compute_dtype=dtype)
+        W = np.asarray(topology.W)
+        common = n > 1 and bool(np.all(W[:1] == W))
+        return MixPlan(
+            "dense", n, device, dtype, matrix=torch.tensor(W, dtype=dtype, device=device),
+            compute_dtype=dtype,
+            row=torch.tensor(W[0], dtype=dtype, device=device) if common else None,
+        )
     if kernel == "sparse":
         compute = dtype if _sparse_supported(device, dtype) else (
             torch.complex64 if dtype.is_complex else torch.float32
@@ -240,7 +297,8 @@ def _build_mix_plan(topology, device, dtype, kernel) -> MixPlan:
                 torch.from_numpy(np.array(topology.data)).to(compute),
                 size=(n, n),
             ).to(device)
-        return MixPlan("sparse", n, device, dtype, matrix=W, compute_dtype=compute)
+        return MixPlan("sparse", n, device, dtype, matrix=W, compute_dtype=compute,
+                       scattered=scattered_fraction(topology), degree=topology.nnz / n)
     raise ValueError(f"kernel must be 'auto' or one of {KERNELS}, got {kernel!r}.")
 
 
@@ -266,166 +324,96 @@ def _sparse_supported(device: torch.device, dtype: torch.dtype) -> bool:
     return _SPARSE_SUPPORT[key]
 
 
+# ---------------------------------------------------------------------------------- mixing
 def mix(x: torch.Tensor, plan: MixPlan) -> torch.Tensor:
     """``W @ X`` for a node-local ``x`` of shape ``(n, *s)``: a new tensor of the same shape.
 
     ``x`` is never modified; the result does not share memory with it.
     """
+    return mixer(plan, x.shape, x.dtype)(x)
+
+
+def mixer(plan: MixPlan, shape, dtype: torch.dtype | None = None):
+    """``mix(., plan)`` specialised for node-local tensors of ``shape`` and ``dtype`` (the
+    plan's by default): a callable ``f(x) -> W @ X`` with every decision taken here once,
+    for hot loops. ``f`` returns a new contiguous tensor and never modifies ``x``."""
+    shape = torch.Size(shape)
+    dtype = plan.dtype if dtype is None else dtype
+    n = plan.n
+    d = math.prod(shape[1:])
+    if math.prod(shape) == 0:
+        return lambda x: torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if plan.kernel == "circulant":
-        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-        _mix_circulant(x, out, plan.shifts)
-        return out
-    if x.numel() == 0:
-        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    if plan.kernel == "sparse" and plan.compute_dtype == x.dtype and x.dim() >= 2:
-        d = x.numel() // x.shape[0]
-        width = sparse_block_width(plan.n, d, x.device)
-        if width < d and x.is_contiguous():
-            return _mix_sparse_blocked(x, plan.matrix, width)
-    flat = x.dim() <= 2  # W @ x directly (matrix-vector for 1-D x), else flatten to (n, d)
-    X = x if flat else x.reshape(x.shape[0], -1)
-    if plan.compute_dtype != x.dtype:
-        out = (plan.matrix @ X.to(plan.compute_dtype)).to(x.dtype)
-    else:
-        out = plan.matrix @ X
-    return out if flat else out.view(x.shape)
-
-
-def mixer(plan: MixPlan, shape: torch.Size):
-    """``mix(., plan)`` specialised for node-local tensors of ``shape`` (and the plan's dtype):
-    a callable ``f(x) -> W @ X`` with every decision taken here once, for hot loops."""
-    if plan.kernel == "circulant" or math.prod(shape) == 0 or plan.compute_dtype != plan.dtype:
-        return lambda x: mix(x, plan)
-    if plan.kernel == "sparse" and len(shape) >= 2:
-        d = math.prod(shape[1:])
-        width = sparse_block_width(plan.n, d, plan.device)
+        return _circulant_mixer(plan.shifts)
+    if plan.row is not None:
+        return _common_row_mixer(plan.row, shape, d)
+    if plan.compute_dtype != dtype:  # e.g. half on CPU: the product runs in float32
+        return _converting_mixer(plan.matrix, plan.compute_dtype, shape, d)
+    matrix = plan.matrix
+    flat = (n, d)
+    if plan.kernel == "sparse" and len(shape) >= 2 and _reduce_engine(plan, dtype, d):
+        width = sparse_block_width(n, d, plan.device, scattered=plan.scattered,
+                                   degree=plan.degree)
         if width < d:
-            matrix = plan.matrix
-            return lambda x: (
-                _mix_sparse_blocked(x, matrix, width) if x.is_contiguous() else mix(x, plan)
-            )
+            return lambda x: _mix_sparse_blocked(x, matrix, width)
+        if len(shape) == 2:
+            return lambda x: torch.sparse.mm(matrix, x, reduce="sum")
+        return lambda x: torch.sparse.mm(matrix, x.reshape(flat), reduce="sum").view(shape)
     if len(shape) <= 2:
-        return plan.matrix.matmul
-    flat = (shape[0], math.prod(shape[1:]))
-    matmul = plan.matrix.matmul
-    return lambda x: matmul(x.reshape(flat)).view(shape)
+        return lambda x: matrix.matmul(x).contiguous()
+    return lambda x: matrix.matmul(x.reshape(flat)).view(shape)
+
+
+def _reduce_engine(plan: MixPlan, dtype: torch.dtype, d: int) -> bool:
+    """Whether the sparse product goes through ``torch.sparse.mm(..., reduce="sum")``."""
+    return (plan.device.type == "cpu" and dtype in (torch.float32, torch.float64)
+            and d >= SPARSE_REDUCE_MIN_D)
+
+
+def _circulant_mixer(shifts):
+    def f(x):
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        mix_circulant(x, out, shifts)
+        return out
+
+    return f
+
+
+def _common_row_mixer(row: torch.Tensor, shape: torch.Size, d: int):
+    """``W = 1 c^T``: every node gets ``c^T X`` (one reduction over the nodes, one broadcast
+    write); ``c^T X`` is ``w * sum_j x_j`` when every ``c_j = w`` (the complete graph)."""
+    n = shape[0]
+    uniform = bool(torch.all(row == row[0]))
+    w = float(row[0])
+
+    def f(x):
+        X = x.reshape(n, d)
+        mean = X.sum(0).mul_(w) if uniform else torch.mv(X.t(), row)  # reads X once
+        return mean.expand(n, d).clone(memory_format=torch.contiguous_format).view(shape)
+
+    return f
+
+
+def _converting_mixer(matrix, compute: torch.dtype, shape: torch.Size, d: int):
+    flat = shape if len(shape) <= 2 else (shape[0], d)
+
+    def f(x):
+        return (matrix @ x.reshape(flat).to(compute)).to(x.dtype).view(shape)
+
+    return f
 
 
 def _mix_sparse_blocked(x: torch.Tensor, matrix: torch.Tensor, width: int) -> torch.Tensor:
-    """``W @ X`` for a contiguous ``x`` of shape ``(n, *s)`` seen as ``X`` of shape ``(n, d)``,
-    one column block at a time: ``out[:, c:c+b] = W @ X[:, c:c+b]`` for ``c = 0, b, 2b, ...``
+    """``W @ X`` for ``x`` of shape ``(n, *s)`` seen as ``X`` of shape ``(n, d)``, one
+    column block at a time: ``out[:, c:c+b] = W @ X[:, c:c+b]`` for ``c = 0, b, 2b, ...``
     (the last block narrower), so the rows of ``X[:, c:c+b]`` stay in cache while every
-    output row that reads them is formed. Each product writes into its block of ``out``."""
+    output row that reads them is formed."""
     n = x.shape[0]
-    X = x.view(n, -1)
+    X = x.reshape(n, -1)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     O = out.view(n, -1)
     d = X.shape[1]
     for c in range(0, d, width):
         b = min(width, d - c)
-        torch.mm(matrix, X.narrow(1, c, b), out=O.narrow(1, c, b))
+        O.narrow(1, c, b).copy_(torch.sparse.mm(matrix, X.narrow(1, c, b), reduce="sum"))
     return out
-
-
-def _mix_circulant(x: torch.Tensor, out: torch.Tensor, shifts) -> None:
-    """``out = sum_s w_s roll(x, s, dim=0)``, with ``out[i] += w_s x[i - s]`` written as two
-    slice adds per shift (rows ``s..n-1`` read ``0..n-1-s``; rows ``0..s-1`` wrap around)."""
-    n = x.shape[0]
-    first = True
-    for s, w in shifts:
-        if s == 0:
-            if first:
-                torch.mul(x, w, out=out)
-            else:
-                out.add_(x, alpha=w)
-        elif first:
-            torch.mul(x.narrow(0, 0, n - s), w, out=out.narrow(0, s, n - s))
-            torch.mul(x.narrow(0, n - s, s), w, out=out.narrow(0, 0, s))
-        else:
-            out.narrow(0, s, n - s).add_(x.narrow(0, 0, n - s), alpha=w)
-            out.narrow(0, 0, s).add_(x.narrow(0, n - s, s), alpha=w)
-        first = False
-    if first:  # W = 0 (no entries at all)
-        out.zero_()
-
-
-# ---------------------------------------------------------------------------- slot gathering
-@dataclass(frozen=True)
-class SlotPlan:
-    """A gather ``out.view(n * slots, d)[r] = src.view(-1, d)[index[r]]``, then zero rows
-    ``empty``. ``slots`` is the largest in-degree (self excluded)."""
-
-    n: int
-    slots: int
-    index: torch.Tensor
-    empty: torch.Tensor
-
-
-def _in_slots(topology):
-    """Off-diagonal entries in CSR order with, for each, its receiver, sender and slot (the
-    rank of the sender among the receiver's in-neighbors, ascending); and D_in."""
-    rows, cols = topology.rows, topology.indices
-    off = rows != cols
-    recv, send = rows[off], cols[off]  # sorted by receiver, then sender (canonical CSR)
-    deg = np.bincount(recv, minlength=topology.n)
-    start = np.concatenate(([0], np.cumsum(deg)[:-1]))
-    slot = np.arange(recv.size) - start[recv]
-    return recv, send, slot, int(deg.max()) if deg.size else 0
-
-
-def _out_slots(recv, send, n):
-    """For each off-diagonal entry (receiver, sender): the rank of the receiver among the
-    sender's out-neighbors (ascending), and D_out."""
-    order = np.lexsort((recv, send))
-    deg = np.bincount(send, minlength=n)
-    start = np.concatenate(([0], np.cumsum(deg)[:-1]))
-    slot = np.empty(send.size, dtype=np.int64)
-    slot[order] = np.arange(send.size) - start[send[order]]
-    return slot, int(deg.max()) if deg.size else 0
-
-
-def _slot_plan(topology, device, src_index_of_entry, recv, slot, D) -> SlotPlan:
-    n = topology.n
-    index = np.zeros(n * D, dtype=np.int64)
-    dest = recv * D + slot
-    index[dest] = src_index_of_entry
-    filled = np.zeros(n * D, dtype=bool)
-    filled[dest] = True
-    return SlotPlan(
-        n, D,
-        torch.from_numpy(index).to(device),
-        torch.from_numpy(np.flatnonzero(~filled)).to(device),
-    )
-
-
-def allgather_plan(topology, device: torch.device) -> SlotPlan:
-    """Plan of ``neighbor_allgather``: slot t of node i reads node i's t-th in-neighbor."""
-    key = ("sim.allgather", device)
-    plan = topology._cache.get(key)
-    if plan is None:
-        recv, send, slot, D = _in_slots(topology)
-        plan = topology._cache[key] = _slot_plan(topology, device, send, recv, slot, D)
-    return plan
-
-
-def alltoall_plan(topology, device: torch.device) -> tuple[SlotPlan, int]:
-    """Plan of ``neighbor_alltoall`` and D_out: slot t of node i reads message row
-    ``j * D_out + r`` where j is i's t-th in-neighbor and i is j's r-th out-neighbor."""
-    key = ("sim.alltoall", device)
-    cached = topology._cache.get(key)
-    if cached is None:
-        recv, send, slot, D_in = _in_slots(topology)
-        out_slot, D_out = _out_slots(recv, send, topology.n)
-        plan = _slot_plan(topology, device, send * D_out + out_slot, recv, slot, D_in)
-        cached = topology._cache[key] = (plan, D_out)
-    return cached
-
-
-def gather_slots(src: torch.Tensor, plan: SlotPlan, tail: tuple) -> torch.Tensor:
-    """Gather the rows of ``src`` (shape ``(rows, *tail)``) into a new tensor of shape
-    ``(n, slots, *tail)`` following ``plan``; empty slots are zero."""
-    flat = src.reshape(src.shape[0], math.prod(tail))
-    out = flat.index_select(0, plan.index)
-    if plan.empty.numel():
-        out.index_fill_(0, plan.empty, 0)
-    return out.reshape((plan.n, plan.slots) + tuple(tail))
