@@ -26,8 +26,8 @@ becomes ``z``, exactly what the next synchronisation would have waited for, so t
 unchanged). That wait is a communication: take the state on every rank at the same iteration.
 
 :func:`load_rule_state` checks that the state was taken from the same kind of rule with the
-same parameters (``tau``, ``gmf``, ``alpha``, ``period``, topology or tree) and with tensors of the shapes
-this rule works on, and says what differs.
+same parameters (``tau``, ``gmf``, ``alpha``, ``period``, topology or tree) and with tensors of
+the shapes this rule works on, and says what differs.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def _check_known(rule: SyncRule) -> None:
     if type(rule) not in _KNOWN_RULES:
         raise TypeError(
             f"Cannot checkpoint the synchronisation rule {type(rule).__name__}: only the rules "
-            "of declearn.algorithms.local_sgd, declearn.optim.gossip and declearn.optim.pga are known. Give your "
-            "rule state_dict() and load_state_dict(state) methods."
+            "of declearn.algorithms.local_sgd, declearn.optim.gossip and declearn.optim.pga are "
+            "known. Give your rule state_dict() and load_state_dict(state) methods."
         )
 
 
