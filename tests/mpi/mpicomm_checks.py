@@ -52,6 +52,9 @@ DYNAMIC_KS = (0, 1, 2, 7)
 SHAPES = ((), (5,), (3, 4))
 DTYPES = (torch.float64, torch.float32)
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+# Shapes whose payload is over INLINE_MAX (4 KiB), so neighbor_allreduce sends it apart from
+# its header; SHAPES all travel inside the header's message (declearn.comm.mpi.inline).
+LARGE_SHAPES = {torch.float64: (9, 70), torch.float32: (33, 40)}
 QUICK = "--quick" in sys.argv
 
 world = MPI.COMM_WORLD
@@ -167,7 +170,51 @@ def oracle_checks(comm, sim):
                           f"MPIComm vs SimComm neighbor_allgather {what}")
                     check(torch.equal(sim.neighbor_alltoall(M, topo)[r], a),
                           f"MPIComm vs SimComm neighbor_alltoall {what}")
+        for dtype, shape in LARGE_SHAPES.items():  # payloads sent apart from the header
+            X = torch.randn((n, *shape), generator=gen, dtype=torch.float64).to(dtype)
+            ref = (W @ X.double().reshape(n, -1)).reshape(n, *shape)
+            for _ in range(2):  # the second time through the cached call plan
+                y = comm.neighbor_allreduce(X[r], topo, weights=modes[0])
+                close(y, ref[r], TOL[dtype], f"neighbor_allreduce {tname} {dtype} {shape}")
+    inline_dtype_checks(comm, gen)
     return len(topologies)
+
+
+def inline_dtype_checks(comm, gen):
+    """Small payloads in every floating dtype (BLAS dtypes combine with one addmv, the others
+    term by term), and a zero self weight, where ``y_i = W_ii x_i + sum_j W_ij x_j`` keeps a
+    NaN of ``x_i`` (``0 * nan``) as the term-by-term sum does."""
+    n, r = comm.size, comm.rank
+    ring = T.make("ring", n)
+    W = torch.as_tensor(np.array(ring.W))
+    for dtype, tol in ((torch.complex128, 1e-12), (torch.complex64, 1e-5),
+                       (torch.float16, 1e-2), (torch.bfloat16, 2e-2)):
+        wide = torch.complex128 if dtype.is_complex else torch.float64
+        X = torch.randn((n, 2, 3), generator=gen, dtype=wide).to(dtype)
+        ref = (W.to(wide) @ X.to(wide).reshape(n, -1))[r].reshape(2, 3)
+        y = comm.neighbor_allreduce(X[r], ring)
+        err = (y.to(wide) - ref).abs().max().item()
+        check(y.dtype == dtype and y.shape == (2, 3)
+              and err <= tol * max(1.0, ref.abs().max().item()),
+              f"inline neighbor_allreduce {dtype}: {y.dtype} {tuple(y.shape)}, error {err:.3g}")
+    for shape in ((0,), (2, 0)):  # nothing to send but the header
+        y = comm.neighbor_allreduce(torch.zeros(shape, dtype=torch.float64), ring)
+        check(y.shape == shape and y.dtype == torch.float64, f"empty inline payload {y.shape}")
+    x = torch.arange(6, dtype=torch.float64).reshape(2, 3) + r
+    y = comm.neighbor_allreduce(x.t(), ring)  # not contiguous: the full checks, then inline
+    ref = (W @ (torch.arange(6, dtype=torch.float64) + torch.arange(n).double()[:, None]))[r]
+    close(y, ref.reshape(2, 3).t(), 1e-12, "inline neighbor_allreduce of a transpose")
+    if n < 3:
+        return
+    A = np.zeros((n, n))
+    A[np.arange(n), (np.arange(n) + 1) % n] = A[np.arange(n), (np.arange(n) - 1) % n] = 0.5
+    hollow = Topology.from_matrix(A, name="hollow_ring")
+    v = np.where(np.arange(n) == 0, np.nan, np.arange(n, dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        expect = 0.0 * v[r] + 0.5 * v[(r - 1) % n] + 0.5 * v[(r + 1) % n]
+    y = comm.neighbor_allreduce(torch.full((4,), v[r], dtype=torch.float64), hollow)
+    check(torch.allclose(y, torch.full((4,), expect, dtype=torch.float64), equal_nan=True),
+          f"zero self weight, x_0 = nan: rank {r} got {y}, expected {expect}")
 
 
 def global_checks(comm, sim):
@@ -229,6 +276,19 @@ def traffic_checks(comm, sim):
     check(t.by_op["neighbor_allreduce"]["messages"] == deg
           and t.by_op["neighbor_allreduce"]["bytes"] == deg * 80, f"traffic {t}")
     check(t.messages == deg + 2 * (n - 1), f"traffic total {t}")
+    # small neighbor_allreduces are tallied on their call plans and counted when traffic is
+    # read: three calls, one untracked, one after a reset
+    comm.reset_traffic()
+    for _ in range(3):
+        comm.neighbor_allreduce(x, topo)
+    with comm.untracked():
+        comm.neighbor_allreduce(x, topo)
+    entry = comm.traffic.by_op["neighbor_allreduce"]
+    check(entry == {"calls": 3, "messages": 3 * deg, "bytes": 3 * deg * 80},
+          f"three tracked calls of four: {entry}")
+    comm.neighbor_allreduce(x, topo)
+    comm.reset_traffic()
+    check(comm.traffic.messages == 0 and not comm.traffic.by_op, "reset drops tallied calls")
 
 
 # ---------------------------------------------------------------------------- failures
@@ -449,6 +509,7 @@ def mismatch_checks(comm):
     else:
         comm.neighbor_allreduce(x, ring, timeout=20, tag="m")
     no_leftovers(comm, tags, "a neighbor mismatch with an empty payload")
+    inline_mismatch_checks(comm, ring, sees)
     # the same shapes again, matching: the call plans of the failed calls still work
     x = torch.full((3,), float(r), dtype=torch.float64)
     close(comm.neighbor_allreduce(x, ring, timeout=20),
@@ -482,6 +543,54 @@ def mismatch_checks(comm):
     # still usable, no resync needed
     close(comm.allreduce(torch.ones(2, dtype=torch.float64), "sum"),
           torch.full((2,), float(n), dtype=torch.float64), 1e-12, "after the mismatches")
+
+
+def inline_mismatch_checks(comm, ring, sees):
+    """Mismatches where payloads travel inside the header's message (at most 4 KiB,
+    declearn.comm.mpi.inline): a larger inline payload, an inline payload against one sent
+    apart (both ways), a neighbor_allgather (payload apart) against a small
+    neighbor_allreduce, and a global op against small neighbor ops. The ranks that see a
+    mismatch raise naming both calls, nobody hangs, and nothing is left behind."""
+    n, r = comm.size, comm.rank
+    for size0, size in ((300, 3), (4096, 3), (3, 4096)):  # rank 0's length, the others'
+        x = torch.ones(size0 if r == 0 else size, dtype=torch.float64)
+        tags = (comm._tag(0), comm._tag(1))
+        if sees:
+            exc = expect_raise(CollectiveMismatchError,
+                               lambda x=x: comm.neighbor_allreduce(x, ring, timeout=20, tag="m"),
+                               f"neighbor_allreduce of {size0} against {size} values")
+            check(f"({size0},)" in str(exc) and f"({size},)" in str(exc),
+                  f"inline mismatch {size0} vs {size}: {exc}")
+        else:
+            comm.neighbor_allreduce(x, ring, timeout=20, tag="m")
+        check(comm.in_sync, f"in sync after an inline mismatch ({size0} vs {size})")
+        no_leftovers(comm, tags, f"an inline mismatch ({size0} vs {size} values)")
+    x = torch.ones(3, dtype=torch.float64)
+    tags = (comm._tag(0), comm._tag(1))
+    if sees:
+        op = comm.neighbor_allgather if r == 0 else comm.neighbor_allreduce
+        exc = expect_raise(CollectiveMismatchError, lambda: op(x, ring, timeout=20, tag="m"),
+                           "neighbor_allgather against a small neighbor_allreduce")
+        check("neighbor_allgather(" in str(exc) and "neighbor_allreduce(" in str(exc),
+              f"allgather vs inline allreduce: {exc}")
+    elif r == 0:
+        comm.neighbor_allgather(x, ring, timeout=20, tag="m")
+    else:
+        comm.neighbor_allreduce(x, ring, timeout=20, tag="m")
+    no_leftovers(comm, tags, "a neighbor_allgather against a small neighbor_allreduce")
+    full = T.make("complete", n)
+    tags = (comm._tag(0), comm._tag(1))
+    if r == 0:
+        op = lambda: comm.allreduce(x, timeout=20, tag="m")
+    else:
+        op = lambda: comm.neighbor_allreduce(x, full, timeout=20, tag="m")
+    exc = expect_raise(CollectiveMismatchError, op, "a global op against small neighbor ops")
+    check("allreduce(" in str(exc) and "neighbor_allreduce(" in str(exc),
+          f"global vs inline neighbor: {exc}")
+    check(comm.in_sync, "in sync after a global-vs-inline mismatch")
+    no_leftovers(comm, tags, "a global op against small neighbor ops")
+    close(comm.neighbor_allreduce(torch.full((3,), float(r), dtype=torch.float64), ring),
+          (ring.W[r] * np.arange(n)).sum() * np.ones(3), 1e-12, "after the inline mismatches")
 
 
 def subcomm_checks(sim_factory):

@@ -10,7 +10,9 @@
 * An extra collective on one rank (the classic ``if rank == 0:`` bug): CollectiveMismatchError
   on every rank naming both lines and the ranks, no wrong result, still in sync; ``tag=`` pairs
   calls made from different lines on purpose; ``check_call_sites=False`` turns the check off;
-  iallreduce and DelayedComm report the user's line.
+  iallreduce and DelayedComm report the user's line. An extra small neighbor_allreduce (its
+  payload travels inside the header's message): the rank that made it and its neighbors
+  raise naming both lines, the others get the right result, still in sync.
 * Iteration stamps: operations made at different ``comm.iteration`` raise
   IterationMismatchError (every rank for a global collective, the neighbors for a neighbor
   operation), with the iterations of the ranks.
@@ -217,6 +219,32 @@ def extra_collective(comm):
     loose.close()
 
 
+def extra_neighbor_op(comm):
+    """Rank 0 makes one extra neighbor_allreduce on the ring before the common one."""
+    r = comm.rank
+    ring = T.ring(N)
+    x = torch.full((3,), float(r), dtype=torch.float64)
+    expect = float(torch.as_tensor(ring.W[r]) @ torch.arange(N, dtype=torch.float64))
+
+    def body():
+        if r == 0: comm.neighbor_allreduce(x * 0, ring)  # noqa: E701
+        return comm.neighbor_allreduce(x, ring)
+
+    exc, y = raised(body)
+    first = body.__code__.co_firstlineno
+    if r in (0, 1, N - 1):  # rank 0 and the ranks it sends to
+        check(isinstance(exc, CollectiveMismatchError) and f"{HERE}:{first + 1}" in str(exc)
+              and f"{HERE}:{first + 2}" in str(exc),
+              f"the extra neighbor_allreduce names both call sites: {exc!r}")
+    else:  # its in-neighbors made the common call: y = W[r] . (0, 1, ..., N-1)
+        check(exc is None and torch.allclose(y, torch.full((3,), expect, dtype=torch.float64)),
+              f"far from the extra call: {exc!r}, {y} vs {expect}")
+    check(comm.in_sync, "in sync after an extra neighbor_allreduce")
+    y = comm.neighbor_allreduce(x, ring)
+    check(torch.allclose(y, torch.full((3,), expect, dtype=torch.float64)),
+          f"the next common neighbor_allreduce is right: {y} vs {expect}")
+
+
 def iteration_stamps(comm):
     """Ranks at different iterations: global op -> every rank raises; neighbor op -> the
     neighbors of the rank that is ahead raise, naming the iterations; still in sync."""
@@ -249,6 +277,7 @@ def main():
     if N < 3:
         raise SystemExit("run with mpiexec -n 3 or more")
     extra_collective(comm)
+    extra_neighbor_op(comm)
     iteration_stamps(comm)
     busy_rank_missed_resync(comm)
     for seed in range(4):

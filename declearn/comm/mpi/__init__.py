@@ -48,6 +48,14 @@ line) and ranks at different iterations raise instead of mixing unrelated tensor
   communicator stays in sync. A rank that skips a neighbor operation makes only its
   neighbors time out.
 
+*Inline payloads.* A CPU ``neighbor_allreduce`` of at most ``INLINE_MAX`` = 4 KiB sends its
+payload inside the header's message (one message per neighbor instead of two; the header's
+plane word says so), and combines what it received with one BLAS call
+(:mod:`declearn.comm.mpi.inline`). Every receive on a header tag, of any operation, has room
+for a header and the largest inline payload, so no such message is ever truncated and the
+checks above read every peer's header whole: a peer that sent its payload inline has none
+to drain, one that sent it apart (a larger payload) has it drained as above.
+
 *Deadlines.* Every wait is a Python polling loop (:mod:`declearn.comm.mpi.deadline`) bounded by
 ``timeout`` (per call, else the communicator's, else
 :func:`~declearn.comm.base.get_default_timeout`); Ctrl-C interrupts it. At the deadline the
@@ -77,8 +85,10 @@ weights, its header, the receive buffers. The first call with a given (operation
 object, weights, shape, dtype, device) checks the arguments and builds a
 :class:`_NeighborCall` with all of it; later such calls reuse it and only fill in ``seq``. For
 ``neighbor_allreduce`` it holds the receive buffers (one per in-neighbor slot) and their MPI
-views; the combine uses in-place torch ops. Call plans and buffers are dropped when an
-operation is abandoned (MPI may still write into them) and by resync.
+views, or the inline message and the rows the in-neighbors' messages land in; a small CPU
+call finds its plan from (topology, weights, shape, dtype) after checking only what a plan
+does not fix (that ``x`` is a plain contiguous CPU tensor). Call plans and buffers are
+dropped when an operation is abandoned (MPI may still write into them) and by resync.
 
 *Nonblocking allreduce.* :meth:`MPIComm.iallreduce` takes its ``seq`` and posts its header
 exchange at once, then returns a :class:`Pending`; the native ``Iallreduce`` is posted as soon

@@ -11,8 +11,9 @@ algorithm calls), as ``SITE_WORDS`` int64 words
 where ``name`` is the file's base name (a notebook cell: ``cell <hash>``, the part of the
 cell's file name that comes from its content, the same on every engine) and ``h`` a CRC-32.
 A call with ``tag="..."`` carries the tag instead (``line = -1``): calls pair only with calls
-of the same tag, from any line. Words are cached per (file, line), so the hot path costs one
-frame walk and one dict lookup.
+of the same tag, from any line. Words are cached per (code object, instruction offset) of
+the calling frame, so the hot path costs one frame walk and one dict lookup (no line-table
+decoding: the offset determines the line).
 
 :func:`describe_site` turns words back into ``repro.py:5 (`b = comm.allreduce(x)`)``, reading
 the source line from this process's copy of the file when it has one.
@@ -39,7 +40,7 @@ NO_SITE = np.zeros(SITE_WORDS, np.int64)
 _COMM_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # declearn/comm/
 _CELL_FILE = re.compile(r"ipykernel_\d+[/\\](\w+)\.py$|<ipython-input-\d+-(\w+)>$")
 _INSIDE: dict[str, bool] = {}  # file name -> inside declearn/comm?
-_SITES: dict[tuple, np.ndarray] = {}  # (file name, line) -> words
+_SITES: dict[tuple, tuple] = {}  # (id(code), offset) -> (code, words); code: the id's owner
 _TAGS: dict[str, np.ndarray] = {}  # tag -> words
 _PATHS: dict[str, str] = {}  # short name -> this process's file name (for describe_site)
 
@@ -64,25 +65,29 @@ def call_site(depth: int = 2) -> np.ndarray:
     """The words of the first frame outside ``declearn/comm``, starting ``depth`` frames
     above this function (the cached array itself: do not modify it)."""
     frame = sys._getframe(depth)
-    filename = frame.f_code.co_filename
-    inside = _INSIDE.get(filename)
+    code = frame.f_code
+    inside = _INSIDE.get(code.co_filename)
     while inside is not False:
         if inside is None:
+            filename = code.co_filename
             inside = _INSIDE[filename] = os.path.abspath(filename).startswith(_COMM_DIR)
             continue
         frame = frame.f_back
         if frame is None:
             return NO_SITE
-        filename = frame.f_code.co_filename
-        inside = _INSIDE.get(filename)
-    key = (filename, frame.f_lineno)
-    words = _SITES.get(key)
-    if words is None:
-        name = _short_name(filename)
-        _PATHS.setdefault(name, filename)
-        if len(_SITES) >= 4096:
-            _SITES.clear()
-        words = _SITES[key] = _words(name, key[1], name)
+        code = frame.f_code
+        inside = _INSIDE.get(code.co_filename)
+    key = (id(code), frame.f_lasti)
+    hit = _SITES.get(key)
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    filename, line = code.co_filename, frame.f_lineno
+    name = _short_name(filename)
+    _PATHS.setdefault(name, filename)
+    if len(_SITES) >= 4096:
+        _SITES.clear()
+    words = _words(name, line, name)
+    _SITES[key] = (code, words)
     return words
 
 

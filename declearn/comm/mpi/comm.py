@@ -1,6 +1,7 @@
 """MPIComm: one node per MPI rank. The class is assembled from one part per concern, each in
 its own module: headers (:mod:`~declearn.comm.mpi.headers`), neighbor operations
-(:mod:`~declearn.comm.mpi.neighbors`), operations in flight (:mod:`~declearn.comm.mpi.inflight`),
+(:mod:`~declearn.comm.mpi.neighbors`; small payloads: :mod:`~declearn.comm.mpi.inline`),
+operations in flight (:mod:`~declearn.comm.mpi.inflight`),
 resync (:mod:`~declearn.comm.mpi.resync`) and data planes (:mod:`~declearn.comm.mpi.dataplane`);
 this module holds the construction, the global collectives and the bookkeeping of an operation
 (see :mod:`declearn.comm.mpi` for the protocol)."""
@@ -36,6 +37,7 @@ from declearn.comm.mpi.headers import (
     HeaderExchange,
 )
 from declearn.comm.mpi.inflight import InFlightOps, _InFlight
+from declearn.comm.mpi.inline import InlineOps
 from declearn.comm.mpi.neighbors import NeighborOps
 from declearn.comm.mpi.operation import _Operation
 from declearn.comm.mpi.partial import MPIPartialAllreduce
@@ -53,8 +55,8 @@ from declearn.errors import (
 )
 
 
-class MPIComm(HeaderExchange, NeighborOps, InFlightOps, ResyncProtocol, DataPlaneOps,
-              Communicator):
+class MPIComm(HeaderExchange, NeighborOps, InlineOps, InFlightOps, ResyncProtocol,
+              DataPlaneOps, Communicator):
     """One node per MPI rank; see the module docstring for the protocol.
 
     Parameters
@@ -139,6 +141,8 @@ class MPIComm(HeaderExchange, NeighborOps, InFlightOps, ResyncProtocol, DataPlan
         self._bufs = BufferCache()
         self._headers: dict = {}  # header templates by operation signature
         self._calls: dict = {}  # neighbor call plans (_NeighborCall), see _neighbor_call
+        self._inline_calls: dict = {}  # the inline ones, by (topology, weights, shape, dtype)
+        self._tallied: list = []  # inline call plans whose calls traffic does not count yet
         self._in_flight: list[_InFlight] = []  # iallreduces not finished, in call order
         self._host = HostPlane(self._bufs)
         self._gpu = None
@@ -431,14 +435,18 @@ class MPIComm(HeaderExchange, NeighborOps, InFlightOps, ResyncProtocol, DataPlan
         out of sync; count the operation in ``seq`` either way."""
         if self._broken is not None or self._out_of_sync is not None:
             self._check_usable(name)
-        if timeout is None:  # the communicator's deadline, validated when it was set
-            seconds = self._timeout if self._timeout is not None else get_default_timeout()
-        else:
-            seconds = resolve_timeout(timeout)
+        seconds = self._seconds(timeout)
         if self._graveyard.requests:
             self._graveyard.sweep()
         return _Operation(self, name, Deadline(seconds), RequestSet(self._MPI),
                           spin_for(nbytes))
+
+    def _seconds(self, timeout) -> float:
+        """An operation's deadline in seconds: ``timeout`` (checked), else the
+        communicator's (checked when it was set), else the global default."""
+        if timeout is None:
+            return self._timeout if self._timeout is not None else get_default_timeout()
+        return resolve_timeout(timeout)
 
     def _check_usable(self, name: str) -> None:
         """Refuse operation ``name`` on a closed, broken or out-of-sync communicator."""
@@ -480,8 +488,9 @@ class MPIComm(HeaderExchange, NeighborOps, InFlightOps, ResyncProtocol, DataPlan
         operation: the graveyard keeps them alive, later operations get new ones)."""
         self._bufs.clear()
         self._calls.clear()
+        self._inline_calls.clear()
 
-    def _count(self, op: str, messages: int, nbytes) -> None:
+    def _count(self, op: str, messages: int, nbytes, calls: int = 1) -> None:
         if isinstance(nbytes, float) and nbytes.is_integer():
             nbytes = int(nbytes)
         t = self._traffic
@@ -490,6 +499,7 @@ class MPIComm(HeaderExchange, NeighborOps, InFlightOps, ResyncProtocol, DataPlan
         entry = t.by_op.get(op)
         if entry is None:
             entry = t.by_op[op] = {"calls": 0, "messages": 0, "bytes": 0}
-        entry["calls"] += 1
+        entry["calls"] += calls
         entry["messages"] += messages
         entry["bytes"] += nbytes
+

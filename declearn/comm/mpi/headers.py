@@ -37,9 +37,15 @@ _MAXDIM = 10
 _H_SITE = 11  # SITE_WORDS words: the call site or tag (declearn.comm.mpi.callsite)
 _H_DIMS = _H_SITE + SITE_WORDS
 _HLEN = _H_DIMS + _MAXDIM
-_PLANE_MPI, _PLANE_NCCL = 0, 1
+#: Data plane word: payload on the payload tag (MPI), through NCCL, or inside the header's
+#: message (a small CPU neighbor_allreduce, see declearn.comm.mpi.inline).
+_PLANE_MPI, _PLANE_NCCL, _PLANE_INLINE = 0, 1, 2
+#: Largest payload (bytes) sent inside the header's message.
+INLINE_MAX = 4096
+#: int64 words of every receive posted on a header tag: a header and the largest inline
+#: payload, so no message on a header tag is ever truncated.
+_HCAP = _HLEN + INLINE_MAX // 8
 
-_MAX_CALLS = 256  # call plans kept per communicator (see _NeighborCall)
 
 _CTRL_TAG = 1
 _TAG_BASE = 16
@@ -69,7 +75,7 @@ _RESTART_HINT = (
 def _sends_payload(h) -> bool:
     """Whether the rank that sent header ``h`` also sends us a payload on the payload tag,
     of ``h[_H_BYTES]`` bytes (possibly 0): it called a neighbor operation on the MPI data
-    plane (a global operation, or the NCCL plane, sends none)."""
+    plane (a global operation, the NCCL plane or an inline payload sends none)."""
     return (int(h[_H_MAGIC]) == _MAGIC and int(h[_H_OP]) in _NEIGHBOR_OPS
             and int(h[_H_PLANE]) == _PLANE_MPI)
 
@@ -77,16 +83,15 @@ def _sends_payload(h) -> bool:
 def _fingerprint(topo) -> int:
     """A 63-bit digest of the topology's sparsity and weights (rounded to 1e-10, so ranks
     that computed the weights with last-bit differences still agree)."""
-    fp = topo._cache.get("fingerprint")
-    if fp is None:
+    def digest() -> int:
         h = hashlib.blake2b(digest_size=8)
         h.update(np.int64(topo.n).tobytes())
         h.update(np.ascontiguousarray(topo.indptr, dtype=np.int64).tobytes())
         h.update(np.ascontiguousarray(topo.indices, dtype=np.int64).tobytes())
         h.update(np.round(np.asarray(topo.data, dtype=np.float64), 10).tobytes())
-        fp = int.from_bytes(h.digest(), "little") & 0x7FFFFFFFFFFFFFFF
-        topo._cache["fingerprint"] = fp
-    return fp
+        return int.from_bytes(h.digest(), "little") & 0x7FFFFFFFFFFFFFFF
+
+    return topo.memo("mpi.fingerprint", digest)
 
 
 def _shape_text(h) -> str:
@@ -169,18 +174,20 @@ class HeaderExchange:
         slot = (self._epoch % self._epoch_slots) * self._seq_slots + self._seq % self._seq_slots
         return _TAG_BASE + 2 * slot + kind
 
-    def _header(self, op, shape, dtype, *, extra=0, topo=0, nbytes=0, plane=None):
+    def _header(self, op, shape, dtype, *, extra=0, topo=0, nbytes=0, plane=None,
+                inline=False):
         """This rank's header for the current operation (a fresh int64 array: it stays
-        referenced by the pending sends)."""
-        nccl = plane is not None and not plane.uses_mpi
-        key = (op, shape, dtype, extra, topo, nbytes, nccl)
+        referenced by the pending sends); ``inline``: the payload travels in its message."""
+        word = _PLANE_INLINE if inline else (
+            _PLANE_NCCL if plane is not None and not plane.uses_mpi else _PLANE_MPI)
+        key = (op, shape, dtype, extra, topo, nbytes, word)
         template = self._headers.get(key)
         if template is None:
             shape = tuple(int(d) for d in shape)
             dims = list(shape[:_MAXDIM])
             template = np.array(
                 [_MAGIC, _OP_CODE[op], _DTYPE_CODE.get(dtype, 0), len(shape), nbytes, extra,
-                 topo, _PLANE_NCCL if nccl else _PLANE_MPI, 0, hash(shape), -1]
+                 topo, word, 0, hash(shape), -1]
                 + [0] * SITE_WORDS + dims + [0] * (_MAXDIM - len(dims)),
                 dtype=np.int64,
             )
@@ -221,13 +228,16 @@ class HeaderExchange:
 
     def _post_headers(self, requests: RequestSet, hdr: np.ndarray, tag: int) -> np.ndarray:
         """Post the all-to-all exchange of ``hdr`` on ``tag`` into ``requests``; return the
-        table (row j: rank j's header) the receives fill."""
+        table (row j: rank j's header) the receives fill. Each receive has room for an
+        inline payload (``_HCAP`` words), which a peer that called a small neighbor_allreduce
+        sends with its header."""
         n, r, p2p = self._size, self._rank, self._p2p
-        table = np.empty((n, _HLEN), np.int64)
+        full = np.empty((n, _HCAP), np.int64)
+        table = full[:, :_HLEN]
         table[r] = hdr
         for j in range(n):
             if j != r:
-                requests.add(p2p.Irecv(table[j], j, tag), ("recv-header", j), table)
+                requests.add(p2p.Irecv(full[j], j, tag), ("recv-header", j), full)
         for j in range(n):
             if j != r:
                 requests.add(p2p.Isend(hdr, j, tag), ("send-header", j), hdr)

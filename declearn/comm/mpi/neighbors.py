@@ -25,13 +25,16 @@ from declearn.comm.mpi.headers import (
     _H_SEQ,
     _H_SITE,
     _H_TOPO,
+    _HCAP,
     _HLEN,
     _MAGIC,
     _PLANE_NCCL,
+    INLINE_MAX,
     _fingerprint,
     _mismatch_error,
     _sends_payload,
 )
+from declearn.comm.mpi.inline import InlineBuffers
 from declearn.comm.mpi.operation import _Operation
 from declearn.comm.mpi.planes import (
     as_bytes,
@@ -50,7 +53,9 @@ class _Plan:
     fingerprint of the whole matrix, and the notes of a neighbor exchange's requests in the
     order :meth:`MPIComm._exchange_neighbors` posts them: the header receives (slot s at
     index s), the payload receives (slot s at index ``len(in_nbrs) + s``), then a header
-    send and a payload send per out-neighbor."""
+    send and a payload send per out-neighbor; ``inline_notes`` those of the inline
+    exchange (:mod:`declearn.comm.mpi.inline`): a send per out-neighbor, then a receive
+    per slot."""
 
     in_nbrs: tuple
     in_w: tuple
@@ -60,6 +65,7 @@ class _Plan:
     d_out: int
     fingerprint: int
     notes: tuple
+    inline_notes: tuple
 
 
 class _NeighborCall:
@@ -69,29 +75,39 @@ class _NeighborCall:
 
     ``plan`` is the topology's :class:`_Plan`; ``hdr`` this rank's header (only ``seq``
     changes from call to call, see :meth:`header`); ``hdrs`` the array the in-neighbors'
-    headers land in (row s: slot s); ``nbytes`` the payload bytes per message; ``moved`` the
-    bytes the call sends and receives (for the wait's spin, see
+    headers land in (row s: slot s, ``_HCAP`` words: room for an inline payload, which a
+    small neighbor_allreduce sends with its header; :meth:`headers_match` compares them
+    with ours); ``nbytes`` the payload bytes per message; ``moved`` the bytes the call
+    sends and receives (for the wait's spin, see
     :func:`~declearn.comm.mpi.deadline.spin_for`). neighbor_allreduce also keeps its receive
     buffers ``bufs`` (one per in-neighbor slot, from the communicator's BufferCache) and,
-    for CPU tensors, their MPI views ``views``.
+    for CPU tensors, their MPI views ``views``; or, for a small CPU payload, ``inline``
+    (:class:`~declearn.comm.mpi.inline.InlineBuffers`, whose message holds ``hdr`` and
+    whose other rows are ``hdrs``).
 
     The arrays are reused, so the communicator drops every call plan when an operation is
     abandoned (MPI may still use them) and in resync. ``topo`` keeps the topology alive:
     the cache is keyed by its ``id``.
     """
 
-    __slots__ = ("topo", "plan", "hdr", "hdrs", "nbytes", "moved", "bufs", "views",
-                 "iteration", "site")
+    __slots__ = ("topo", "plan", "hdr", "hdrs", "head", "heads", "nbytes", "moved", "bufs",
+                 "views", "inline", "tally", "iteration", "site")
 
-    def __init__(self, topo, plan: _Plan, hdr: np.ndarray, nbytes: int):
+    def __init__(self, topo, plan: _Plan, hdr: np.ndarray, nbytes: int,
+                 inline: InlineBuffers | None = None):
         self.topo = topo
         self.plan = plan
-        self.hdr = hdr
-        self.hdrs = np.zeros((len(plan.in_nbrs), _HLEN), np.int64)
+        self.inline = inline
+        self.hdr = hdr if inline is None else inline.header
+        self.hdrs = np.zeros((len(plan.in_nbrs), _HCAP), np.int64) if inline is None \
+            else inline.rows
+        self.head = memoryview(self.hdr)  # comparing memoryviews: 28 words in C, no copy
+        self.heads = [memoryview(row[:_HLEN]) for row in self.hdrs]
         self.nbytes = nbytes
         self.moved = (len(plan.in_nbrs) + len(plan.out_nbrs)) * nbytes
         self.bufs: list = []
         self.views: list | None = None
+        self.tally = 0  # inline calls not counted in traffic yet (see MPIComm._fold_tallies)
         self.iteration = self.site = _UNSET  # the first header() writes both
 
     def header(self, seq: int, iteration: int | None, site: np.ndarray) -> np.ndarray:
@@ -106,6 +122,14 @@ class _NeighborCall:
             hdr[_H_SITE:_H_DIMS] = self.site = site
         return hdr
 
+    def headers_match(self) -> bool:
+        """Whether every in-neighbor's header (as received) equals ours."""
+        ours = self.head
+        for theirs in self.heads:  # noqa: SIM110 - a loop, not a generator, on the hot path
+            if theirs != ours:
+                return False
+        return True
+
 
 _UNSET = object()
 
@@ -117,9 +141,14 @@ class NeighborOps:
     def neighbor_allreduce(self, x: torch.Tensor, topology, *, weights: str = "receiver",
                            timeout: float | None = None, tag: str | None = None):
         self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
+        call = self._inline_call(x, topology, weights)  # a small CPU payload seen before
+        if call is not None:
+            return self._allreduce_inline(x, call, timeout)
         x = self._tensor(x, floating="neighbor_allreduce")
         plane = self._plane(x)
         call = self._neighbor_call("neighbor_allreduce", topology, x, plane, weights)
+        if call.inline is not None:
+            return self._allreduce_inline(x, call, timeout)
         plan = call.plan
         with self._operation("neighbor_allreduce", timeout, call.moved) as state:
             if plan.in_nbrs or plan.out_nbrs:
@@ -207,7 +236,7 @@ class NeighborOps:
         d = len(call.plan.in_nbrs)
         if not pending.wait(state.deadline, state.spin, d):  # the headers
             raise self._timeout_error(state, [note[1] for note in pending.pending(d)])
-        if call.hdrs.tobytes() != call.hdr.tobytes() * d:
+        if not call.headers_match():
             self._settle_mismatch(state, call, call.hdr)
         if not pending.wait(state.deadline, state.spin):
             raise self._timeout_error(state, [note[1] for note in pending.pending()])
@@ -230,7 +259,7 @@ class NeighborOps:
         expected = hdr.tobytes()
         mismatched, truncatable = [], set()
         for s, j in enumerate(ins):
-            h = call.hdrs[s]
+            h = call.hdrs[s, :_HLEN]
             if h.tobytes() == expected:
                 continue
             mismatched.append((j, h.copy()))
@@ -265,7 +294,7 @@ class NeighborOps:
         expected = hdr.tobytes()
         ops, keep, mismatched = [], [], []
         for slot, j in enumerate(plan.in_nbrs):
-            h = hdrs[slot]
+            h = hdrs[slot, :_HLEN]
             if h.tobytes() == expected:
                 ops.append(dist.P2POp(dist.irecv, as_bytes(recvs[slot]), j))
                 continue
@@ -319,36 +348,37 @@ class NeighborOps:
         )
 
     def _plan(self, topology, weights: str | None = None) -> _Plan:
-        topo = self._check_topology(topology)
-        cache = topo._cache
-        if weights is not None and ("weights-ok", weights) not in cache:
-            self._check_topology(topo, weights)
-            cache[("weights-ok", weights)] = True
-        key = ("mpi-plan", self._rank)
-        plan = cache.get(key)
-        if plan is None:
-            r = self._rank
-            lo, hi = int(topo.indptr[r]), int(topo.indptr[r + 1])
-            cols, vals = topo.indices[lo:hi], topo.data[lo:hi]
-            off = cols != r
-            in_nbrs = tuple(int(j) for j in cols[off])
-            out_nbrs = tuple(int(j) for j in topo.out_neighbors(r))
-            plan = _Plan(
-                in_nbrs=in_nbrs,
-                in_w=tuple(float(w) for w in vals[off]),
-                self_w=float(vals[~off].sum()),
-                out_nbrs=out_nbrs,
-                d_in=int(topo.in_degrees.max()),
-                d_out=int(topo.out_degrees.max()),
-                fingerprint=_fingerprint(topo),
-                notes=(
-                    *(("recv-header", j, s) for s, j in enumerate(in_nbrs)),
-                    *(("recv", j, s) for s, j in enumerate(in_nbrs)),
-                    *(note for p in out_nbrs for note in (("send-header", p), ("send", p))),
-                ),
-            )
-            cache[key] = plan
-        return plan
+        """This rank's :class:`_Plan` of ``topology``, checked (with ``weights``: the
+        topology remembers that check) and kept on the topology."""
+        topo = self._check_topology(topology, weights)
+        return topo.memo(("mpi.plan", self._rank), lambda: self._build_plan(topo))
+
+    def _build_plan(self, topo) -> _Plan:
+        """Rank ``self._rank``'s :class:`_Plan` of the checked topology ``topo``."""
+        r = self._rank
+        lo, hi = int(topo.indptr[r]), int(topo.indptr[r + 1])
+        cols, vals = topo.indices[lo:hi], topo.data[lo:hi]
+        off = cols != r
+        in_nbrs = tuple(int(j) for j in cols[off])
+        out_nbrs = tuple(int(j) for j in topo.out_neighbors(r))
+        return _Plan(
+            in_nbrs=in_nbrs,
+            in_w=tuple(float(w) for w in vals[off]),
+            self_w=float(vals[~off].sum()),
+            out_nbrs=out_nbrs,
+            d_in=int(topo.in_degrees.max()),
+            d_out=int(topo.out_degrees.max()),
+            fingerprint=_fingerprint(topo),
+            notes=(
+                *(("recv-header", j, s) for s, j in enumerate(in_nbrs)),
+                *(("recv", j, s) for s, j in enumerate(in_nbrs)),
+                *(note for p in out_nbrs for note in (("send-header", p), ("send", p))),
+            ),
+            inline_notes=(
+                *(("send", p) for p in out_nbrs),
+                *(("recv-header", j, s) for s, j in enumerate(in_nbrs)),
+            ),
+        )
 
     def _neighbor_call(self, op: str, topology, t: torch.Tensor, plane,
                        weights: str | None = None) -> _NeighborCall:
@@ -363,12 +393,18 @@ class NeighborOps:
         plan = self._plan(topology, weights)
         item = t.shape[1:] if op == "neighbor_alltoall" else t.shape  # one message's shape
         nbytes = math.prod(item) * t.element_size()
+        inline = op == "neighbor_allreduce" and plane.direct and nbytes <= INLINE_MAX
         hdr = self._header(
             op, t.shape, t.dtype, extra=WEIGHT_MODES.index(weights) if weights else 0,
-            topo=plan.fingerprint, nbytes=nbytes, plane=plane,
+            topo=plan.fingerprint, nbytes=nbytes, plane=plane, inline=inline,
         )
-        call = _NeighborCall(topology, plan, hdr, nbytes)
-        if op == "neighbor_allreduce":
+        call = _NeighborCall(topology, plan, hdr, nbytes, InlineBuffers(
+            self._address_buffer, hdr, t, nbytes, plan) if inline else None)
+        if inline:  # header() writes into the message; the in-neighbors' land next to it
+            if len(self._inline_calls) >= _MAX_CALLS:
+                self._inline_calls.clear()
+            self._inline_calls[(id(topology), weights, t.shape, t.dtype)] = call
+        elif op == "neighbor_allreduce":
             call.bufs = [
                 self._bufs.get((op, slot), t.shape, t.dtype, t.device)
                 for slot in range(len(plan.in_nbrs))
