@@ -13,7 +13,7 @@ def right(comm, W, x):
 
 def right_in_place_input(comm, W, x):
     x.mul_(1.0)  # touching the input must not disturb the check
-    return comm.neighbor_allreduce(x, W, weights="receiver")
+    return comm.neighbor_allreduce(x, W, weighted_by="receiver")
 
 
 RIGHT = [right, right_in_place_input]

@@ -16,7 +16,7 @@ def right(comm, W, x, grad, lr):
 def right_with_torch_add(comm, W, x, grad, lr):
     stepped = torch.add(x, grad(x), alpha=-lr)
     x.mul_(1.0)  # touching the input must not disturb the check
-    return comm.neighbor_allreduce(stepped, W, weights="receiver")
+    return comm.neighbor_allreduce(stepped, W, weighted_by="receiver")
 
 
 RIGHT = [right, right_with_torch_add]

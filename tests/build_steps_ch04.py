@@ -17,7 +17,7 @@ def right(comm, W, x, y, g, grad, lr):
 
 
 def right_as_a_list(comm, W, x, y, g, grad, lr):
-    x_new = comm.neighbor_allreduce(torch.add(x, y, alpha=-lr), W, weights="receiver")
+    x_new = comm.neighbor_allreduce(torch.add(x, y, alpha=-lr), W, weighted_by="receiver")
     g_new = grad(x_new)
     x.mul_(1.0)  # touching the inputs must not disturb the check
     return [x_new, comm.neighbor_allreduce(y.add(g_new).sub(g), W), g_new]

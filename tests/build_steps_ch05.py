@@ -10,17 +10,17 @@ CHECK = ch05.check_push_sum_step
 
 
 def _mix(comm, A, v):
-    return comm.neighbor_allreduce(v, A, weights="sender")
+    return comm.neighbor_allreduce(v, A, weighted_by="sender")
 
 
 def right(comm, A, x, w):
-    return comm.neighbor_allreduce(x, A, weights="sender"), \
-        comm.neighbor_allreduce(w, A, weights="sender")
+    return comm.neighbor_allreduce(x, A, weighted_by="sender"), \
+        comm.neighbor_allreduce(w, A, weighted_by="sender")
 
 
 def right_packed(comm, A, x, w):
     """One message per out-neighbour, as PushSumConsensus sends it."""
-    xw = comm.neighbor_allreduce(torch.cat([x, w], dim=-1), A, weights="sender")
+    xw = comm.neighbor_allreduce(torch.cat([x, w], dim=-1), A, weighted_by="sender")
     return xw[..., :-1], xw[..., -1:]
 
 

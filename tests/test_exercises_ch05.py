@@ -251,8 +251,8 @@ def test_ch05_weight_limit_hints_name_the_slip():
 def test_ch05_push_sum_step_not_yet_and_small_networks():
     assert not ch05.check_push_sum_step(None, SimComm(4))
     assert "function" in ch05.check_push_sum_step(42, SimComm(4)).message
-    right = lambda comm, A, x, w: (comm.neighbor_allreduce(x, A, weights="sender"),
-                                   comm.neighbor_allreduce(w, A, weights="sender"))
+    right = lambda comm, A, x, w: (comm.neighbor_allreduce(x, A, weighted_by="sender"),
+                                   comm.neighbor_allreduce(w, A, weighted_by="sender"))
     assert "3 or more" in ch05.check_push_sum_step(right, SimComm(2)).message
     for n in (3, 5, 16):
         assert ch05.check_push_sum_step(right, SimComm(n)), n

@@ -71,7 +71,7 @@ def check_mix(comm, topo, x, mode, what, want=None):
     keep = x.clone()
     want = oracle_mix(topo, x) if want is None else want
     for _ in range(2):
-        got = comm.neighbor_allreduce(x, topo, weights=mode)
+        got = comm.neighbor_allreduce(x, topo, weighted_by=mode)
         assert got.shape == x.shape and got.dtype == x.dtype and got.is_contiguous(), what
         assert x.numel() == 0 or got.data_ptr() != x.data_ptr(), what
         close(got, want, x.dtype, what)
@@ -103,8 +103,8 @@ def test_every_family_kernel_dtype_and_mode_matches_dense_oracle(small_cache, na
 
 
 def test_one_sided_topologies_in_their_mode(small_cache):
-    """A column-stochastic directed graph (push-sum, weights='sender') and a row-stochastic
-    one (weights='receiver') whose other sums are off, with rows and columns of different
+    """A column-stochastic directed graph (push-sum, weighted_by='sender') and a row-stochastic
+    one (weighted_by='receiver') whose other sums are off, with rows and columns of different
     lengths, an empty row in the push-sum graph (a node nobody sends to, not even itself)."""
     n = 41
     rows, cols, vals = [], [], []

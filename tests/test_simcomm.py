@@ -162,7 +162,7 @@ def test_directed_topology_primitives_match_oracles():
     for shape in NODE_SHAPES:
         x = torch.randn((11,) + shape, generator=gen, dtype=torch.float64)
         for kern in kernels_for(topo):
-            got = SimComm(11, kernel=kern).neighbor_allreduce(x, topo, weights="sender")
+            got = SimComm(11, kernel=kern).neighbor_allreduce(x, topo, weighted_by="sender")
             close(got, oracle_mix(topo, x), torch.float64, f"directed {kern}")
         comm = SimComm(11)
         close(comm.neighbor_allgather(x, topo), oracle_allgather(topo, x), torch.float64, "ag")
@@ -309,7 +309,7 @@ def test_traffic_on_dynamic_and_directed_topologies():
         for k in range(5):
             topo = dyn.at(k)
             comm.neighbor_allreduce(torch.ones(20, 4, dtype=torch.float64), topo,
-                                    weights="sender")
+                                    weighted_by="sender")
             want += oracle_out_degrees(topo)
         np.testing.assert_array_equal(comm.traffic.messages, want)
         np.testing.assert_allclose(comm.traffic.bytes, want * 32)
@@ -350,8 +350,8 @@ def test_odd_layouts_and_grad():
 
 
 def test_sender_weights_push_sum():
-    """Column-stochastic W (each sender splits its mass): weights='sender' mixes W @ X and
-    conserves the sum; weights='receiver' rejects it."""
+    """Column-stochastic W (each sender splits its mass): weighted_by='sender' mixes W @ X and
+    conserves the sum; weighted_by='receiver' rejects it."""
     n = 9
     topo = push_sum_topology(n)
     assert not topo.is_row_stochastic
@@ -359,11 +359,11 @@ def test_sender_weights_push_sum():
     topo2 = Topology.from_coo(n, rows + [0], cols + [4], vals + [0.5])
     x = torch.randn(n, 2, dtype=torch.float64)
     comm = SimComm(n)
-    got = comm.neighbor_allreduce(x, topo, weights="sender")
+    got = comm.neighbor_allreduce(x, topo, weighted_by="sender")
     close(got, oracle_mix(topo, x), torch.float64, "push-sum")
     np.testing.assert_allclose(got.sum(0).numpy(), x.sum(0).numpy(), atol=1e-12)
     with pytest.raises(TopologyError, match="Columns of W must sum to 1"):
-        comm.neighbor_allreduce(x, topo2, weights="sender")
+        comm.neighbor_allreduce(x, topo2, weighted_by="sender")
     with pytest.raises(TopologyError, match="Rows of W must sum to 1"):
         comm.neighbor_allreduce(x, topo)
 
@@ -467,12 +467,12 @@ def test_bad_inputs_raise_helpful_errors():
         comm.neighbor_allreduce(x, np.eye(n))
     row_only = Topology.from_matrix(np.full((n, n), 1 / n) + np.eye(n) * 0 + _tilt(n))
     with pytest.raises(TopologyError, match="Columns of W must sum to 1"):
-        comm.neighbor_allreduce(x, row_only, weights="sender")
+        comm.neighbor_allreduce(x, row_only, weighted_by="sender")
     col_only = Topology.from_matrix((np.full((n, n), 1 / n) + _tilt(n)).T, stochastic="column")
     with pytest.raises(TopologyError, match="Rows of W must sum to 1"):
         comm.neighbor_allreduce(x, col_only)
-    with pytest.raises(ValueError, match="weights must be 'receiver'"):
-        comm.neighbor_allreduce(x, ring, weights="both")
+    with pytest.raises(ValueError, match="weighted_by must be 'receiver'"):
+        comm.neighbor_allreduce(x, ring, weighted_by="both")
     with pytest.raises(ValueError, match="op must be one of"):
         comm.allreduce(x, "max")
     for root in (-1, n, 1.0, True, "0"):
@@ -532,3 +532,22 @@ def test_the_protocol_declares_every_operation_a_backend_must_write():
     assert {"allreduce", "broadcast", "allgather", "barrier", "neighbor_allreduce",
             "neighbor_allgather", "neighbor_alltoall", "partial_allreduce", "pairwise_gossip",
             "node_dims", "reports", "size", "rank", "device"} <= Communicator.__abstractmethods__
+
+
+def test_old_weights_keyword_of_neighbor_allreduce_warns_and_mixes_the_same():
+    """``weights=`` is the old name of ``weighted_by=``: same W @ X, a DeprecationWarning
+    naming the new keyword from the caller's line; DelayedComm forwards it."""
+    from declearn.comm import DelayedComm
+
+    n = 9
+    topo = push_sum_topology(n)
+    x = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    want = torch.tensor(topo.W) @ x
+    for comm in (SimComm(n), DelayedComm(SimComm(n))):
+        with pytest.warns(DeprecationWarning, match=r"write weighted_by='sender'") as record:
+            got = comm.neighbor_allreduce(x, topo, weights="sender")
+        assert record[0].filename == __file__
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        with pytest.raises(TopologyError, match="Rows of W must sum to 1"), \
+                pytest.warns(DeprecationWarning):
+            comm.neighbor_allreduce(x, topo, weights="receiver")

@@ -103,7 +103,7 @@ class PushSumConsensus(Algorithm):
 
     def _step(self) -> None:
         self._xw = self.comm.neighbor_allreduce(self._xw, self.topology.at(self.k),
-                                                weights="sender")
+                                                weighted_by="sender")
         self.x, self.w = unpack(self.comm, self._xw, (self.x.shape, self.w.shape))
 
 

@@ -125,4 +125,4 @@ class GossipMethod(Algorithm):
     def mix(self, x: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """``W^(k) x`` (k defaults to the current iteration), a new tensor."""
         topology = self.topology.at(self.k if k is None else k)
-        return self.comm.neighbor_allreduce(x, topology, weights=_COMM_MODE[self.mixing])
+        return self.comm.neighbor_allreduce(x, topology, weighted_by=_COMM_MODE[self.mixing])

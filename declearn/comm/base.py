@@ -19,11 +19,12 @@ Semantics, with ``W = topology.W`` (row i = receiver) and node-local ``x``:
 * ``barrier()``: returns once every node has called it.
 * ``iallreduce(x, op)``: starts an allreduce and returns a :class:`Pending` whose ``wait()``
   gives the result, so local work can overlap the communication.
-* ``neighbor_allreduce(x, topology, weights=...)``: node i gets ``sum_j W[i, j] x_j``.
-  ``weights="receiver"`` requires row-stochastic W (each receiver forms a convex combination);
-  ``weights="sender"`` requires column-stochastic W (each sender splits its mass: push-sum).
-  The value computed is the same ``W @ X`` either way; the choice says which normalisation
-  the algorithm relies on and is checked. A per-iteration topology is passed as
+* ``neighbor_allreduce(x, topology, weighted_by=...)``: node i gets ``sum_j W[i, j] x_j``.
+  ``weighted_by="receiver"`` requires row-stochastic W (each receiver forms a convex
+  combination); ``weighted_by="sender"`` requires column-stochastic W (each sender splits its
+  mass: push-sum). The value computed is the same ``W @ X`` either way; the choice says which
+  normalisation the algorithm relies on and is checked. (The keyword was called ``weights=``;
+  that name still works, with a DeprecationWarning.) A per-iteration topology is passed as
   ``topology.at(k)``.
 * ``neighbor_allgather(x, topology)``: node i gets ``(D_in, *s)`` where ``D_in`` is the largest
   in-degree of the topology; slot s holds ``x_j`` for the s-th in-neighbor j of i (ascending,
@@ -51,6 +52,7 @@ import abc
 import contextlib
 import numbers
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -73,12 +75,23 @@ __all__ = [
     "REDUCE_OPS",
     "WEIGHT_MODES",
     "MODE_STOCHASTIC",
+    "old_weights_keyword",
 ]
 
 REDUCE_OPS = ("sum", "mean")
 WEIGHT_MODES = ("receiver", "sender")
 #: The normalisation of W (``topology.require``'s kind) that each weighting mode relies on.
 MODE_STOCHASTIC = {"receiver": "row", "sender": "column"}
+
+
+
+def old_weights_keyword(weights: str) -> str:
+    """``neighbor_allreduce(weights=...)``'s value as ``weighted_by``, with a DeprecationWarning
+    pointing at the caller of ``neighbor_allreduce`` (call this from its body)."""
+    warnings.warn(f"neighbor_allreduce(weights={weights!r}) is deprecated: write "
+                  f"weighted_by={weights!r}.", DeprecationWarning, stacklevel=3)
+    return weights
+
 
 _DEFAULT_TIMEOUT = [float(os.environ.get("DECLEARN_TIMEOUT", "60"))]
 
@@ -240,8 +253,8 @@ class Communicator(abc.ABC):
 
     @abc.abstractmethod
     def neighbor_allreduce(
-        self, x: torch.Tensor, topology, *, weights: str = "receiver",
-        timeout: float | None = None, tag: str | None = None,
+        self, x: torch.Tensor, topology, *, weighted_by: str = "receiver",
+        timeout: float | None = None, tag: str | None = None, weights: str | None = None,
     ): ...
 
     @abc.abstractmethod
@@ -314,8 +327,8 @@ class Communicator(abc.ABC):
         if weights is not None:
             if weights not in WEIGHT_MODES:
                 raise ValueError(
-                    f"weights must be 'receiver' (rows of W sum to 1) or 'sender' (columns sum "
-                    f"to 1, push-sum), got {weights!r}."
+                    f"weighted_by must be 'receiver' (rows of W sum to 1) or 'sender' (columns "
+                    f"sum to 1, push-sum), got {weights!r}."
                 )
             topology.require(MODE_STOCHASTIC[weights])
         return topology

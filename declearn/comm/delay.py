@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from declearn.comm.base import Communicator, Pending, Traffic
+from declearn.comm.base import Communicator, Pending, Traffic, old_weights_keyword
 
 __all__ = ["DelayedComm"]
 
@@ -189,9 +189,12 @@ class DelayedComm(Communicator):
     def barrier(self, *, timeout=None, tag=None) -> None:
         self._timed(None, lambda: self.comm.barrier(timeout=timeout, tag=tag))
 
-    def neighbor_allreduce(self, x, topology, *, weights="receiver", timeout=None, tag=None):
+    def neighbor_allreduce(self, x, topology, *, weighted_by="receiver", timeout=None, tag=None,
+                           weights=None):
+        if weights is not None:
+            weighted_by = old_weights_keyword(weights)
         return self._timed(x, lambda: self.comm.neighbor_allreduce(
-            x, topology, weights=weights, timeout=timeout, tag=tag))
+            x, topology, weighted_by=weighted_by, timeout=timeout, tag=tag))
 
     def neighbor_allgather(self, x, topology, *, timeout=None, tag=None):
         return self._timed(x, lambda: self.comm.neighbor_allgather(

@@ -273,7 +273,7 @@ def _call(step, comm, A, x, w):
             raise
         raise TopologyError(
             "receiver weights (neighbor_allreduce's default) need the rows of A to sum to 1; "
-            "push-sum's A has columns summing to 1, so each sender splits: weights='sender'"
+            "push-sum's A has columns summing to 1, so each sender splits: weighted_by='sender'"
         ) from None
 
 
@@ -306,5 +306,5 @@ def check_push_sum_step(step, comm) -> Verdict:
     return compare_iterates(
         EX4, comm, ratios(), reference, steps=_BUILD_STEPS, what="PushSumConsensus's x / w",
         hint="Push-sum mixes x and w with the same column-stochastic A (each sender splits "
-             "what it holds, self share included: weights='sender'), and returns the new x "
+             "what it holds, self share included: weighted_by='sender'), and returns the new x "
              "and w themselves, not their ratio.")

@@ -105,7 +105,7 @@ def custom_topologies(n, rng):
     mask[np.arange(n), (np.arange(n) - 1) % n] = True  # a directed ring keeps it connected
     A = mask * (0.5 + rng.random((n, n)))
     out.append(Topology.from_matrix(A / A.sum(0, keepdims=True), name="col_random",
-                                    weights="sender"))
+                                    stochastic="column"))
     out.append(Topology.from_matrix(A / A.sum(1, keepdims=True), name="row_random"))
     return out
 
@@ -147,11 +147,11 @@ def oracle_checks(comm, sim):
                 ref = (W @ Xd.double().reshape(n, -1)).reshape(n, *shape)
                 what = f"{tname} {dtype} {shape}"
                 for mode in modes:
-                    y = comm.neighbor_allreduce(Xd[r], topo, weights=mode)
+                    y = comm.neighbor_allreduce(Xd[r], topo, weighted_by=mode)
                     check(y.dtype == dtype and y.shape == shape, f"{what}: result {y.dtype}")
                     close(y, ref[r], TOL[dtype], f"neighbor_allreduce {mode} {what}")
                     if sim is not None and dtype == torch.float64:
-                        close(y, sim.neighbor_allreduce(X, topo, weights=mode)[r], 1e-12,
+                        close(y, sim.neighbor_allreduce(X, topo, weighted_by=mode)[r], 1e-12,
                               f"MPIComm vs SimComm neighbor_allreduce {what}")
                 g = comm.neighbor_allgather(Xd[r], topo)
                 expect = torch.zeros((d_in, *shape), dtype=dtype)
@@ -174,7 +174,7 @@ def oracle_checks(comm, sim):
             X = torch.randn((n, *shape), generator=gen, dtype=torch.float64).to(dtype)
             ref = (W @ X.double().reshape(n, -1)).reshape(n, *shape)
             for _ in range(2):  # the second time through the cached call plan
-                y = comm.neighbor_allreduce(X[r], topo, weights=modes[0])
+                y = comm.neighbor_allreduce(X[r], topo, weighted_by=modes[0])
                 close(y, ref[r], TOL[dtype], f"neighbor_allreduce {tname} {dtype} {shape}")
     inline_dtype_checks(comm, gen)
     return len(topologies)
@@ -317,7 +317,7 @@ def bad_input_checks(comm):
                  "mean of integers")
     expect_raise(ValueError, lambda: comm.allreduce(x, op="max"), "unknown reduce op")
     expect_raise(ValueError, lambda: comm.broadcast(x, root=n), "root out of range")
-    expect_raise(ValueError, lambda: comm.neighbor_allreduce(x, ring, weights="both"),
+    expect_raise(ValueError, lambda: comm.neighbor_allreduce(x, ring, weighted_by="both"),
                  "unknown weights mode")
     expect_raise(ValueError, lambda: comm.allreduce(x, timeout=-1), "negative timeout")
     expect_raise(ValueError, lambda: comm.neighbor_alltoall(torch.zeros(ring.degree + 1, 3),
@@ -325,7 +325,7 @@ def bad_input_checks(comm):
     if n > 2:
         row_only = next(t for name, t in all_topologies_cached(n) if name == "row_random")
         expect_raise(TopologyError, lambda: comm.neighbor_allreduce(x, row_only,
-                                                                    weights="sender"),
+                                                                    weighted_by="sender"),
                      "sender weights on a row-stochastic matrix")
     expect_raise(ValueError, lambda: MPIComm(data_plane="carrier-pigeon"), "bad data_plane")
     expect_raise(TypeError, lambda: MPIComm(comm="world"), "comm that is not a communicator")

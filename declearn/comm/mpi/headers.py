@@ -115,7 +115,7 @@ def _describe(h) -> str:
     elif op == "broadcast":
         parts.append(f"root={extra}")
     elif op == "neighbor_allreduce" and 0 <= extra < len(WEIGHT_MODES):
-        parts.append(f"weights={WEIGHT_MODES[extra]!r}")
+        parts.append(f"weighted_by={WEIGHT_MODES[extra]!r}")
     if int(h[_H_TOPO]):
         parts.append(f"topology #{int(h[_H_TOPO]) & 0xFFFFFF:06x}")
     if int(h[_H_PLANE]) == _PLANE_NCCL:

@@ -12,6 +12,7 @@ import torch
 
 from declearn.comm.base import (
     WEIGHT_MODES,
+    old_weights_keyword,
 )
 from declearn.comm.mpi.callsite import call_site
 from declearn.comm.mpi.dataplane import _empty
@@ -138,9 +139,13 @@ class NeighborOps:
     """neighbor_allreduce, neighbor_allgather and neighbor_alltoall (a part of
     :class:`~declearn.comm.mpi.MPIComm`)."""
 
-    def neighbor_allreduce(self, x: torch.Tensor, topology, *, weights: str = "receiver",
-                           timeout: float | None = None, tag: str | None = None):
+    def neighbor_allreduce(self, x: torch.Tensor, topology, *, weighted_by: str = "receiver",
+                           timeout: float | None = None, tag: str | None = None,
+                           weights: str | None = None):
         self._site = call_site(2) if tag is None and self._check_sites else self._tagged(tag)
+        if weights is not None:
+            weighted_by = old_weights_keyword(weights)
+        weights = weighted_by
         call = self._inline_call(x, topology, weights)  # a small CPU payload seen before
         if call is not None:
             return self._allreduce_inline(x, call, timeout)

@@ -44,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from declearn.comm.base import MODE_STOCHASTIC, Communicator, Traffic
+from declearn.comm.base import MODE_STOCHASTIC, Communicator, Traffic, old_weights_keyword
 from declearn.comm.memory import ensure_cpu_allocator_tuned
 from declearn.comm.sim.kernels import (
     KERNELS,
@@ -260,11 +260,15 @@ class SimComm(Communicator):
 
     # ------------------------------------------------------------------ neighbor ops
     def neighbor_allreduce(
-        self, x: torch.Tensor, topology, *, weights: str = "receiver",
-        timeout: float | None = None, tag: str | None = None,
+        self, x: torch.Tensor, topology, *, weighted_by: str = "receiver",
+        timeout: float | None = None, tag: str | None = None, weights: str | None = None,
     ):
-        """``W @ X``: node i gets ``sum_j W[i, j] x[j]``. ``weights="receiver"`` checks that
-        the rows of W sum to 1, ``"sender"`` that its columns do (push-sum)."""
+        """``W @ X``: node i gets ``sum_j W[i, j] x[j]``. ``weighted_by="receiver"`` checks
+        that the rows of W sum to 1, ``"sender"`` that its columns do (push-sum). ``weights=``
+        is the deprecated name of ``weighted_by=``."""
+        if weights is not None:
+            weighted_by = old_weights_keyword(weights)
+        weights = weighted_by
         if tag is not None:
             self._check_tag(tag)
         m = self._mixers.get(id(topology))
