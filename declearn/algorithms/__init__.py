@@ -19,6 +19,17 @@ from declearn.algorithms.eager import EagerSGD
 from declearn.algorithms.gossip import AsyncGossip
 from declearn.algorithms.gossip_pga import GossipPGA
 from declearn.algorithms.choco import CHOCOGossip, CHOCOSGD, CompressedGossip, choco_gamma
+from declearn.algorithms.transient import ExponentFit, fit_exponent, transient_length
+from declearn.algorithms.speedup import (
+    ErrorCurve,
+    InverseTimeSchedule,
+    Replicas,
+    SpeedupCurves,
+    error_curve,
+    parallel_sgd_curves,
+    speedup_curves,
+    transient_table,
+)
 
 __all__ = [
     "Algorithm", "StepSize", "check_step_size", "diminishing", "History", "plot_histories",
@@ -29,4 +40,7 @@ __all__ = [
     "D2", "EXTRA",
     "EagerSGD", "AsyncGossip",
     "GossipPGA", "CHOCOGossip", "CHOCOSGD", "CompressedGossip", "choco_gamma",
+    "transient_length", "fit_exponent", "ExponentFit", "Replicas", "InverseTimeSchedule",
+    "ErrorCurve", "SpeedupCurves", "error_curve", "speedup_curves", "parallel_sgd_curves",
+    "transient_table",
 ]

@@ -46,6 +46,8 @@ class LogisticRegression(Problem):
     root-mean-square distance of the teachers from the common one (kept as ``spread``); the
     node optima drift apart as it grows, and ``b^2`` (the :attr:`heterogeneity` property)
     grows with it. At 0, ``b^2`` is small but not 0: the nodes' finite samples still differ.
+    ``teacher_scale=s`` draws ``w_c, v_i ~ N(0, s^2 I_d)`` instead of ``N(0, I_d / d)``
+    (``s = 1`` is the EquiTopo experiment's, see :meth:`equitopo`).
     ``split="identical"``: every node holds node 0's data (stored once), ``b^2 = 0``.
     Real data: :meth:`from_data`.
 
@@ -67,7 +69,7 @@ class LogisticRegression(Problem):
 
     def __init__(self, n: int, d: int = 10, m: int = 50, *, heterogeneity: float = 1.0,
                  split: str = "heterogeneous", reg: float = 1e-2, nonconvex_reg: float = 0.0,
-                 sigma: float = 0.0, seed: int = 0):
+                 sigma: float = 0.0, seed: int = 0, teacher_scale: float | None = None):
         d = check_count(d, "d (the dimension of x)")
         m = check_count(m, "m (samples per node)")
         spread = check_real(heterogeneity, "heterogeneity (spread of the node teachers)")
@@ -77,8 +79,13 @@ class LogisticRegression(Problem):
         k = check_count(n, "n (number of nodes)") if split == "heterogeneous" else 1
         f64 = torch.float64
         A = torch.randn((k, m, d), generator=gen, dtype=f64)
-        w_c = torch.randn(d, generator=gen, dtype=f64) / math.sqrt(d)
-        v = torch.randn((k, d), generator=gen, dtype=f64) / math.sqrt(d)
+        w_c = torch.randn(d, generator=gen, dtype=f64)
+        v = torch.randn((k, d), generator=gen, dtype=f64)
+        if teacher_scale is None:  # the default N(0, I_d / d), drawn as always
+            w_c, v = w_c / math.sqrt(d), v / math.sqrt(d)
+        else:
+            scale = check_real(teacher_scale, "teacher_scale (std of the teachers' entries)")
+            w_c, v = w_c * scale, v * scale
         u = torch.rand((k, m), generator=gen, dtype=f64)
         teachers = w_c.expand(1, d).clone() if split == "identical" else w_c + spread * v
         y = torch.where(u < torch.sigmoid(matvec(A, teachers)), 1.0, -1.0).to(f64)
@@ -86,6 +93,32 @@ class LogisticRegression(Problem):
         self.spread, self.split, self.teachers = spread, split, teachers
         self._setup(n, A, y, weights, reg=reg, nonconvex_reg=nonconvex_reg, sigma=sigma,
                     seed=seed)
+
+    @classmethod
+    def equitopo(cls, n: int = 300, *, d: int = 10, m: int = 1000, heterogeneity: float = 0.2,
+                 nonconvex_reg: float = 1e-3, sigma: float | None = None,
+                 seed: int = 0) -> LogisticRegression:
+        r"""The non-convex logistic regression of the EquiTopo experiments (Song et al.,
+        NeurIPS 2022: gradient tracking over OD-EquiDyn against the one-peer exponential
+        graph at n = 300), with the constants of the authors' notebook
+        ``DSGT_nonconvex.ipynb`` (kexinjinnn/EquiTopo):
+
+            f(x) = (1/n) sum_i (1/m) sum_k log(1 + exp(-y_ik a_ik^T x))
+                   + R sum_j x_j^2 / (1 + x_j^2),       R = 1e-3, no l2 term;
+
+        d = 10, m = 1000 samples per node, features ``a_ik ~ N(0, I_d)``, node i's teacher
+        ``w_i = w_ref + 0.2 v_i`` with ``w_ref, v_i ~ N(0, I_d)`` (``teacher_scale=1``), labels
+        drawn from the logistic model. The notebook adds ``1e-6 N(0, I_d)`` to every gradient:
+        ``sigma`` defaults to that, ``1e-6 sqrt(d)`` (``E||noise||^2 = sigma^2``). Our data
+        come from ``seed`` (theirs from numpy's seed 100), so the numbers differ, not the
+        distribution. Their gradient of the regulariser sums ``2 R x_j / (1 + x_j^2)^2`` over
+        j into one scalar added to every coordinate (the notebook's formula says the same);
+        we use the elementwise gradient of the stated ``r(x)``. x* here is the stationary
+        point Newton's method reaches from 0 (the notebook reports the gradient norm of the
+        averaged model, which needs no x*)."""
+        sigma = 1e-6 * math.sqrt(d) if sigma is None else sigma
+        return cls(n, d, m, heterogeneity=heterogeneity, split="heterogeneous", reg=0.0,
+                   nonconvex_reg=nonconvex_reg, sigma=sigma, seed=seed, teacher_scale=1.0)
 
     @classmethod
     def from_data(cls, X, y, n: int, *, partition: str = "iid", alpha: float = 1.0,
