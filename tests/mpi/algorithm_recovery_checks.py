@@ -191,11 +191,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except BaseException:  # noqa: BLE001 - make every failure loud and end the whole job
-        from mpi4py import MPI
+    from harness import run_or_abort  # this folder is sys.path[0] when run as a script
 
-        print(f"RECOVERY-FAIL rank {MPI.COMM_WORLD.Get_rank()}:\n{traceback.format_exc()}",
-              file=sys.stderr, flush=True)
-        MPI.COMM_WORLD.Abort(1)
+    run_or_abort(main, "RECOVERY")
