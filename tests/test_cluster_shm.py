@@ -67,7 +67,8 @@ def test_sweep_removes_old_unmapped_segments_only():
 def test_a_killed_job_leaves_a_segment_that_the_next_launch_removes(tmp_path):
     script = tmp_path / "sleep.py"
     script.write_text("from mpi4py import MPI\nimport time\nMPI.COMM_WORLD.Barrier()\n"
-                      "print('up', flush=True)\ntime.sleep(600)\n")
+                      "if MPI.COMM_WORLD.Get_rank() == 0:\n    print('up', flush=True)\n"
+                      "time.sleep(600)\n")  # one rank prints: two could share a line
     before = {p.name for p in SHM_DIR.glob(f"{PREFIX}*")}
     cmd, env = local_job(2, [sys.executable, str(script)])
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True,
