@@ -1,66 +1,86 @@
-"""Student steps for exercise 5.4 (push-sum, built from the primitives): the right ones and
-plausible wrong ones, shared by the SimComm test and the ``mpiexec`` run of
+"""Student steps for exercise 05.4 (ATC gradient tracking, built from the primitives): the
+right ones and plausible wrong ones, shared by the SimComm test and the ``mpiexec`` run of
 tests/mpi/exercise_build_checks.py."""
 
 import torch
 
 from declearn.exercises import ch05
 
-CHECK = ch05.check_push_sum_step
+CHECK = ch05.check_gt_step
 
 
-def _mix(comm, A, v):
-    return comm.neighbor_allreduce(v, A, weighted_by="sender")
+def right(comm, W, x, y, g, grad, lr):
+    x = comm.neighbor_allreduce(x - lr * y, W)
+    g_new = grad(x)
+    y = comm.neighbor_allreduce(y + g_new - g, W)
+    return x, y, g_new
 
 
-def right(comm, A, x, w):
-    return comm.neighbor_allreduce(x, A, weighted_by="sender"), \
-        comm.neighbor_allreduce(w, A, weighted_by="sender")
-
-
-def right_packed(comm, A, x, w):
-    """One message per out-neighbour, as PushSumConsensus sends it."""
-    xw = comm.neighbor_allreduce(torch.cat([x, w], dim=-1), A, weighted_by="sender")
-    return xw[..., :-1], xw[..., -1:]
-
-
-def right_in_place_input(comm, A, x, w):
+def right_as_a_list(comm, W, x, y, g, grad, lr):
+    x_new = comm.neighbor_allreduce(torch.add(x, y, alpha=-lr), W, weighted_by="receiver")
+    g_new = grad(x_new)
     x.mul_(1.0)  # touching the inputs must not disturb the check
-    w.add_(0.0)
-    return [_mix(comm, A, x), _mix(comm, A, w)]  # a list is a pair too
+    return [x_new, comm.neighbor_allreduce(y.add(g_new).sub(g), W), g_new]
 
 
-RIGHT = [right, right_packed, right_in_place_input]
+RIGHT = [right, right_as_a_list]
+
+
+def _gt(mix_x, mix_y, at_new_x=True, scale=1.0, order=(0, 1, 2), keep_old_g=False):
+    """A gradient-tracking step with one deliberate change (see WRONG)."""
+    def step(comm, W, x, y, g, grad, lr):
+        x_new = mix_x(comm, W, x, y, lr)
+        g_new = grad(x_new) if at_new_x else grad(x - lr * y)
+        y_new = mix_y(comm, W, y, g_new, g, scale)
+        out = (x_new, y_new, g if keep_old_g else g_new)
+        return tuple(out[i] for i in order)
+    return step
+
+
+_atc_x = lambda comm, W, x, y, lr: comm.neighbor_allreduce(x - lr * y, W)
+_atc_y = lambda comm, W, y, gn, g, s: comm.neighbor_allreduce(y + s * (gn - g), W)
 
 WRONG = {
-    "receiver weights (the default) on a column-stochastic A": lambda comm, A, x, w: (
-        comm.neighbor_allreduce(x, A), comm.neighbor_allreduce(w, A)),
-    "mixes x but not w": lambda comm, A, x, w: (_mix(comm, A, x), w),
-    "mixes w but not x": lambda comm, A, x, w: (x, _mix(comm, A, w)),
-    "returns the ratio x / w as x": lambda comm, A, x, w: (
-        _mix(comm, A, x) / _mix(comm, A, w), _mix(comm, A, w)),
-    "resets w to 1 after dividing": lambda comm, A, x, w: (
-        _mix(comm, A, x) / _mix(comm, A, w), torch.ones_like(w)),
-    "x and w swapped": lambda comm, A, x, w: (_mix(comm, A, w), _mix(comm, A, x)),
-    "no communication": lambda comm, A, x, w: (x, w),
-    "two rounds per step": lambda comm, A, x, w: (
-        _mix(comm, A, _mix(comm, A, x)), _mix(comm, A, _mix(comm, A, w))),
-    "exact average instead of push-sum": lambda comm, A, x, w: (
-        comm.allreduce(x), torch.ones_like(w)),
-    "unweighted sum of what arrives, self included": lambda comm, A, x, w: (
-        x + comm.neighbor_allgather(x, A).sum(-2), w + comm.neighbor_allgather(w, A).sum(-2)),
-    "returns only x": lambda comm, A, x, w: _mix(comm, A, x),
-    "returns None": lambda comm, A, x, w: None,
-    "forgets the topology": lambda comm, A, x, w: (
-        comm.neighbor_allreduce(x), comm.neighbor_allreduce(w)),
+    "DIGing (AWC) instead of ATC": _gt(
+        lambda comm, W, x, y, lr: comm.neighbor_allreduce(x, W) - lr * y,
+        lambda comm, W, y, gn, g, s: comm.neighbor_allreduce(y, W) + gn - g),
+    "y mixed before the correction (AWC in y)": _gt(
+        _atc_x, lambda comm, W, y, gn, g, s: comm.neighbor_allreduce(y, W) + gn - g),
+    "gradient at the point before mixing": _gt(_atc_x, _atc_y, at_new_x=False),
+    "forgets to mix y": _gt(_atc_x, lambda comm, W, y, gn, g, s: y + gn - g),
+    "y updated with the new gradient only": _gt(
+        _atc_x, lambda comm, W, y, gn, g, s: comm.neighbor_allreduce(gn, W)),
+    "exact average instead of gossip": _gt(
+        lambda comm, W, x, y, lr: comm.allreduce(x - lr * y),
+        lambda comm, W, y, gn, g, s: comm.allreduce(y + gn - g)),
+    "sign of the correction flipped": _gt(_atc_x, _atc_y, scale=-1.0),
+    "returns the old gradient": _gt(_atc_x, _atc_y, keep_old_g=True),
+    "returns (x, g, y)": _gt(_atc_x, _atc_y, order=(0, 2, 1)),
+    "no tracking: DGD with the local gradient": lambda comm, W, x, y, g, grad, lr: (
+        comm.neighbor_allreduce(x - lr * grad(x), W), y, g),
+    "returns only x": lambda comm, W, x, y, g, grad, lr: comm.neighbor_allreduce(x - lr * y, W),
+    "returns None": lambda comm, W, x, y, g, grad, lr: None,
 }
 
 
-def raises_on_rank_1_after_communicating(comm, A, x, w):
-    pair = right(comm, A, x, w)
+def _lr_in_y(comm, W, x, y, g, grad, lr):
+    x = comm.neighbor_allreduce(x - lr * y, W)
+    g_new = grad(x)
+    return x, comm.neighbor_allreduce(y + lr * (g_new - g), W), g_new
+
+
+WRONG["lr applied to the correction of y too"] = _lr_in_y
+
+
+def raises_on_rank_1_after_communicating(comm, W, x, y, g, grad, lr):
+    # after both rounds: a rank that raises between two collectives leaves the others waiting
+    # in the second one, which no check can recover from without comm.resync()
+    x = comm.neighbor_allreduce(x - lr * y, W)
+    g_new = grad(x)
+    y = comm.neighbor_allreduce(y + g_new - g, W)
     if not isinstance(comm.rank, int) or comm.rank == 1:
         raise ValueError("a bug on one rank only")
-    return pair
+    return x, y, g_new
 
 
 WRONG["raises on one rank, after communicating"] = raises_on_rank_1_after_communicating

@@ -1,65 +1,66 @@
-"""Student steps for exercise 6.4 (one RelaySum exchange, built from neighbor_alltoall): the
-right ones and plausible wrong ones, shared by the SimComm test and the ``mpiexec`` run of
-tests/mpi/exercise_build_checks.py.
+"""Student steps for exercise 6.4 (push-sum, built from the primitives): the right ones and
+plausible wrong ones, shared by the SimComm test and the ``mpiexec`` run of
+tests/mpi/exercise_build_checks.py."""
 
-``received`` has the slot dim at -2 on both backends (dim 1 under SimComm, dim 0 on a rank),
-so every step here names it -2: a step summing dim 0 or 1 is right on one backend only."""
+import torch
 
 from declearn.exercises import ch06
 
-CHECK = ch06.check_relay_step
+CHECK = ch06.check_push_sum_step
 
 
-def right(comm, tree, v, received):
-    total = v + received.sum(-2)                    # own value and everything heard
-    return comm.neighbor_alltoall(total.unsqueeze(-2) - received, tree)
+def _mix(comm, A, v):
+    return comm.neighbor_allreduce(v, A, weighted_by="sender")
 
 
-def right_broadcast_form(comm, tree, v, received):
-    message = v.unsqueeze(-2) + received.sum(-2, keepdim=True) - received
-    return comm.neighbor_alltoall(message, tree)
+def right(comm, A, x, w):
+    return comm.neighbor_allreduce(x, A, weighted_by="sender"), \
+        comm.neighbor_allreduce(w, A, weighted_by="sender")
 
 
-def right_in_place_input(comm, tree, v, received):
-    v.mul_(1.0)  # touching the inputs must not disturb the check
-    message = received.neg_().add_((v + (-received).sum(-2)).unsqueeze(-2))
-    return comm.neighbor_alltoall(message, tree)
+def right_packed(comm, A, x, w):
+    """One message per out-neighbour, as PushSumConsensus sends it."""
+    xw = comm.neighbor_allreduce(torch.cat([x, w], dim=-1), A, weighted_by="sender")
+    return xw[..., :-1], xw[..., -1:]
 
 
-RIGHT = [right, right_broadcast_form, right_in_place_input]
+def right_in_place_input(comm, A, x, w):
+    x.mul_(1.0)  # touching the inputs must not disturb the check
+    w.add_(0.0)
+    return [_mix(comm, A, x), _mix(comm, A, w)]  # a list is a pair too
 
 
-def _send(comm, tree, message, received):
-    return comm.neighbor_alltoall(message.unsqueeze(-2).expand(received.shape).contiguous(),
-                                  tree)
-
+RIGHT = [right, right_packed, right_in_place_input]
 
 WRONG = {
-    "sends v only (no relay)": lambda comm, tree, v, received: _send(comm, tree, v, received),
-    "relays everything, the neighbour's own message too (double counting)":
-        lambda comm, tree, v, received: _send(comm, tree, v + received.sum(-2), received),
-    "leaves its own value out of the message": lambda comm, tree, v, received: (
-        comm.neighbor_alltoall(received.sum(-2, keepdim=True) - received, tree)),
-    "adds its own value twice": lambda comm, tree, v, received: comm.neighbor_alltoall(
-        (2 * v + received.sum(-2)).unsqueeze(-2) - received, tree),
-    "echoes each neighbour's message back": lambda comm, tree, v, received: (
-        comm.neighbor_alltoall(v.unsqueeze(-2) + received, tree)),
-    "sums the values (dim -1) instead of the slots": lambda comm, tree, v, received: (
-        comm.neighbor_alltoall((v + received.sum(-1)).unsqueeze(-2) - received, tree)),
-    "returns the totals, not the received messages": lambda comm, tree, v, received: (
-        v + right(comm, tree, v, received).sum(-2)),
-    "no communication": lambda comm, tree, v, received: received,
-    "returns None": lambda comm, tree, v, received: None,
-    "two exchanges per step": lambda comm, tree, v, received: right(
-        comm, tree, v, right(comm, tree, v, received)),
+    "receiver weights (the default) on a column-stochastic A": lambda comm, A, x, w: (
+        comm.neighbor_allreduce(x, A), comm.neighbor_allreduce(w, A)),
+    "mixes x but not w": lambda comm, A, x, w: (_mix(comm, A, x), w),
+    "mixes w but not x": lambda comm, A, x, w: (x, _mix(comm, A, w)),
+    "returns the ratio x / w as x": lambda comm, A, x, w: (
+        _mix(comm, A, x) / _mix(comm, A, w), _mix(comm, A, w)),
+    "resets w to 1 after dividing": lambda comm, A, x, w: (
+        _mix(comm, A, x) / _mix(comm, A, w), torch.ones_like(w)),
+    "x and w swapped": lambda comm, A, x, w: (_mix(comm, A, w), _mix(comm, A, x)),
+    "no communication": lambda comm, A, x, w: (x, w),
+    "two rounds per step": lambda comm, A, x, w: (
+        _mix(comm, A, _mix(comm, A, x)), _mix(comm, A, _mix(comm, A, w))),
+    "exact average instead of push-sum": lambda comm, A, x, w: (
+        comm.allreduce(x), torch.ones_like(w)),
+    "unweighted sum of what arrives, self included": lambda comm, A, x, w: (
+        x + comm.neighbor_allgather(x, A).sum(-2), w + comm.neighbor_allgather(w, A).sum(-2)),
+    "returns only x": lambda comm, A, x, w: _mix(comm, A, x),
+    "returns None": lambda comm, A, x, w: None,
+    "forgets the topology": lambda comm, A, x, w: (
+        comm.neighbor_allreduce(x), comm.neighbor_allreduce(w)),
 }
 
 
-def raises_on_rank_1_after_communicating(comm, tree, v, received):
-    out = right(comm, tree, v, received)
+def raises_on_rank_1_after_communicating(comm, A, x, w):
+    pair = right(comm, A, x, w)
     if not isinstance(comm.rank, int) or comm.rank == 1:
         raise ValueError("a bug on one rank only")
-    return out
+    return pair
 
 
 WRONG["raises on one rank, after communicating"] = raises_on_rank_1_after_communicating

@@ -1,203 +1,273 @@
-"""declearn.exercises.ch06: the right answers pass, plausible wrong answers (each recomputed
-here with numpy or networkx) fail with a hint that never contains the answer, ``None`` says
-"not yet"; and the values the check computes on its own agree with what declearn's topologies
-and relays do. Exercise 6.4 (RelaySum built from neighbor_alltoall) is tested by
-tests/test_exercises_build.py with tests/build_steps_ch06.py."""
+"""The exercise checks of chapter 06 (directed and time-varying graphs).
+
+For every check: ``None`` (what the notebook ships) gives "not yet" without raising, the right
+answer passes, and a list of plausible wrong answers, each computed here with numpy from the
+exercise's graph, is refused with a hint that does not contain the answer. The values the
+checks compute are also compared with what declearn does (its weight rules and consensus
+runs), so the two cannot drift apart silently. Exercise 6.4 (push-sum built from the
+primitives) is tested by tests/test_exercises_build.py with tests/build_steps_ch06.py.
+"""
 
 from __future__ import annotations
 
-import networkx as nx
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from declearn.algorithms import RelaySum, RelaySumConsensus, lr_correction
+from declearn.algorithms import AverageConsensus, PushSumConsensus
 from declearn.comm import SimComm
 from declearn.exercises import Verdict, ch06
-from declearn.topology import binary_tree, chain, spanning_tree
+from declearn.topology import apply_weights
 
-JUNK = ["three", [1, 2], {"a": 1}, float("nan"), True, -1]
-
-
-def _not_yet(verdict) -> bool:
-    return isinstance(verdict, Verdict) and not verdict and "replace `answer = None`" in \
-        verdict.message
+CHECKS = [ch06.check_biased_limit, ch06.check_push_sum_matrix, ch06.check_weight_limit,
+          lambda answer: ch06.check_push_sum_step(answer, SimComm(4))]
 
 
 def test_public_names_are_checks_and_data():
-    assert set(ch06.__all__) == {"CORRECTION_N", "DELAY_N", "DELAY_SOURCE", "DELAY_TARGET",
-                                 "check_best_root", "check_correction", "check_delay",
-                                 "check_relay_step"}
-    for name in ("relay_delay", "chain_correction", "bfs_tree_diameters", "heap_tree"):
+    assert set(ch06.__all__) == {"EDGES", "N", "X0", "check_biased_limit",
+                                 "check_push_sum_matrix", "check_push_sum_step",
+                                 "check_weight_limit"}
+    for name in ("biased_limit", "weight_limit", "receiver_matrix", "sender_matrix"):
         assert not hasattr(ch06, name), f"ch06.{name} computes an answer: make it private"
 
 
-# ---------------------------------------------------------------------- chapter 06
-def test_ch06_right_answers_pass():
-    assert ch06.check_delay(3)
-    assert ch06.check_delay(3.0)
-    assert ch06.check_correction(19 / 9)
-    assert ch06.check_correction(2.111)
-    assert ch06.check_correction(2.1111)
-    assert ch06.check_best_root(6)
+@pytest.mark.parametrize("check", CHECKS[:3], ids=lambda c: c.__name__)
+def test_none_is_not_yet(check):
+    verdict = check(None)
+    assert isinstance(verdict, Verdict) and not verdict
+    assert "not yet" in str(verdict) and "answer = None" in verdict.message
 
 
-@pytest.mark.parametrize("check", [ch06.check_delay, ch06.check_correction,
-                                   ch06.check_best_root])
-def test_ch06_none_is_not_yet_and_junk_is_refused(check):
-    assert _not_yet(check(None))
-    for junk in JUNK:
-        verdict = check(junk)
-        assert isinstance(verdict, Verdict) and not verdict
+def _fails_with_hint(verdict: Verdict, *, not_containing=()) -> None:
+    assert isinstance(verdict, Verdict) and not verdict, verdict
+    assert len(verdict.message) > 20, verdict
+    for text in not_containing:
+        assert text not in verdict.message, f"the hint gives the answer away: {verdict}"
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (4, "number of hops"),            # the distance, not the delay
-    (6, "diameter"),                  # the worst case over all pairs
-    (5, "Exchanges are counted from 0"),  # hops + 1: counted from 1
-    (0, "Follow the path"),
-])
-def test_ch06_delay_wrong_answers_get_hints(answer, hint):
-    verdict = ch06.check_delay(answer)
-    assert not verdict and hint in verdict.message
+# --------------------------------------------- the exercise graph, rebuilt here with numpy
+def _M() -> np.ndarray:
+    """Adjacency plus self loops, row = receiver."""
+    M = np.eye(ch06.N)
+    for u, v in ch06.EDGES:
+        M[v, u] = 1.0
+    return M
 
 
-# The path 15 - 7 - 3 - 1 - 0 of the heap layout, recomputed with networkx.
-_HEAP16 = nx.Graph([(w, w // 2) for w in range(2, 16)] + [(0, 1)])
-_HOPS = nx.shortest_path_length(_HEAP16, 15, 0)
+def _W() -> np.ndarray:
+    return _M() / _M().sum(1, keepdims=True)
 
 
-@pytest.mark.parametrize("label, answer", [
-    ("the hops d", _HOPS),
-    ("d + 1 (counted from 1)", _HOPS + 1),
-    ("d - 2", _HOPS - 2),
-    ("the tree's diameter", nx.diameter(_HEAP16)),
-    ("the diameter minus 1", nx.diameter(_HEAP16) - 1),
-    ("log2 n", int(np.log2(16))),
-    ("at once", 0),
-])
-def test_ch06_delay_refuses(label, answer):
-    assert answer != max(_HOPS - 1, 0), f"{label} is not a wrong answer"
-    verdict = ch06.check_delay(answer)
-    assert not verdict, label
-    assert "3 exchanges" not in verdict.message
+def _A() -> np.ndarray:
+    return _M() / _M().sum(0, keepdims=True)
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (1 + 70 / 36, "distances d"),     # summed d instead of d - 1
-    (2.5, "rule of thumb"),           # diameter / 2
-    (9 / 19, "1 / c"),                # the inverse
-    (3.0, "List the delays"),
-])
-def test_ch06_correction_wrong_answers_get_hints_not_the_answer(answer, hint):
-    verdict = ch06.check_correction(answer)
-    assert not verdict and hint in verdict.message
-    assert "2.11" not in verdict.message and "19/9" not in verdict.message
+def _power(M: np.ndarray, x: np.ndarray, steps: int = 500) -> np.ndarray:
+    for _ in range(steps):
+        x = M @ x
+    return x
 
 
-def _chain_slips(n: int = 6) -> dict:
-    i = np.arange(n)
-    d = np.abs(i[:, None] - i[None, :])
-    delays = np.maximum(d - 1, 0).sum()
-    c = 1 + delays / n ** 2
+X0 = np.array(ch06.X0)
+PI = _power(_W().T, np.full(ch06.N, 1 / ch06.N))   # left Perron vector of W, sums to 1
+LIMIT = _power(_W(), X0)[0]                        # where x <- W x goes: 12/5
+W_LIMIT = _power(_A(), np.ones(ch06.N))            # where w <- A w goes: (4, 6, 4, 6)/5
+
+
+def test_independent_values_are_the_fractions_of_the_solutions():
+    assert pytest.approx(12 / 5, rel=1e-12) == LIMIT
+    assert pytest.approx(np.array([2, 3, 2, 3]) / 10, rel=1e-12) == PI
+    assert pytest.approx(np.array([4, 6, 4, 6]) / 5, rel=1e-12) == W_LIMIT
+
+
+def test_ch06_matrices_agree_with_declearn_rules():
+    assert np.allclose(ch06._receiver_matrix(), _W())
+    assert np.allclose(ch06._sender_matrix(), _A())
+    assert np.allclose(ch06._receiver_matrix(), _declearn_weights("uniform").W)
+    assert np.allclose(ch06._sender_matrix(), _declearn_weights("uniform_out").W)
+
+
+def _declearn_weights(rule: str):
+    return apply_weights(ch06.N, list(ch06.EDGES), rule, directed=True)
+
+
+def test_ch06_limits_agree_with_declearn_runs():
+    comm = SimComm(ch06.N)
+    x0 = torch.tensor(ch06.X0, dtype=torch.float64)[:, None]
+    with pytest.warns(UserWarning, match="rows summing to 1 but not columns"):
+        plain = AverageConsensus(comm, _declearn_weights("uniform"), x0)
+    plain.run(400, progress=False)
+    assert torch.allclose(plain.x, torch.full_like(plain.x, ch06._biased_limit()), atol=1e-10)
+    assert not math.isclose(ch06._biased_limit(), float(np.mean(ch06.X0)), rel_tol=1e-3)
+    push = PushSumConsensus(comm, _declearn_weights("uniform_out"), x0)
+    push.run(400, progress=False)
+    assert np.allclose(push.w.reshape(-1).numpy(), ch06._weight_limit(), atol=1e-10)
+    assert torch.allclose(push.iterate, torch.full_like(push.x, float(np.mean(ch06.X0))))
+
+
+# ---------------------------------------------------------------------- 6.1
+def test_ch06_biased_limit_check():
+    right = ch06._biased_limit()
+    assert ch06.check_biased_limit(right)
+    assert ch06.check_biased_limit(2.4)
+    assert ch06.check_biased_limit(12 / 5)
+    assert ch06.check_biased_limit(np.array([right]))
+    assert ch06.check_biased_limit(torch.tensor(right))
+    mean = ch06.check_biased_limit(float(np.mean(ch06.X0)))
+    _fails_with_hint(mean, not_containing=(f"{right:.3f}",))
+    assert "mean" in mean.message
+    _fails_with_hint(ch06.check_biased_limit(4.0), not_containing=(f"{right:.3f}",))
+    assert not ch06.check_biased_limit([1.0, 2.0])
+    assert not ch06.check_biased_limit("three")
+
+
+def _wrong_biased_limits() -> dict:
+    unit = PI / np.linalg.norm(PI)                  # numpy's eig returns unit vectors
+    in_deg = _M().sum(1)                           # 1 + in-degree of each node
     return {
-        "summed distances": (1 + d.sum() / n ** 2, "distances d"),
-        "no max(., 0) on the diagonal": (1 + (d - 1).sum() / n ** 2, "not -1"),
-        "the mean delay without the 1": (delays / n ** 2, "1 plus it"),
-        "divided by n (n - 1)": (1 + delays / (n * (n - 1)), "n (n - 1)"),
-        "unordered pairs": (1 + delays / 2 / n ** 2, "ordered pairs"),
-        "the inverse": (1 / c, "1 / c"),
-        "rule of thumb": ((n - 1) / 2, "rule of thumb"),
-        "the chain of 5": (1 + np.maximum(d[:5, :5] - 1, 0).sum() / 25, "List the delays"),
-        "rounded to 2 decimals": (round(c, 2), "3 decimals"),
-        "divided by n": (1 + delays / n, "List the delays"),
+        "the mean of X0": X0.mean(),
+        "pi of unit length": unit @ X0,
+        "pi of unit length, other sign": -unit @ X0,
+        "right eigenvector of W (all ones), normalised": np.full(4, 0.25) @ X0,
+        "weights by in-degree + 1": (in_deg / in_deg.sum()) @ X0 * 1.25,
+        "the first node's value over its in-degree + 1": X0[0] / in_deg[0],
+        "a few steps only (x <- W x, 5 times)": _power(_W(), X0, 5)[0],
+        "rounded to 2 significant digits, off": 2.5,
+        "pi_0 itself": PI[0],
+        "12 pi_1": 12 * PI[1],
+        "the sum of X0": X0.sum(),
     }
 
 
-@pytest.mark.parametrize("label", list(_chain_slips()))
-def test_ch06_correction_refuses_each_slip(label):
-    value, hint = _chain_slips()[label]
-    assert abs(value - 19 / 9) > 1e-3, f"{label} is not a wrong answer"
-    verdict = ch06.check_correction(float(value))
-    assert not verdict and hint in verdict.message, (label, verdict)
-    assert "2.11" not in verdict.message.split("is not it")[-1]
+@pytest.mark.parametrize("label", list(_wrong_biased_limits()))
+def test_ch06_biased_limit_refuses(label):
+    value = _wrong_biased_limits()[label]
+    assert not math.isclose(value, LIMIT, rel_tol=1e-12), f"{label} is not a wrong answer"
+    _fails_with_hint(ch06.check_biased_limit(value), not_containing=("2.4 ", "12/5", "0.2,"))
 
 
-@pytest.mark.parametrize("answer, hint", [
-    (4, "diameter of the graph"), (7, "largest"), (3, "graph's own diameter"),
-    (5, "insertion order"), (9, "Build"),
-])
-def test_ch06_best_root_wrong_answers_get_hints(answer, hint):
-    verdict = ch06.check_best_root(answer)
-    assert not verdict and hint in verdict.message
+def test_ch06_biased_limit_hints_name_the_slip():
+    unit = PI / np.linalg.norm(PI)
+    assert "length 1" in ch06.check_biased_limit(unit @ X0).message
+    assert "left" in ch06.check_biased_limit(X0.mean()).message
 
 
-def test_ch06_best_root_refuses_the_networkx_insertion_order_minimum():
-    """networkx's bfs_tree with its own neighbour order gives trees of diameter 5 from some
-    roots: a plausible answer from the wrong tree builder, refused."""
-    g = nx.davis_southern_women_graph()
-    insertion = min(nx.diameter(nx.bfs_tree(g, r).to_undirected()) for r in g)
-    assert insertion != 6
-    assert not ch06.check_best_root(insertion)
-    assert not ch06.check_best_root(6.5)
+# ---------------------------------------------------------------------- 6.2
+def test_ch06_push_sum_matrix_check():
+    A = ch06._sender_matrix()
+    assert ch06.check_push_sum_matrix(A)
+    assert ch06.check_push_sum_matrix(torch.tensor(A))
+    assert ch06.check_push_sum_matrix(A.tolist())
+    assert ch06.check_push_sum_matrix(_A())
+    assert ch06.check_push_sum_matrix(torch.tensor(_A(), dtype=torch.float32))
+    assert "transpose" in ch06.check_push_sum_matrix(A.T).message
+    assert "plain averaging" in ch06.check_push_sum_matrix(ch06._receiver_matrix()).message
+    _fails_with_hint(ch06.check_push_sum_matrix(np.full((4, 4), 0.25)))  # columns sum to 1
+    _fails_with_hint(ch06.check_push_sum_matrix(np.eye(4) * 2))
+    assert "4 x 4" in ch06.check_push_sum_matrix(np.eye(3)).message
 
 
-def test_ch06_delay_is_what_the_relay_does():
-    """Node 15's pulse at exchange 0 reaches node 0's sum at exchange relay_delay(), not
-    before, on declearn's binary_tree(16)."""
-    n, src, dst = ch06.DELAY_N, ch06.DELAY_SOURCE, ch06.DELAY_TARGET
-    assert {tuple(sorted(e)) for e in ch06._heap_tree(n).edges()} == \
-        set(binary_tree(n).tree_edges)
-    relay = RelaySum(SimComm(n), binary_tree(n))
-    first = None
-    for t in range(binary_tree(n).diameter + 1):
-        pulse = torch.zeros(n, 1, dtype=torch.float64)
-        if t == 0:
-            pulse[src] = 1.0
-        seen = float(relay.mix(pulse)[dst]) * n
-        if seen > 0.5 and first is None:
-            first = t
-    assert first == ch06._relay_delay() == 3
+def _wrong_push_sum_matrices() -> dict:
+    adj = _M() - np.eye(4)
+    return {
+        "transpose": _A().T,
+        "receivers average (rows sum to 1)": _W(),
+        "no self share": adj / adj.sum(0, keepdims=True),
+        "everyone gets 1/4": np.full((4, 4), 0.25),
+        "shares rounded to 0.33 and 0.5": np.round(_A(), 2),
+        "the adjacency without weights": _M(),
+        "identity": np.eye(4),
+        "the transpose of plain averaging": _W().T,
+        "a doubly stochastic guess (lazy 4-cycle)":
+            0.5 * np.eye(4) + 0.5 * np.roll(np.eye(4), 1, 0),
+    }
 
 
-@pytest.mark.parametrize("n", [2, 5, 6, 16, 33])
-def test_ch06_correction_matches_lr_correction(n):
-    assert ch06._chain_correction(n) == pytest.approx(lr_correction(chain(n)), rel=1e-12)
+@pytest.mark.parametrize("label", list(_wrong_push_sum_matrices()))
+def test_ch06_push_sum_matrix_refuses(label):
+    M = _wrong_push_sum_matrices()[label]
+    assert not np.allclose(M, _A(), atol=1e-12), f"{label} is not a wrong answer"
+    _fails_with_hint(ch06.check_push_sum_matrix(M))
 
 
-def test_ch06_bfs_diameters_match_spanning_tree():
-    g = nx.davis_southern_women_graph()
-    expected = {r: spanning_tree(g, root=r).diameter for r in g}
-    assert ch06._bfs_tree_diameters(g) == expected
-    assert min(expected.values()) == 6
-    small = nx.connected_watts_strogatz_graph(20, 4, 0.3, seed=3)
-    assert ch06._bfs_tree_diameters(small) == {r: spanning_tree(small, root=r).diameter
-                                               for r in small}
+def test_ch06_push_sum_matrix_hints_name_the_slip():
+    adj = _M() - np.eye(4)
+    assert "keeps a share for itself" in ch06.check_push_sum_matrix(
+        adj / adj.sum(0, keepdims=True)).message
+    assert "exact fractions" in ch06.check_push_sum_matrix(np.round(_A(), 2)).message
+
+
+# ---------------------------------------------------------------------- 6.3
+def test_ch06_weight_limit_check():
+    limit = ch06._weight_limit()
+    assert math.isclose(limit.sum(), ch06.N)
+    assert ch06.check_weight_limit(limit)
+    assert ch06.check_weight_limit(list(limit))
+    assert ch06.check_weight_limit([0.8, 1.2, 0.8, 1.2])
+    assert ch06.check_weight_limit(torch.tensor([0.8, 1.2, 0.8, 1.2]))  # float32
+    assert ch06.check_weight_limit(torch.tensor(limit)[:, None])  # shape (n, 1), as push.w
+    ones = ch06.check_weight_limit([1, 1, 1, 1])
+    _fails_with_hint(ones, not_containing=(f"{limit[0]:.3f}",))
+    assert "rows" in ones.message
+    assert "scale" in ch06.check_weight_limit(limit / ch06.N).message
+    assert "sum to 4" in ch06.check_weight_limit([1, 1, 1, 2]).message
+    assert "eigenvector" in ch06.check_weight_limit(limit[::-1]).message
+    assert "4 numbers" in ch06.check_weight_limit([1, 2]).message
+
+
+def _wrong_weight_limits() -> dict:
+    p = W_LIMIT / ch06.N
+    out_deg = _M().sum(0) - 1
+    return {
+        "w stays at 1": np.ones(4),
+        "p, not n p": p,
+        "p of unit length": p / np.linalg.norm(p),
+        "p of unit length, other sign": -p / np.linalg.norm(p),
+        "reversed": W_LIMIT[::-1],
+        "out-degrees scaled to total 4": 4 * out_deg / out_deg.sum(),
+        "where A^T w goes (the left eigenvector)": _power(_A().T, np.ones(4)),
+        "a few steps only (w <- A w, 3 times)": _power(_A(), np.ones(4), 3),
+        "rounded to one decimal, off": np.array([0.8, 1.2, 0.8, 1.3]),
+        "the limit of x, not of w": _power(_A(), X0),
+    }
+
+
+@pytest.mark.parametrize("label", list(_wrong_weight_limits()))
+def test_ch06_weight_limit_refuses(label):
+    w = _wrong_weight_limits()[label]
+    assert not np.allclose(w, W_LIMIT, atol=1e-12), f"{label} is not a wrong answer"
+    _fails_with_hint(ch06.check_weight_limit(w), not_containing=("0.8, 1.2", "[4, 6, 4, 6]"))
+
+
+def test_ch06_weight_limit_hints_name_the_slip():
+    p = W_LIMIT / ch06.N
+    assert "length 1" in ch06.check_weight_limit(p / np.linalg.norm(p)).message
+    assert "right" in ch06.check_weight_limit(np.ones(4)).message
 
 
 # ---------------------------------------------------------------------- 6.4 (entry checks)
-def _right_relay_step(comm, tree, v, received):
-    total = v + received.sum(-2)
-    return comm.neighbor_alltoall(total.unsqueeze(-2) - received, tree)
+def test_ch06_push_sum_step_not_yet_and_small_networks():
+    assert not ch06.check_push_sum_step(None, SimComm(4))
+    assert "function" in ch06.check_push_sum_step(42, SimComm(4)).message
+    right = lambda comm, A, x, w: (comm.neighbor_allreduce(x, A, weighted_by="sender"),
+                                   comm.neighbor_allreduce(w, A, weighted_by="sender"))
+    assert "3 or more" in ch06.check_push_sum_step(right, SimComm(2)).message
+    for n in (3, 5, 16):
+        assert ch06.check_push_sum_step(right, SimComm(n)), n
 
 
-def test_ch06_relay_step_not_yet_small_networks_and_the_library_class():
-    assert not ch06.check_relay_step(None, SimComm(4))
-    assert "function" in ch06.check_relay_step(42, SimComm(4)).message
-    assert "4 or more" in ch06.check_relay_step(_right_relay_step, SimComm(3)).message
-    for n in (4, 5, 16):
-        assert ch06.check_relay_step(_right_relay_step, SimComm(n)), n
+def test_ch06_push_sum_step_refuses_the_library_class():
+    def uses_the_class(comm, A, x, w):
+        return PushSumConsensus(comm, A, x).x, w
 
-    def uses_the_class(comm, tree, v, received):
-        RelaySumConsensus(comm, tree, v)
-        return _right_relay_step(comm, tree, v, received)
-
-    assert "RelaySumConsensus" in ch06.check_relay_step(uses_the_class, SimComm(4)).message
+    assert "PushSumConsensus" in ch06.check_push_sum_step(uses_the_class, SimComm(4)).message
 
 
-@pytest.mark.parametrize("n", [4, 7, 16])
-def test_ch06_relay_step_tree_is_not_a_path(n):
-    """The check's tree has a node with 3 neighbours, so relaying 'everything but the
-    neighbour's own message' differs from relaying 'everything'."""
-    degrees = np.bincount(np.ravel(binary_tree(n).tree_edges), minlength=n)
-    assert degrees.max() == 3
+@pytest.mark.parametrize("n", [3, 4, 7])
+def test_ch06_build_graph_is_column_but_not_row_stochastic(n):
+    """Receiver weights must fail on the exercise's graph, for every n the check accepts."""
+    W = ch06._build_graph(n).W
+    assert np.allclose(W.sum(0), 1.0)
+    assert not np.any(np.isclose(W.sum(1), 1.0))

@@ -32,7 +32,7 @@ class AverageConsensus(Algorithm):
     W must be row-stochastic (else a TopologyError). The nodes reach the *mean* of ``x0`` only
     if its columns sum to 1 too: with rows only they agree on ``pi^T x0``, where ``pi`` is the
     left Perron vector of W (``pi^T W = pi^T``, ``sum_i pi_i = 1``), and a UserWarning says
-    so (chapter 05 shows that bias on purpose).
+    so (chapter 06 shows that bias on purpose).
     """
 
     name = "average_consensus"

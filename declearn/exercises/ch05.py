@@ -1,27 +1,20 @@
-r"""Checks for chapter 05, *Directed and time-varying graphs*.
+r"""Checks for chapter 05, bias correction.
 
-Exercises 5.1 to 5.3 use one small directed graph, :data:`EDGES` (``(u, v)``: u sends to v),
-over :data:`N` = 4 nodes, with the initial values :data:`X0`. Nodes 1 and 3 send to two nodes,
-the others to one, so the graph is strongly connected but not balanced. Row i of every matrix
-is the receiver i (``x_i <- sum_j M[i, j] x_j``), as everywhere in declearn.
+* :func:`check_messages` (05.1): messages per node per iteration of ATC gradient tracking and
+  DIGing, ``(2 d_out, d_out)`` with ``d_out`` the mean out-degree of the topology;
+* :func:`check_ed_as_d2` (05.2): the matrix M for which D2 on M runs exactly like exact
+  diffusion on W, ``M = (I + W)/2``;
+* :func:`check_d2_self_weight` (05.3): the smallest self weight ``s`` of a ring (even n,
+  neighbours ``(1 - s)/2``) for which D2 converges: the boundary ``s = 1/3``;
+* :func:`check_gt_step` (05.4, build it yourself): ``step(comm, W, x, y, g, grad, lr)`` returns
+  one ATC gradient-tracking iteration ``(x, y, g)`` written with the communicator's
+  primitives; the check runs it next to ``GradientTracking(variant="atc")`` and names the
+  first iteration where ``(x, y)`` differ. It works under SimComm and, called on every rank,
+  under MPIComm.
 
-* :func:`check_biased_limit` (5.1): the common value ``pi^T x0`` that plain averaging (each
-  receiver averages what it hears, ``W = D_in^{-1} (Adj + I)``, rows sum to 1) reaches, with
-  ``pi^T W = pi^T``, ``sum(pi) = 1`` (relative tolerance 1e-6).
-* :func:`check_push_sum_matrix` (5.2): push-sum's column-stochastic ``A = (Adj + I)
-  D_out^{-1}`` (each sender splits evenly among itself and its out-neighbours; entrywise
-  to 1e-6, float32 rounding allowed).
-* :func:`check_weight_limit` (5.3): ``lim w^k = n p`` for ``w <- A w``, ``w^0 = 1``, with
-  ``A p = p``, ``sum(p) = 1`` (relative tolerance 1e-6).
-* :func:`check_push_sum_step` (5.4, build it yourself): ``step(comm, A, x, w)`` returns the pair
-  ``(A x, A w)`` written with the communicator's primitives; the check runs it next to
-  :class:`~declearn.algorithms.PushSumConsensus` on a directed graph whose column-stochastic
-  weights are not row-stochastic, compares the ratios ``x / w`` and names the first iteration
-  where they differ. It works under SimComm and, called on every rank, under MPIComm.
-
-The values of 5.1 to 5.3 are computed here with plain numpy (not with declearn.topology), and
-each check returns a :class:`~declearn.exercises.Verdict` with a hint when wrong ("not yet"
-for ``None``). Every answer-computing helper is private.
+Each check computes its expected value with numpy or in closed form (never with declearn's
+gradient tracking, D2 or exact diffusion classes) and hints without giving it away.
+``answer = None`` (the notebook's starting value) gives a "not yet" verdict, never an error.
 """
 
 from __future__ import annotations
@@ -31,280 +24,271 @@ import math
 import numpy as np
 import torch
 
-from declearn.exercises.base import Verdict, check_true, not_yet
-from declearn.exercises.build import compare_iterates, refuse_before_running, seeded_node_local
+from declearn.exercises.base import Verdict, check_close, check_true
+from declearn.exercises.build import (
+    compare_iterates,
+    path_with_chord,
+    refuse_before_running,
+    seeded_node_local,
+)
 
-__all__ = [
-    "EDGES",
-    "X0",
-    "N",
-    "check_biased_limit",
-    "check_push_sum_matrix",
-    "check_push_sum_step",
-    "check_weight_limit",
-]
+__all__ = ["check_d2_self_weight", "check_ed_as_d2", "check_gt_step", "check_messages"]
 
-EX1 = "5.1 where plain averaging goes"
-EX2 = "5.2 push-sum weights"
-EX3 = "5.3 the limit of w"
-EX4 = "5.4 build push-sum"
-
-#: Nodes of the exercise graph.
-N = 4
-#: Its directed links ``(u, v)``: u sends to v. A directed 4-cycle plus the two-way shortcut
-#: 1 <-> 3.
-EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (1, 3), (3, 1))
-#: The nodes' initial values for exercise 5.1 (their mean is 3).
-X0 = (12.0, 0.0, 0.0, 0.0)
-
-#: Tolerance of 5.1 to 5.3 (relative; absolute for the entries of 5.2). The answers are exact
-#: fractions (12/5, A's shares, (4, 6, 4, 6)/5); 1e-6 leaves room for float32 (a torch
-#: tensor's default) and is far below every slip the tests list.
-_RTOL = 1e-6
+_MISSING = "write your answer in the cell (answer = ...), then run the check again."
 
 
-def _as_array(answer) -> np.ndarray:
-    """A float numpy array from a number, list, numpy array or torch tensor (ValueError or
-    TypeError when it is none of those)."""
-    if hasattr(answer, "detach"):
-        answer = answer.detach().cpu().numpy()
-    return np.asarray(answer, dtype=float)
+def _not_answered(exercise: str, answer) -> Verdict | None:
+    if answer is None or answer is Ellipsis:
+        return Verdict(False, exercise, _MISSING)
+    return None
 
 
-def _adjacency() -> np.ndarray:
-    """``Adj[i, j] = 1`` when j sends to i (self loops not included)."""
-    adj = np.zeros((N, N))
-    for u, v in EDGES:
-        adj[v, u] = 1.0
-    return adj
+def _matrix(answer) -> np.ndarray:
+    return np.asarray(answer.detach().cpu() if hasattr(answer, "detach") else answer,
+                      dtype=float)
 
 
-def _receiver_matrix() -> np.ndarray:
-    """Plain averaging: receiver i averages itself and its in-neighbours, weight
-    ``1/(in-degree + 1)`` each (rows sum to 1)."""
-    M = _adjacency() + np.eye(N)
-    return M / M.sum(axis=1, keepdims=True)
+# ---------------------------------------------------------------------------- exercise 1
+def _mean_out_degree(topology) -> float:
+    """Mean number of out-neighbours (self excluded), counted on the nonzeros of W with
+    numpy: node j sends to i when ``W[i, j] != 0``."""
+    W = np.asarray(topology.W, dtype=float)
+    off = (W != 0) & ~np.eye(W.shape[0], dtype=bool)
+    return float(off.sum(axis=0).mean())
 
 
-def _sender_matrix() -> np.ndarray:
-    """Push-sum: sender j splits its value among itself and its out-neighbours, weight
-    ``1/(out-degree + 1)`` each (columns sum to 1)."""
-    M = _adjacency() + np.eye(N)
-    return M / M.sum(axis=0, keepdims=True)
+def _messages(topology) -> tuple[float, float]:
+    """``(ATC-GT, DIGing)`` messages one node sends per iteration: ATC mixes x, then y, in
+    two rounds; DIGing packs x and y into one message per out-neighbour."""
+    d = _mean_out_degree(topology)
+    return 2.0 * d, d
 
 
-def _perron(M: np.ndarray) -> np.ndarray:
-    """The eigenvector of M for eigenvalue 1, scaled to sum to 1 (positive for these M)."""
-    vals, vecs = np.linalg.eig(M)
-    v = np.real(vecs[:, np.argmin(np.abs(vals - 1.0))])
-    return v / v.sum()
-
-
-def _biased_limit() -> float:
-    """``pi^T x0`` with ``pi^T W = pi^T`` (W = :func:`_receiver_matrix`): the value every node
-    converges to under ``x <- W x``."""
-    pi = _perron(_receiver_matrix().T)
-    return float(pi @ np.asarray(X0))
-
-
-def _weight_limit() -> np.ndarray:
-    """``lim w^k = n p`` with ``A p = p``, ``sum(p) = 1`` (A = :func:`_sender_matrix`): push-sum's
-    weights, started at 1, keep their total n and line up with A's Perron vector."""
-    return N * _perron(_sender_matrix())
-
-
-def _scalar(answer):
-    """One finite float from a number, a one-element list/array/tensor; None otherwise."""
+def check_messages(answer, topology) -> Verdict:
+    """Exercise 05.1: ``answer = (atc, diging)``, the messages each node sends per iteration
+    on ``topology`` with ATC gradient tracking and with DIGing (exact)."""
+    ex = "05.1"
+    verdict = _not_answered(ex, answer)
+    if verdict is not None:
+        return verdict
+    if isinstance(answer, (str, bytes)):
+        return Verdict(False, ex, "answer with a pair of numbers: (ATC-GT, DIGing).")
     try:
-        arr = _as_array(answer)
+        pair = tuple(float(a) for a in answer)
     except (TypeError, ValueError):
-        return None
-    if arr.size != 1 or isinstance(answer, (bool, str)):
-        return None
-    value = float(arr.reshape(-1)[0])
-    return value if math.isfinite(value) else None
+        return Verdict(False, ex, "answer with a pair of numbers: (ATC-GT, DIGing).")
+    if len(pair) != 2:
+        return Verdict(False, ex, f"answer with a pair (ATC-GT, DIGing), got {len(pair)} numbers.")
+    expected = _messages(topology)
+    same = lambda p, q: all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(p, q))
+    degree = _mean_out_degree(topology)
+    if same(pair, expected):
+        return check_true(ex, True, right=f"{pair[0]:g} and {pair[1]:g} messages per node "
+                                          "per iteration.", wrong="")
+    hint = ("Count the neighbor_allreduce calls in one iteration of each variant (the "
+            "GradientTracking docstring says what travels together), then multiply by the "
+            "number of neighbours a node sends to.")
+    if same(pair, expected[::-1]):
+        hint = "Swapped: which of the two packs x and y into one message?"
+    elif same(pair, (expected[0] / degree, expected[1] / degree)):
+        hint = ("Those are neighbor_allreduce calls per iteration; each call sends one message "
+                "to every out-neighbour.")
+    elif same(pair, (2 * expected[0], 2 * expected[1])):
+        hint = ("Count each message once, at its sender: what a node receives is what its "
+                "neighbours sent.")
+    elif same(pair, (expected[0] + 2, expected[1] + 1)):
+        hint = "A node does not send a message to itself: its own weight is applied locally."
+    elif pair[0] == pair[1]:
+        hint = ("The two variants do not cost the same: one of them must wait for the mixed y "
+                "before it can send x.")
+    return Verdict(False, ex, f"{answer!r} is not it. {hint}")
 
 
-# ---------------------------------------------------------------------- 5.1
-def check_biased_limit(answer) -> Verdict:
-    """Exercise 5.1: the common value the nodes reach under plain averaging
-    ``x <- W x`` (W = receivers average, rule ``"uniform"``) from ``x0 = X0`` (to 1e-6
-    relative: the answer is an exact fraction, float32 rounding allowed)."""
-    if answer is None:
-        return not_yet(EX1, "one number")
-    value = _scalar(answer)
-    if value is None:
-        return Verdict(False, EX1, "give one number: the value every node ends up with.")
-    expected = _biased_limit()
-    x0 = np.asarray(X0)
-    near = lambda v: math.isclose(value, v, rel_tol=_RTOL, abs_tol=1e-12)
+# ---------------------------------------------------------------------------- exercise 2
+def check_ed_as_d2(answer, topology) -> Verdict:
+    """Exercise 05.2: the matrix M (n x n) such that D2 on M produces the iterates of exact
+    diffusion on ``topology``: both run ``x+ = M (2 x - x_prev - lr (g - g_prev))`` from
+    ``x^1 = M (x^0 - lr g^0)``, so M must be exact diffusion's ``(I + W)/2`` (entrywise to
+    1e-9)."""
+    ex = "05.2"
+    verdict = _not_answered(ex, answer)
+    if verdict is not None:
+        return verdict
+    n = topology.n
+    try:
+        M = _matrix(answer)
+    except (TypeError, ValueError):
+        return Verdict(False, ex, "answer with an n x n matrix (a numpy array).")
+    if M.shape != (n, n):
+        return Verdict(False, ex, f"expected an n x n matrix with n = {n}, got shape {M.shape}.")
+    if not np.all(np.isfinite(M)):
+        return Verdict(False, ex, "the matrix has NaN or infinite entries.")
+    W = np.asarray(topology.W, dtype=float)
+    eye = np.eye(n)
+    expected = (eye + W) / 2
+    near = lambda A: np.allclose(M, A, rtol=0, atol=1e-9)
     if near(expected):
-        return check_true(EX1, True, wrong="", right=(
-            "the nodes agree on pi^T x0, not on the mean of X0. Which node's initial value "
-            "counts most, and why?"))
-    pi = _perron(_receiver_matrix().T)
-    if near(float(np.mean(x0))):
-        hint = ("That is the mean of X0, which only a doubly stochastic W keeps. Here the "
-                "columns do not sum to 1: find pi with pi^T W = pi^T, sum(pi) = 1 (a *left* "
-                "eigenvector: the right one of a row-stochastic W is just the all-ones vector).")
-    elif near(float(pi @ x0) / np.linalg.norm(pi)) or near(-float(pi @ x0) / np.linalg.norm(pi)):
-        hint = ("Your pi has length 1, as numpy's eig returns it; the limit needs pi scaled "
-                "so that its entries sum to 1.")
-    else:
-        hint = ("The limit is pi^T x0, with pi the left eigenvector of W for eigenvalue 1 "
-                "(normalised to sum 1). Check that your W has rows summing to 1 and row i = "
-                "receiver i.")
-    return Verdict(False, EX1, f"{value:g} is not it. {hint}")
+        return check_true(ex, True, right="D2 on this matrix runs exactly the iterates of exact "
+                                          "diffusion on W.", wrong="")
+    hint = ("Write both methods as one second-order recursion in x^{k+1}, x^k, x^{k-1} and the "
+            "gradients, and compare the matrix in front.")
+    if near(W):
+        return Verdict(False, ex, "that is W itself, but exact diffusion does not combine with "
+                       "W. " + hint)
+    if near(eye):
+        return Verdict(False, ex, "with the identity no node hears its neighbours: D2 refuses "
+                       "such a disconnected W, and exact diffusion does mix. " + hint)
+    if near(eye + W):
+        return Verdict(False, ex, "the rows of this matrix sum to 2, so it would double the "
+                       "iterates at every round: a mixing matrix keeps rows summing to 1. " + hint)
+    if near((eye - W) / 2):
+        return Verdict(False, ex, "mind the sign: this matrix sends the consensus direction "
+                       "to zero. " + hint)
+    return Verdict(False, ex, "D2 on your matrix drifts away from exact diffusion (from the "
+                   "first step on, x^1 = M (x^0 - lr g^0) differs). " + hint)
 
 
-# ---------------------------------------------------------------------- 5.2
-def check_push_sum_matrix(answer) -> Verdict:
-    """Exercise 5.2: the 4 x 4 matrix A of push-sum on :data:`EDGES` (row i = receiver i;
-    each sender splits evenly among itself and its out-neighbours), entrywise to 1e-6."""
-    if answer is None:
-        return not_yet(EX2, "a 4 x 4 array")
+# ---------------------------------------------------------------------------- exercise 3
+def _d2_root_modulus(lam) -> np.ndarray:
+    """The largest modulus of the roots of ``z^2 = lam (2 z - 1)``, D2's recursion without
+    gradients along an eigenvector of W with eigenvalue ``lam`` (vectorised over lam)."""
+    lam = np.asarray(lam, dtype=complex)
+    disc = np.sqrt(lam * lam - lam)
+    return np.maximum(np.abs(lam + disc), np.abs(lam - disc))
+
+
+def _d2_threshold(tol: float = 1e-12) -> float:
+    """The eigenvalue below which D2's recursion has a root of modulus >= 1, found by bisection
+    on :func:`_d2_root_modulus` over [-1, 0] (a numerical cross-check of the closed form)."""
+    lo, hi = -1.0, 0.0  # modulus >= 1 at lo, < 1 at hi
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if _d2_root_modulus(mid) >= 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _d2_self_weight() -> float:
+    """The boundary self weight: the root ``lam - sqrt(lam^2 - lam)`` reaches -1 at
+    ``lam = -1/3``, and the even ring's smallest eigenvalue is ``2 s - 1``: ``s = 1/3``."""
+    lam = -1.0 / 3.0
+    return (1.0 + lam) / 2.0
+
+
+def check_d2_self_weight(answer) -> Verdict:
+    """Exercise 05.3: the ring over an even number of nodes with self weight s and neighbour
+    weights (1 - s)/2; the smallest s for which D2 converges (the boundary, rtol 1e-3)."""
+    ex = "05.3"
+    verdict = _not_answered(ex, answer)
+    if verdict is not None:
+        return verdict
+    if isinstance(answer, (str, bytes, bool)):
+        return Verdict(False, ex, "answer with one number, the self weight s.")
     try:
-        A = _as_array(answer)
+        value = float(np.asarray(answer, dtype=float).reshape(()))
     except (TypeError, ValueError):
-        return Verdict(False, EX2, "give a 4 x 4 array of numbers (numpy or torch).")
-    if A.shape != (N, N):
-        return Verdict(False, EX2, f"A must be {N} x {N}, got shape {A.shape}.")
-    if not np.all(np.isfinite(A)):
-        return Verdict(False, EX2, "A has NaN or infinite entries.")
-    expected = _sender_matrix()
-    same = lambda M: np.allclose(A, M, rtol=0.0, atol=_RTOL)
-    if same(expected):
-        return check_true(EX2, True, wrong="", right=(
-            "every column sums to 1, so sum_i x_i never changes."))
-    if same(expected.T):
-        hint = ("You have the transpose: in declearn row i is the receiver, so A[i, j] is the "
-                "share node i gets from node j.")
-    elif same(_receiver_matrix()):
-        hint = ("That is plain averaging (rows sum to 1: each receiver averages). Push-sum "
-                "splits at the sender: the columns must sum to 1.")
-    elif not np.allclose(A.sum(axis=0), 1.0, rtol=0.0, atol=_RTOL):
-        hint = ("Each column (one sender) must sum to 1, its self weight included (write the "
-                "shares as exact fractions, 1/3 rather than 0.33).")
-    elif np.allclose(np.diag(A), 0.0):
-        hint = ("The columns sum to 1, but every diagonal entry is 0: a sender also keeps a "
-                "share for itself, as large as the share of each node it sends to.")
-    else:
-        hint = ("The columns sum to 1, but the split is not right: sender j gives the same "
-                "share to itself and to each node it sends to, and nothing to the others.")
-    return Verdict(False, EX2, hint)
+        return Verdict(False, ex, "answer with one number, the self weight s.")
+    expected = _d2_self_weight()
+    lam = 2.0 * expected - 1.0
+    hint = ("The slowest alternating pattern (+1, -1, +1, ...) is an eigenvector of the ring: "
+            "write its eigenvalue as a function of s, then ask when D2's two-term recursion "
+            "z^2 = lambda (2 z - 1) keeps both roots inside the unit circle.")
+    if math.isclose(value, lam, rel_tol=1e-3):
+        hint = ("That is the eigenvalue threshold; the question asks for the self weight s "
+                "that puts the ring's smallest eigenvalue there.")
+    elif math.isclose(value, 0.5, rel_tol=1e-3):
+        hint = "s = 1/2 makes W lazy (eigenvalues >= 0): safe, but not the smallest s that works."
+    elif math.isclose(value, 1.0 - expected, rel_tol=1e-3):
+        hint = ("The ring's smallest eigenvalue is s - (1 - s) = 2 s - 1: solve 2 s - 1 = "
+                "threshold for s once more.")
+    return check_close(ex, value, expected, rtol=1e-3, hint=hint)
 
 
-# ---------------------------------------------------------------------- 5.3
-def check_weight_limit(answer) -> Verdict:
-    """Exercise 5.3: ``lim_k w^k`` for push-sum with the matrix of 5.2 and ``w^0 = (1, 1, 1,
-    1)``: a vector of 4 numbers (to 1e-6 relative: exact fractions, float32 rounding allowed)."""
-    if answer is None:
-        return not_yet(EX3, "a vector of 4 numbers")
-    try:
-        w = _as_array(answer).reshape(-1)
-    except (TypeError, ValueError):
-        return Verdict(False, EX3, "give 4 numbers (a list, numpy array or torch tensor).")
-    if w.shape != (N,):
-        return Verdict(False, EX3, f"give one limit per node: {N} numbers, got {w.size}.")
-    if not np.all(np.isfinite(w)):
-        return Verdict(False, EX3, "your limit has NaN or infinite entries.")
-    expected = _weight_limit()
-    same = lambda v: np.allclose(w, v, rtol=_RTOL, atol=1e-12)
-    if same(expected):
-        return check_true(EX3, True, wrong="", right=(
-            "the weights do not stay at 1, yet x / w is exact."))
-    if same(np.ones(N)):
-        hint = ("w would stay at 1 only if the rows of A summed to 1 too; run a few hundred "
-                "steps w <- A w, or find the eigenvector of A for eigenvalue 1 (a *right* "
-                "eigenvector: the left one of a column-stochastic A is the all-ones vector).")
-    elif same(expected / N):
-        hint = ("Right direction, wrong scale: A keeps the total of w, and w starts at 1 on each "
-                "of the 4 nodes.")
-    elif same(expected / np.linalg.norm(expected)) or same(-expected / np.linalg.norm(expected)):
-        hint = ("That eigenvector has length 1, as numpy's eig returns it: scale it so that its "
-                "total is the total of w^0.")
-    elif not math.isclose(w.sum(), N, rel_tol=1e-6):
-        hint = ("The total of w never changes under a column-stochastic A: your limit should "
-                "sum to 4.")
-    else:
-        hint = "The limit p satisfies A p = p: the right eigenvector for eigenvalue 1, scaled."
-    return Verdict(False, EX3, hint)
-
-
-# ---------------------------------------------------------------------- 5.4
-#: Exercise 5.4: iterations compared, and the seed of the starting values.
+# ---------------------------------------------------------------------------- exercise 4
+#: Exercise 05.4: iterations compared, the problem's seed, the starting point's seed.
 _BUILD_STEPS = 12
-_BUILD_SEED = 15
+_BUILD_SEED = 4
+_BUILD_X0_SEED = 40
 
 
 def _build_graph(n: int):
-    """The directed graph of exercise 5.4: the ring ``j -> j + 1`` plus node 0 sending to
-    every other node, with push-sum's weights (``"uniform_out"``): node 0 splits in n shares,
-    the others in halves. Rows 0 and 1 sum to ``1/2 + 1/n``, the others to ``1 + 1/n``: for
-    every n >= 3 the matrix is column- but not row-stochastic."""
-    from declearn.topology import apply_weights
-
-    edges = [(j, (j + 1) % n) for j in range(n)] + [(0, j) for j in range(2, n)]
-    return apply_weights(n, edges, "uniform_out", directed=True, name="exercise_05_4")
+    """The graph of exercise 05.4: a path ``0 - 1 - ... - n-1`` plus the chord ``0 - (n-2)``
+    (for n >= 4), Metropolis weights (symmetric, doubly stochastic, different per node)."""
+    return path_with_chord(n, (0, n - 2), name="exercise_04_4")
 
 
-def _pair(result):
-    """The ``(x, w)`` pair a step returned, or a TypeError that says what is expected."""
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        got = "None" if result is None else f"a {type(result).__name__}"
-        if isinstance(result, (tuple, list)):
-            got = f"a {type(result).__name__} of {len(result)} items"
-        raise TypeError(f"push_sum_step returns the pair (x, w), got {got}")
-    x, w = result
-    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
-        raise TypeError("push_sum_step returns two torch tensors (x, w)")
-    return x, w
+def _build_problem(n: int):
+    """Deterministic heterogeneous least squares (sigma = 0): no noise stream to share."""
+    from declearn.problems import LeastSquares
+
+    return LeastSquares(n, d=3, m=6, heterogeneity=1.0, sigma=0.0, seed=_BUILD_SEED)
 
 
-def _call(step, comm, A, x, w):
-    """``step(comm, A, x, w)``; the TopologyError of receiver weights on this A (whose rows do
-    not sum to 1) is replaced by one that says why, without the row sums."""
-    from declearn.errors import TopologyError
+class _XY:
+    """The reference's ``(x, y)`` side by side, as the compared iterate."""
 
-    try:
-        return step(comm, A, x, w)
-    except TopologyError as err:
-        if "receiver-side" not in str(err):
-            raise
-        raise TopologyError(
-            "receiver weights (neighbor_allreduce's default) need the rows of A to sum to 1; "
-            "push-sum's A has columns summing to 1, so each sender splits: weighted_by='sender'"
-        ) from None
+    def __init__(self, algorithm):
+        self.algorithm = algorithm
+
+    def step(self) -> None:
+        self.algorithm.step()
+
+    @property
+    def iterate(self) -> torch.Tensor:
+        return torch.cat([self.algorithm.x, self.algorithm.y], dim=-1)
 
 
-def check_push_sum_step(step, comm) -> Verdict:
-    """``step(comm, A, x, w)``, one push-sum step ``(x, w) <- (A x, A w)`` with the
-    column-stochastic ``A`` of the round, gives the same ratios ``x / w`` as
-    ``PushSumConsensus`` for :data:`_BUILD_STEPS` steps on the directed graph of
-    ``comm.size`` nodes of :func:`_build_graph`, from seeded values of shape ``(3,)`` per node
-    and ``w = 1`` (shape ``(1,)``). Call it with a ``SimComm`` or, on every engine, with the
-    engines' ``MPIComm``."""
-    from declearn.algorithms import PushSumConsensus
+def _unpacked(out, shape: tuple):
+    """The student's ``(x, y, g)``, or a TypeError/ValueError saying what came back."""
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        got = type(out).__name__ if not isinstance(out, (tuple, list)) else f"{len(out)} values"
+        raise TypeError(f"gt_step must return the tuple (x, y, g), got {got}")
+    for name, t in zip("xyg", out):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+            what = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"the returned {name} should be a node-local tensor of shape "
+                             f"{shape}, got {what}")
+    return out
 
-    refused = refuse_before_running(EX4, step, comm, signature="push_sum_step(comm, A, x, w)",
-                                    returns="the new pair x, w",
-                                    forbidden={"PushSumConsensus", "PushDIGing"})
+
+def check_gt_step(step, comm) -> Verdict:
+    """``step(comm, W, x, y, g, grad, lr) -> (x, y, g)``, one ATC gradient-tracking iteration
+    ``x+ = W (x - lr y)``, ``g+ = grad(x+)``, ``y+ = W (y + g+ - g)`` from
+    ``y^0 = g^0 = grad(x^0)``, gives the same ``(x, y)`` as ``GradientTracking(variant="atc")``
+    for :data:`_BUILD_STEPS` iterations on the Metropolis graph of ``comm.size`` nodes (a path
+    plus a chord), on heterogeneous least squares (3 unknowns per node, no gradient noise),
+    from seeded node-local starting points, with ``lr = 0.3 / L``. ``grad`` is the node-local
+    gradient oracle (a separate one from the class's). Call it with a ``SimComm`` or, on every
+    engine, with the engines' ``MPIComm``."""
+    from declearn.algorithms import GradientTracking
+
+    ex = "05.4"
+    refused = refuse_before_running(ex, step, comm,
+                                    signature="gt_step(comm, W, x, y, g, grad, lr)",
+                                    returns="the new (x, y, g)",
+                                    forbidden={"GradientTracking", "PushDIGing"})
     if refused is not None:
         return refused
-    topo = _build_graph(comm.size)
-    x0 = seeded_node_local(comm, 3, _BUILD_SEED)
-    w0 = torch.ones_like(x0[..., :1])
-    reference = PushSumConsensus(comm, topo, x0)
+    topo, problem = _build_graph(comm.size), _build_problem(comm.size)
+    lr = 0.3 / problem.smoothness
+    x0 = seeded_node_local(comm, 3, _BUILD_X0_SEED)
+    reference = _XY(GradientTracking(comm, problem, topo, lr=lr, variant="atc", x0=x0))
+    grad = problem.on(comm).grad  # the student's own oracle
 
-    def ratios():
-        x, w, k = x0.clone(), w0.clone(), 0
+    def iterates():
+        x = x0.clone()
+        g = grad(x)
+        y, k = g.clone(), 0
         while True:
-            x, w = _pair(_call(step, comm, topo.at(k), x, w))
-            yield x / w
+            x, y, g = _unpacked(step(comm, topo.at(k), x, y, g, grad, lr), tuple(x0.shape))
+            yield torch.cat([x, y], dim=-1)
             k += 1
 
     return compare_iterates(
-        EX4, comm, ratios(), reference, steps=_BUILD_STEPS, what="PushSumConsensus's x / w",
-        hint="Push-sum mixes x and w with the same column-stochastic A (each sender splits "
-             "what it holds, self share included: weighted_by='sender'), and returns the new x "
-             "and w themselves, not their ratio.")
+        ex, comm, iterates(), reference, steps=_BUILD_STEPS,
+        what="GradientTracking(variant='atc')'s (x, y)",
+        hint="In ATC both updates end with one round of gossip: x steps along y and is mixed; "
+             "then y is corrected by the change of the local gradient, taken at the new x, "
+             "and mixed too.")

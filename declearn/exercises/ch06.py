@@ -1,23 +1,27 @@
-r"""Checks for chapter 06, *RelaySGD*.
+r"""Checks for chapter 06, *Directed and time-varying graphs*.
 
-Each of 6.1 to 6.3 recomputes the right value here with networkx and numpy (not with
-declearn.topology or declearn.algorithms, so a bug there cannot make a wrong answer look right)
-and answers with a :class:`~declearn.exercises.Verdict`: a hint when the answer is wrong,
-"not yet" when it is still ``None``. Every answer-computing helper is private.
+Exercises 6.1 to 6.3 use one small directed graph, :data:`EDGES` (``(u, v)``: u sends to v),
+over :data:`N` = 4 nodes, with the initial values :data:`X0`. Nodes 1 and 3 send to two nodes,
+the others to one, so the graph is strongly connected but not balanced. Row i of every matrix
+is the receiver i (``x_i <- sum_j M[i, j] x_j``), as everywhere in declearn.
 
-* :func:`check_delay` (6.1): the exchange (counted from 0) at which a value that node
-  :data:`DELAY_SOURCE` of ``binary_tree(DELAY_N)`` sends at exchange 0 first appears in node
-  :data:`DELAY_TARGET`'s relayed sum, ``max(d - 1, 0)`` with d the hops between them (exact).
-* :func:`check_correction` (6.2): the learning-rate correction factor
-  ``c = 1 + (1/n^2) sum_{i,k} max(d(i, k) - 1, 0)`` of a chain of :data:`CORRECTION_N` nodes,
-  an exact fraction; accepted when it agrees to 3 decimals (``|answer - c| <= 5e-4``).
-* :func:`check_best_root` (6.3): the smallest diameter of a breadth-first spanning tree of the
-  Davis Southern Women graph, over its 32 possible roots (exact).
-* :func:`check_relay_step` (6.4, build it yourself): ``step(comm, tree, v, received)`` returns
-  the messages received after one RelaySum exchange, written with ``neighbor_alltoall``; the
-  check runs it next to :class:`~declearn.algorithms.RelaySumConsensus` on a binary tree (not a
-  path) and names the first exchange where the estimates differ. It works under SimComm and,
-  called on every rank, under MPIComm.
+* :func:`check_biased_limit` (6.1): the common value ``pi^T x0`` that plain averaging (each
+  receiver averages what it hears, ``W = D_in^{-1} (Adj + I)``, rows sum to 1) reaches, with
+  ``pi^T W = pi^T``, ``sum(pi) = 1`` (relative tolerance 1e-6).
+* :func:`check_push_sum_matrix` (6.2): push-sum's column-stochastic ``A = (Adj + I)
+  D_out^{-1}`` (each sender splits evenly among itself and its out-neighbours; entrywise
+  to 1e-6, float32 rounding allowed).
+* :func:`check_weight_limit` (6.3): ``lim w^k = n p`` for ``w <- A w``, ``w^0 = 1``, with
+  ``A p = p``, ``sum(p) = 1`` (relative tolerance 1e-6).
+* :func:`check_push_sum_step` (6.4, build it yourself): ``step(comm, A, x, w)`` returns the pair
+  ``(A x, A w)`` written with the communicator's primitives; the check runs it next to
+  :class:`~declearn.algorithms.PushSumConsensus` on a directed graph whose column-stochastic
+  weights are not row-stochastic, compares the ratios ``x / w`` and names the first iteration
+  where they differ. It works under SimComm and, called on every rank, under MPIComm.
+
+The values of 6.1 to 6.3 are computed here with plain numpy (not with declearn.topology), and
+each check returns a :class:`~declearn.exercises.Verdict` with a hint when wrong ("not yet"
+for ``None``). Every answer-computing helper is private.
 """
 
 from __future__ import annotations
@@ -27,253 +31,280 @@ import math
 import numpy as np
 import torch
 
-from declearn.exercises.base import Verdict, check_equal, check_true, is_number, not_yet
+from declearn.exercises.base import Verdict, check_true, not_yet
 from declearn.exercises.build import compare_iterates, refuse_before_running, seeded_node_local
 
 __all__ = [
-    "CORRECTION_N",
-    "DELAY_N",
-    "DELAY_SOURCE",
-    "DELAY_TARGET",
-    "check_best_root",
-    "check_correction",
-    "check_delay",
-    "check_relay_step",
+    "EDGES",
+    "X0",
+    "N",
+    "check_biased_limit",
+    "check_push_sum_matrix",
+    "check_push_sum_step",
+    "check_weight_limit",
 ]
 
-EX1 = "6.1 relay delay"
-EX2 = "6.2 correction factor"
-EX3 = "6.3 best root"
-EX4 = "6.4 build RelaySum"
+EX1 = "6.1 where plain averaging goes"
+EX2 = "6.2 push-sum weights"
+EX3 = "6.3 the limit of w"
+EX4 = "6.4 build push-sum"
 
-#: Exercise 6.1: the binary tree's size, the sending node and the receiving node.
-DELAY_N, DELAY_SOURCE, DELAY_TARGET = 16, 15, 0
-#: Exercise 6.2: the chain's size.
-CORRECTION_N = 6
-#: Exercise 6.2: an answer is accepted when it agrees with c to 3 decimals.
-_CORRECTION_ATOL = 5e-4
+#: Nodes of the exercise graph.
+N = 4
+#: Its directed links ``(u, v)``: u sends to v. A directed 4-cycle plus the two-way shortcut
+#: 1 <-> 3.
+EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (1, 3), (3, 1))
+#: The nodes' initial values for exercise 6.1 (their mean is 3).
+X0 = (12.0, 0.0, 0.0, 0.0)
+
+#: Tolerance of 6.1 to 6.3 (relative; absolute for the entries of 6.2). The answers are exact
+#: fractions (12/5, A's shares, (4, 6, 4, 6)/5); 1e-6 leaves room for float32 (a torch
+#: tensor's default) and is far below every slip the tests list.
+_RTOL = 1e-6
 
 
-def _whole_number(answer) -> bool:
-    return is_number(answer) and answer == int(answer)
+def _as_array(answer) -> np.ndarray:
+    """A float numpy array from a number, list, numpy array or torch tensor (ValueError or
+    TypeError when it is none of those)."""
+    if hasattr(answer, "detach"):
+        answer = answer.detach().cpu().numpy()
+    return np.asarray(answer, dtype=float)
+
+
+def _adjacency() -> np.ndarray:
+    """``Adj[i, j] = 1`` when j sends to i (self loops not included)."""
+    adj = np.zeros((N, N))
+    for u, v in EDGES:
+        adj[v, u] = 1.0
+    return adj
+
+
+def _receiver_matrix() -> np.ndarray:
+    """Plain averaging: receiver i averages itself and its in-neighbours, weight
+    ``1/(in-degree + 1)`` each (rows sum to 1)."""
+    M = _adjacency() + np.eye(N)
+    return M / M.sum(axis=1, keepdims=True)
+
+
+def _sender_matrix() -> np.ndarray:
+    """Push-sum: sender j splits its value among itself and its out-neighbours, weight
+    ``1/(out-degree + 1)`` each (columns sum to 1)."""
+    M = _adjacency() + np.eye(N)
+    return M / M.sum(axis=0, keepdims=True)
+
+
+def _perron(M: np.ndarray) -> np.ndarray:
+    """The eigenvector of M for eigenvalue 1, scaled to sum to 1 (positive for these M)."""
+    vals, vecs = np.linalg.eig(M)
+    v = np.real(vecs[:, np.argmin(np.abs(vals - 1.0))])
+    return v / v.sum()
+
+
+def _biased_limit() -> float:
+    """``pi^T x0`` with ``pi^T W = pi^T`` (W = :func:`_receiver_matrix`): the value every node
+    converges to under ``x <- W x``."""
+    pi = _perron(_receiver_matrix().T)
+    return float(pi @ np.asarray(X0))
+
+
+def _weight_limit() -> np.ndarray:
+    """``lim w^k = n p`` with ``A p = p``, ``sum(p) = 1`` (A = :func:`_sender_matrix`): push-sum's
+    weights, started at 1, keep their total n and line up with A's Perron vector."""
+    return N * _perron(_sender_matrix())
+
+
+def _scalar(answer):
+    """One finite float from a number, a one-element list/array/tensor; None otherwise."""
+    try:
+        arr = _as_array(answer)
+    except (TypeError, ValueError):
+        return None
+    if arr.size != 1 or isinstance(answer, (bool, str)):
+        return None
+    value = float(arr.reshape(-1)[0])
+    return value if math.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------- 6.1
-def _heap_tree(n: int):
-    """RelaySGD's binary tree as a networkx graph: node w >= 2 hangs from w // 2, node 0 from
-    node 1 (the root)."""
-    import networkx as nx
-
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from((w, w // 2) for w in range(2, n))
-    if n > 1:
-        g.add_edge(0, 1)
-    return g
-
-
-def _hops(n: int = DELAY_N, source: int = DELAY_SOURCE, target: int = DELAY_TARGET) -> int:
-    import networkx as nx
-
-    return nx.shortest_path_length(_heap_tree(n), source, target)
-
-
-def _relay_delay(n: int = DELAY_N, source: int = DELAY_SOURCE,
-                 target: int = DELAY_TARGET) -> int:
-    """Exchange (from 0) at which ``source``'s value of exchange 0 reaches ``target``'s sum:
-    ``max(d - 1, 0)`` with d the hops between them (neighbours see each other at once)."""
-    return max(_hops(n, source, target) - 1, 0)
-
-
-def check_delay(answer) -> Verdict:
-    """Exercise 6.1: in ``binary_tree(16)`` node 15 relays a value at exchange 0; at which
-    exchange (counted 0, 1, 2, ...) does it first appear in node 0's sum ``S_0``? Exact."""
+def check_biased_limit(answer) -> Verdict:
+    """Exercise 6.1: the common value the nodes reach under plain averaging
+    ``x <- W x`` (W = receivers average, rule ``"uniform"``) from ``x0 = X0`` (to 1e-6
+    relative: the answer is an exact fraction, float32 rounding allowed)."""
     if answer is None:
-        return not_yet(EX1, "an exchange number (0 means: in the same exchange)")
-    if not _whole_number(answer) or answer < 0:
-        return Verdict(False, EX1, "give a whole number >= 0: the exchange index.")
-    import networkx as nx
-
-    expected, hops = _relay_delay(), _hops()
-    diameter = nx.diameter(_heap_tree(DELAY_N))
-    hint = ("Follow the path from node 15 up the tree (parent of w is w // 2, node 0 hangs "
-            "from node 1) and count its hops d; the value needs d - 1 exchanges after the first.")
-    if answer == hops:
-        hint = ("That is the number of hops. A neighbour hears a value in the very exchange it "
-                "is sent (delay 0), so a node d hops away hears it d - 1 exchanges later.")
-    elif answer == hops + 1:
-        hint = ("Exchanges are counted from 0: the one in which node 15 sends is exchange 0, "
-                "and its neighbour already hears the value there.")
-    elif answer in (diameter, diameter - 1):
-        hint = ("That is about the tree's diameter, the worst case over all pairs; this pair "
-                "is closer. Count the hops from 15 to 0.")
-    return check_equal(EX1, int(answer), expected, hint=hint)
+        return not_yet(EX1, "one number")
+    value = _scalar(answer)
+    if value is None:
+        return Verdict(False, EX1, "give one number: the value every node ends up with.")
+    expected = _biased_limit()
+    x0 = np.asarray(X0)
+    near = lambda v: math.isclose(value, v, rel_tol=_RTOL, abs_tol=1e-12)
+    if near(expected):
+        return check_true(EX1, True, wrong="", right=(
+            "the nodes agree on pi^T x0, not on the mean of X0. Which node's initial value "
+            "counts most, and why?"))
+    pi = _perron(_receiver_matrix().T)
+    if near(float(np.mean(x0))):
+        hint = ("That is the mean of X0, which only a doubly stochastic W keeps. Here the "
+                "columns do not sum to 1: find pi with pi^T W = pi^T, sum(pi) = 1 (a *left* "
+                "eigenvector: the right one of a row-stochastic W is just the all-ones vector).")
+    elif near(float(pi @ x0) / np.linalg.norm(pi)) or near(-float(pi @ x0) / np.linalg.norm(pi)):
+        hint = ("Your pi has length 1, as numpy's eig returns it; the limit needs pi scaled "
+                "so that its entries sum to 1.")
+    else:
+        hint = ("The limit is pi^T x0, with pi the left eigenvector of W for eigenvalue 1 "
+                "(normalised to sum 1). Check that your W has rows summing to 1 and row i = "
+                "receiver i.")
+    return Verdict(False, EX1, f"{value:g} is not it. {hint}")
 
 
 # ---------------------------------------------------------------------- 6.2
-def _chain_distances(n: int) -> np.ndarray:
-    idx = np.arange(n)
-    return np.abs(idx[:, None] - idx[None, :])
-
-
-def _chain_correction(n: int = CORRECTION_N) -> float:
-    """``1 + (1/n^2) sum_{i,k} max(|i - k| - 1, 0)`` on the chain 0 - 1 - ... - (n-1)."""
-    return 1.0 + float(np.maximum(_chain_distances(n) - 1, 0).sum()) / n ** 2
-
-
-def _correction_hint(answer: float) -> str:
-    """A hint naming the slip behind a plausible wrong answer (each recomputed here)."""
-    n = CORRECTION_N
-    d = _chain_distances(n)
-    delays = float(np.maximum(d - 1, 0).sum())
-    slips = [
-        (1.0 + float(d.sum()) / n ** 2,
-         "You summed the distances d; the delay is d - 1 (neighbours have delay 0)."),
-        (1.0 + float((d - 1).sum()) / n ** 2,
-         "The pairs i = k have delay 0, not -1: take max(d - 1, 0)."),
-        ((n - 1) / 2,
-         ("That is the authors' rule of thumb (the largest delay over 2); the exercise asks "
-          "for the exact value from the formula.")),
-        (delays / n ** 2,
-         "That is the mean delay; the factor is 1 plus it."),
-        (1.0 + delays / (n * (n - 1)),
-         ("The mean runs over all n^2 ordered pairs, i = k included: divide by n^2, not "
-          "n (n - 1).")),
-        (1.0 + delays / 2 / n ** 2,
-         "Count ordered pairs: (i, k) and (k, i) are both in the sum."),
-        (1.0 / _chain_correction(n),
-         ("Delayed averaging damps a step, so the factor that compensates it is > 1: that is "
-          "1 / c.")),
-    ]
-    for value, hint in slips:
-        if math.isclose(answer, value, rel_tol=0.0, abs_tol=_CORRECTION_ATOL):
-            return hint
-    if answer < 1:
-        return ("Delayed averaging damps a step, so the factor that compensates it is > 1; "
-                "did you compute 1 / c instead of c?")
-    return ("List the delays max(d - 1, 0) of all n x n ordered pairs (i, k), i = k included, "
-            "add them up, divide by n^2 and add 1.")
-
-
-def check_correction(answer) -> Verdict:
-    """Exercise 6.2: the exact learning-rate correction factor of RelaySGD on a chain of 6
-    nodes; right when it agrees to 3 decimals (``|answer - c| <= 5e-4``)."""
+def check_push_sum_matrix(answer) -> Verdict:
+    """Exercise 6.2: the 4 x 4 matrix A of push-sum on :data:`EDGES` (row i = receiver i;
+    each sender splits evenly among itself and its out-neighbours), entrywise to 1e-6."""
     if answer is None:
-        return not_yet(EX2, "a number, the factor c")
-    if not is_number(answer):
-        return Verdict(False, EX2, "give one number, the factor c (about 1 to 3 here).")
-    expected = _chain_correction()
-    if abs(answer - expected) <= _CORRECTION_ATOL:
+        return not_yet(EX2, "a 4 x 4 array")
+    try:
+        A = _as_array(answer)
+    except (TypeError, ValueError):
+        return Verdict(False, EX2, "give a 4 x 4 array of numbers (numpy or torch).")
+    if A.shape != (N, N):
+        return Verdict(False, EX2, f"A must be {N} x {N}, got shape {A.shape}.")
+    if not np.all(np.isfinite(A)):
+        return Verdict(False, EX2, "A has NaN or infinite entries.")
+    expected = _sender_matrix()
+    same = lambda M: np.allclose(A, M, rtol=0.0, atol=_RTOL)
+    if same(expected):
         return check_true(EX2, True, wrong="", right=(
-            "c is one plus the mean delay over all ordered pairs."))
-    return Verdict(False, EX2, f"{answer:g} is not it (an answer must agree with c to 3 "
-                               f"decimals). {_correction_hint(answer)}")
+            "every column sums to 1, so sum_i x_i never changes."))
+    if same(expected.T):
+        hint = ("You have the transpose: in declearn row i is the receiver, so A[i, j] is the "
+                "share node i gets from node j.")
+    elif same(_receiver_matrix()):
+        hint = ("That is plain averaging (rows sum to 1: each receiver averages). Push-sum "
+                "splits at the sender: the columns must sum to 1.")
+    elif not np.allclose(A.sum(axis=0), 1.0, rtol=0.0, atol=_RTOL):
+        hint = ("Each column (one sender) must sum to 1, its self weight included (write the "
+                "shares as exact fractions, 1/3 rather than 0.33).")
+    elif np.allclose(np.diag(A), 0.0):
+        hint = ("The columns sum to 1, but every diagonal entry is 0: a sender also keeps a "
+                "share for itself, as large as the share of each node it sends to.")
+    else:
+        hint = ("The columns sum to 1, but the split is not right: sender j gives the same "
+                "share to itself and to each node it sends to, and nothing to the others.")
+    return Verdict(False, EX2, hint)
 
 
 # ---------------------------------------------------------------------- 6.3
-def _bfs_tree_diameters(graph=None) -> dict:
-    """``{root: diameter}`` of the breadth-first spanning tree from each root, neighbours
-    visited in the sorted order of the node labels (the rule of declearn's ``spanning_tree``).
-    Default graph: ``networkx.davis_southern_women_graph()``."""
-    import networkx as nx
-
-    g = nx.davis_southern_women_graph() if graph is None else graph
-    try:
-        labels = sorted(g.nodes)
-    except TypeError:  # labels that cannot be compared keep their insertion order
-        labels = list(g.nodes)
-    order = {v: k for k, v in enumerate(labels)}
-    by_label = lambda nodes: sorted(nodes, key=order.__getitem__)
-    return {root: nx.diameter(nx.bfs_tree(g, root, sort_neighbors=by_label).to_undirected())
-            for root in g.nodes}
-
-
-def check_best_root(answer) -> Verdict:
-    """Exercise 6.3: the smallest diameter (hops) of ``spanning_tree(G, root=r)`` over the 32
-    roots r of the Davis Southern Women graph ``G``. Exact."""
+def check_weight_limit(answer) -> Verdict:
+    """Exercise 6.3: ``lim_k w^k`` for push-sum with the matrix of 6.2 and ``w^0 = (1, 1, 1,
+    1)``: a vector of 4 numbers (to 1e-6 relative: exact fractions, float32 rounding allowed)."""
     if answer is None:
-        return not_yet(EX3, "a number of hops")
-    if not _whole_number(answer) or answer < 1:
-        return Verdict(False, EX3, "give a whole number of hops >= 1.")
-    import networkx as nx
-
-    diameters = _bfs_tree_diameters()
-    expected, worst = min(diameters.values()), max(diameters.values())
-    graph_diameter = nx.diameter(nx.davis_southern_women_graph())
-    hint = ("Build spanning_tree(G, root=r) for every node r of G and take the smallest "
-            ".diameter.")
-    if answer == graph_diameter:
-        hint = ("That is the diameter of the graph itself. A spanning tree drops 89 - 31 = 58 "
-                "links, so some shortest paths get longer: measure the trees.")
-    elif answer < graph_diameter:
-        hint = "No tree can beat the graph's own diameter; measure the trees' diameters."
-    elif answer == worst:
-        hint = "That is the largest diameter over the roots; the exercise asks for the smallest."
-    elif answer == expected - 1:
-        hint = ("A BFS tree depends on the order in which neighbours are visited: networkx's "
-                "bfs_tree takes them in insertion order, which gives other trees. The exercise "
-                "asks about declearn's spanning_tree(G, root=r), which visits them in sorted "
-                "order: measure those.")
-    return check_equal(EX3, int(answer), expected, hint=hint)
+        return not_yet(EX3, "a vector of 4 numbers")
+    try:
+        w = _as_array(answer).reshape(-1)
+    except (TypeError, ValueError):
+        return Verdict(False, EX3, "give 4 numbers (a list, numpy array or torch tensor).")
+    if w.shape != (N,):
+        return Verdict(False, EX3, f"give one limit per node: {N} numbers, got {w.size}.")
+    if not np.all(np.isfinite(w)):
+        return Verdict(False, EX3, "your limit has NaN or infinite entries.")
+    expected = _weight_limit()
+    same = lambda v: np.allclose(w, v, rtol=_RTOL, atol=1e-12)
+    if same(expected):
+        return check_true(EX3, True, wrong="", right=(
+            "the weights do not stay at 1, yet x / w is exact."))
+    if same(np.ones(N)):
+        hint = ("w would stay at 1 only if the rows of A summed to 1 too; run a few hundred "
+                "steps w <- A w, or find the eigenvector of A for eigenvalue 1 (a *right* "
+                "eigenvector: the left one of a column-stochastic A is the all-ones vector).")
+    elif same(expected / N):
+        hint = ("Right direction, wrong scale: A keeps the total of w, and w starts at 1 on each "
+                "of the 4 nodes.")
+    elif same(expected / np.linalg.norm(expected)) or same(-expected / np.linalg.norm(expected)):
+        hint = ("That eigenvector has length 1, as numpy's eig returns it: scale it so that its "
+                "total is the total of w^0.")
+    elif not math.isclose(w.sum(), N, rel_tol=1e-6):
+        hint = ("The total of w never changes under a column-stochastic A: your limit should "
+                "sum to 4.")
+    else:
+        hint = "The limit p satisfies A p = p: the right eigenvector for eigenvalue 1, scaled."
+    return Verdict(False, EX3, hint)
 
 
 # ---------------------------------------------------------------------- 6.4
-#: Exercise 6.4: exchanges compared, the values' width and the seed of the starting values.
+#: Exercise 6.4: iterations compared, and the seed of the starting values.
 _BUILD_STEPS = 12
-_BUILD_WIDTH = 3
-_BUILD_SEED = 16
+_BUILD_SEED = 15
 
 
-def _received_of(result, shape: tuple) -> torch.Tensor:
-    """The new ``received`` a step returned, or an error that says what is expected."""
-    if not isinstance(result, torch.Tensor):
+def _build_graph(n: int):
+    """The directed graph of exercise 6.4: the ring ``j -> j + 1`` plus node 0 sending to
+    every other node, with push-sum's weights (``"uniform_out"``): node 0 splits in n shares,
+    the others in halves. Rows 0 and 1 sum to ``1/2 + 1/n``, the others to ``1 + 1/n``: for
+    every n >= 3 the matrix is column- but not row-stochastic."""
+    from declearn.topology import apply_weights
+
+    edges = [(j, (j + 1) % n) for j in range(n)] + [(0, j) for j in range(2, n)]
+    return apply_weights(n, edges, "uniform_out", directed=True, name="exercise_05_4")
+
+
+def _pair(result):
+    """The ``(x, w)`` pair a step returned, or a TypeError that says what is expected."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
         got = "None" if result is None else f"a {type(result).__name__}"
-        raise TypeError(f"relay_step returns the new received messages (one torch tensor), "
-                        f"got {got}")
-    if tuple(result.shape) != shape:
-        raise ValueError(f"relay_step returns the new received messages, shape {shape} here "
-                         f"(one slot per tree neighbour on dim -2), got {tuple(result.shape)}")
-    return result
+        if isinstance(result, (tuple, list)):
+            got = f"a {type(result).__name__} of {len(result)} items"
+        raise TypeError(f"push_sum_step returns the pair (x, w), got {got}")
+    x, w = result
+    if not isinstance(x, torch.Tensor) or not isinstance(w, torch.Tensor):
+        raise TypeError("push_sum_step returns two torch tensors (x, w)")
+    return x, w
 
 
-def check_relay_step(step, comm) -> Verdict:
-    """``step(comm, tree, v, received)``, one RelaySum exchange, gives the same estimates
-    ``S / C`` as ``RelaySumConsensus`` for :data:`_BUILD_STEPS` exchanges on
-    ``binary_tree(comm.size)`` (n >= 4: not a path), from seeded values of shape ``(3,)``.
+def _call(step, comm, A, x, w):
+    """``step(comm, A, x, w)``; the TopologyError of receiver weights on this A (whose rows do
+    not sum to 1) is replaced by one that says why, without the row sums."""
+    from declearn.errors import TopologyError
 
-    The check hands the step ``v = [x0, 1]`` (the node's values and a count of 1, shape
-    ``(4,)`` per node) and ``received`` of shape ``(tree.degree, 4)`` per node, slot s holding
-    the last message from the s-th tree neighbour (ascending; zeros at first and past the
-    node's degree). The step sends to its s-th neighbour ``v`` plus every slot of
-    ``received`` but the s-th, and returns what arrives (``neighbor_alltoall``). After it,
-    ``total = v + received.sum(-2)`` holds ``[S, C]``. Call the check with a ``SimComm`` or,
-    on every engine, with the engines' ``MPIComm``."""
-    from declearn.algorithms import RelaySumConsensus
-    from declearn.topology import binary_tree
+    try:
+        return step(comm, A, x, w)
+    except TopologyError as err:
+        if "receiver-side" not in str(err):
+            raise
+        raise TopologyError(
+            "receiver weights (neighbor_allreduce's default) need the rows of A to sum to 1; "
+            "push-sum's A has columns summing to 1, so each sender splits: weighted_by='sender'"
+        ) from None
 
-    refused = refuse_before_running(
-        EX4, step, comm, signature="relay_step(comm, tree, v, received)",
-        returns="the new received", min_nodes=4, why=", where a binary tree is not a path",
-        forbidden={"RelaySum", "RelaySumConsensus", "RelaySGD", "RelaySGDGrad"})
+
+def check_push_sum_step(step, comm) -> Verdict:
+    """``step(comm, A, x, w)``, one push-sum step ``(x, w) <- (A x, A w)`` with the
+    column-stochastic ``A`` of the round, gives the same ratios ``x / w`` as
+    ``PushSumConsensus`` for :data:`_BUILD_STEPS` steps on the directed graph of
+    ``comm.size`` nodes of :func:`_build_graph`, from seeded values of shape ``(3,)`` per node
+    and ``w = 1`` (shape ``(1,)``). Call it with a ``SimComm`` or, on every engine, with the
+    engines' ``MPIComm``."""
+    from declearn.algorithms import PushSumConsensus
+
+    refused = refuse_before_running(EX4, step, comm, signature="push_sum_step(comm, A, x, w)",
+                                    returns="the new pair x, w",
+                                    forbidden={"PushSumConsensus", "PushDIGing"})
     if refused is not None:
         return refused
-    tree = binary_tree(comm.size)
-    x0 = seeded_node_local(comm, _BUILD_WIDTH, _BUILD_SEED)
-    v = torch.cat([x0, torch.ones_like(x0[..., :1])], dim=-1)
-    empty = torch.zeros(v.shape[:-1] + (tree.degree, v.shape[-1]), dtype=v.dtype,
-                        device=v.device)
-    reference = RelaySumConsensus(comm, tree, x0)
+    topo = _build_graph(comm.size)
+    x0 = seeded_node_local(comm, 3, _BUILD_SEED)
+    w0 = torch.ones_like(x0[..., :1])
+    reference = PushSumConsensus(comm, topo, x0)
 
-    def estimates():
-        received = empty.clone()
+    def ratios():
+        x, w, k = x0.clone(), w0.clone(), 0
         while True:
-            received = _received_of(step(comm, tree, v.clone(), received), tuple(empty.shape))
-            total = v + received.sum(-2)
-            yield total[..., :-1] / total[..., -1:]
+            x, w = _pair(_call(step, comm, topo.at(k), x, w))
+            yield x / w
+            k += 1
 
     return compare_iterates(
-        EX4, comm, estimates(), reference, steps=_BUILD_STEPS,
-        what="RelaySumConsensus's S / C",
-        hint="To each tree neighbour send your own v plus what the *other* neighbours sent "
-             "you last time (never echo back a neighbour's own message), one slot per "
-             "neighbour on dim -2, and return what neighbor_alltoall delivers.")
+        EX4, comm, ratios(), reference, steps=_BUILD_STEPS, what="PushSumConsensus's x / w",
+        hint="Push-sum mixes x and w with the same column-stochastic A (each sender splits "
+             "what it holds, self share included: weighted_by='sender'), and returns the new x "
+             "and w themselves, not their ratio.")

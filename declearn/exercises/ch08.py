@@ -1,261 +1,203 @@
-r"""Checks for chapter 08, asynchrony and stragglers.
+r"""Checks for chapter 08, *Communication-efficient methods: the Local SGD family*.
 
-Each check works the right value out itself, from first principles and without declearn's
-algorithms, and answers with a :class:`~declearn.exercises.base.Verdict` (a hint when the
-answer is wrong, "not yet" while it is None). Every question has one exact answer:
+Each check works its answer out here with plain Python and numpy (not with declearn.comm or
+declearn.algorithms, so a bug there cannot make a wrong answer look right) and answers with a
+:class:`~declearn.exercises.Verdict`: a hint when the answer is wrong, "not yet" while it is
+still ``None``. Every question has one exact answer; answers are compared to it up to float
+round-off (relative ``1e-9``), far below the distance to any plausible wrong answer.
 
-* :func:`check_first_slow_step`: synchronous neighbor averaging on a ring of n ranks, rank
-  ``straggler`` sleeps at every step. A rank waits for its neighbors' messages of the same
-  step, so the delay travels one hop per step: the first slow step of rank r (counting from
-  1) is its hop distance to the straggler (1 for the straggler itself), computed here by a
-  breadth-first search on the ring. A whole number, accepted exactly.
-* :func:`check_gossip_exchanges`: randomized pairwise gossip on a ring of n nodes (Boyd et
-  al. 2006); the smallest whole number of exchanges k with ``lambda_2(E[W])^k <= eps``, with
-  ``E[W]`` built here from its definition. A whole number, accepted exactly.
-* :func:`check_solo_speedup`: eager-SGD's solo allreduce with staleness S, one straggler
-  per step drawn uniformly from n ranks, delays much longer than a normal step. A window of
-  S steps ends with a synchronous round that waits for the rank with the most delays in the
-  window, so the speedup over a synchronous allreduce is ``S / E[max_i N_i]`` where
-  ``(N_1, ..., N_n)`` is multinomial(S; 1/n, ..., 1/n); the expectation is computed exactly
-  here by summing over every way of splitting S steps among n ranks. The exercise also allows
-  one sampling estimate, spelled out in :data:`SOLO_ESTIMATE`; it is accepted as that exact
-  formula (same generator, seed and sample size), not as a band around the answer.
+* :func:`check_bytes` (8.1): bytes each node sends in a run of Local SGD, counted like
+  ``comm.traffic``: ``steps // tau`` ring allreduces of a ``d``-entry float64 model, each of
+  which makes every node send ``2 (n - 1)`` chunks of ``1/n`` of the model.
+* :func:`check_round_times` (8.2): seconds per round of Local SGD, ``tau s + delta`` (compute,
+  then wait for the allreduce), and of Overlap-Local-SGD, ``max(tau s, delta)`` (the allreduce
+  runs during the next ``tau`` steps), for the numbers in :data:`ROUND_SETTING`.
+* :func:`check_easgd_alpha` (8.3): the largest moving rate alpha for which EASGD's mean model
+  and centre do not swing apart, for :data:`EASGD_N` workers: the second eigenvalue
+  ``1 - (n + 1) alpha`` of the synchronisation map must stay in ``(-1, 1)``, so the bound is
+  the exact value ``2 / (n + 1)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 
 from declearn.exercises.base import Verdict, is_number, not_yet
 
 __all__ = [
-    "SOLO_ESTIMATE",
-    "check_first_slow_step",
-    "check_gossip_exchanges",
-    "check_solo_speedup",
+    "BYTES_SETTING",
+    "EASGD_N",
+    "ROUND_SETTING",
+    "check_bytes",
+    "check_easgd_alpha",
+    "check_round_times",
 ]
 
-#: Exercise 3: the sampling estimate the exercise allows, spelled out: ``S`` divided by the
-#: mean of ``np.random.default_rng(seed).multinomial(S, [1 / n] * n, size=size).max(1)``.
-SOLO_ESTIMATE = {"seed": 0, "size": 200_000}
+_EX1 = "8.1 bytes of Local SGD"
+_EX2 = "8.2 time per round"
+_EX3 = "8.3 largest EASGD alpha"
+_RTOL = 1e-9  # float round-off only: every answer of this chapter is exact
 
-_RTOL = 1e-9  # float round-off only
+#: Exercise 8.1: nodes, float64 entries of the model, local steps, period.
+BYTES_SETTING = {"n": 16, "d": 10, "steps": 600, "tau": 4}
+#: Exercise 8.2: seconds of compute per local step, period, seconds per allreduce.
+ROUND_SETTING = {"step_seconds": 0.006, "tau": 5, "delay": 0.045}
+#: Exercise 8.3: number of workers.
+EASGD_N = 16
 
 
 def _same(a: float, b: float, rtol: float = _RTOL) -> bool:
-    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-15)
 
 
-def _whole(answer) -> int | None:
-    """``answer`` as an int if it is a whole number (3 or 3.0), else None."""
-    if not is_number(answer) or float(answer) != math.floor(answer):
-        return None
-    return int(answer)
+# ---------------------------------------------------------------------- 8.1
+def _local_sgd_bytes(n: int, d: int, steps: int, tau: int, itemsize: int = 8) -> float:
+    """Bytes one node sends: ``steps // tau`` ring allreduces of a ``d``-entry model, each
+    ``2 (n - 1)`` messages of ``1/n`` of the model."""
+    return (steps // tau) * 2 * (n - 1) / n * d * itemsize
 
 
-# ---------------------------------------------------------------------- exercise 1
-def _ring_distance(n: int, source: int, target: int) -> int:
-    """Hop distance from ``source`` to ``target`` on a ring of n nodes (breadth-first)."""
-    dist = {source: 0}
-    queue = deque([source])
-    while queue:
-        i = queue.popleft()
-        for j in ((i - 1) % n, (i + 1) % n):
-            if j not in dist:
-                dist[j] = dist[i] + 1
-                queue.append(j)
-    return dist[target]
-
-
-def check_first_slow_step(answer, *, n: int = 8, straggler: int = 0, rank: int = 5) -> Verdict:
-    """Exercise 1: at which step (counting from 1) does ``rank`` take its first slow step
-    when ``straggler`` sleeps at every step of synchronous neighbor averaging on a ring of
-    ``n`` ranks? One whole number."""
-    ex = "ch08 ex1: first slow step"
+def check_bytes(answer) -> Verdict:
+    """Exercise 8.1: bytes each node sends in 600 local steps of Local SGD with tau = 4 on
+    n = 16 nodes, for a model of d = 10 float64 numbers (the count of ``comm.traffic``).
+    One exact answer."""
     if answer is None:
-        return not_yet(ex, "a step number (an integer, the first step is 1)")
-    a = _whole(answer)
-    if a is None:
-        return Verdict(False, ex, f"expected a whole step number, got {answer!r}.")
-    hops = _ring_distance(n, straggler, rank)
-    right = max(hops, 1)
-    if a == right:
-        return Verdict(True, ex, "the delay travels one hop per step, so a rank h hops "
-                                 "away first waits at step h.")
-    if a == right - 1:
-        hint = ("One step too early: count steps from 1. A direct neighbor of the straggler "
-                "already waits during step 1.")
-    elif a == right + 1:
-        hint = "One step too late: a direct neighbor of the straggler waits during step 1."
-    elif a == n - hops and hops != n - hops:
-        hint = "The delay goes both ways around the ring: it arrives by the shorter way."
-    elif a == 1:
-        hint = ("At step 1 only the straggler's neighbors wait for it. Rank "
-                f"{rank} waits for its own neighbors, who are fast at step 1 and slow later.")
-    else:
-        hint = ("Each rank waits only for its neighbors' messages of the same step; follow "
-                "the delay one hop at a time from the straggler.")
-    return Verdict(False, ex, f"{a} is not it. {hint}")
-
-
-# ---------------------------------------------------------------------- exercise 3
-def _compositions(total: int, parts: int):
-    """Every tuple of ``parts`` non-negative integers summing to ``total``."""
-    if parts == 1:
-        yield (total,)
-        return
-    for first in range(total + 1):
-        for rest in _compositions(total - first, parts - 1):
-            yield (first,) + rest
-
-
-def _expected_max_count(n: int, steps: int) -> float:
-    """``E[max_i N_i]`` for ``(N_1..N_n)`` multinomial(steps; 1/n each): the expected number
-    of delays of the unluckiest of n ranks when each of ``steps`` steps delays one rank drawn
-    uniformly. Exact (a sum over compositions; fine for the chapter's sizes)."""
-    if n == 1:
-        return float(steps)
-    log_norm = math.lgamma(steps + 1) - steps * math.log(n)
-    total = 0.0
-    for counts in _compositions(steps, n):
-        log_p = log_norm - sum(math.lgamma(c + 1) for c in counts)
-        total += max(counts) * math.exp(log_p)
-    return total
-
-
-def _solo_speedup(n: int, staleness: int, step: float = 0.0, delay: float = 1.0) -> float:
-    """Wall time of a synchronous allreduce over solo's, per window of ``staleness`` steps:
-    ``S (c + d) / (S c + d E[max_i N_i])`` with one random straggler per step."""
-    S = staleness
-    return S * (step + delay) / (S * step + delay * _expected_max_count(n, S))
-
-
-def _solo_estimate(n: int, staleness: int, seed: int, size: int) -> float:
-    """The exercise's sampling estimate of ``S / E[max_i N_i]``, exactly as spelled out."""
-    counts = np.random.default_rng(seed).multinomial(staleness, [1 / n] * n, size=size)
-    return staleness / counts.max(1).mean()
-
-
-def check_solo_speedup(answer, *, n: int = 8, staleness: int = 8) -> Verdict:
-    """Exercise 3: the speedup of solo over a synchronous allreduce, one random straggler
-    per step among ``n`` ranks, staleness ``S``, delays much longer than a step (c -> 0).
-    Accepted: the exact value, or the sampling estimate of :data:`SOLO_ESTIMATE` (that
-    formula exactly), each up to float round-off."""
-    ex = "ch08 ex3: solo speedup"
-    if answer is None:
-        return not_yet(ex, "a speedup (a number such as 1.5)")
+        return not_yet(_EX1, "a number of bytes")
     if not is_number(answer):
-        return Verdict(False, ex, f"expected a number, got {answer!r}.")
-    S = staleness
-    want = _solo_speedup(n, S)
-    estimate = _solo_estimate(n, S, **SOLO_ESTIMATE)
-    a = float(answer)
-    if _same(a, want) or _same(a, estimate):
-        return Verdict(True, ex, "S over the expected largest number of delays one rank "
-                                 "collects in a window.")
-    counts = np.random.default_rng(SOLO_ESTIMATE["seed"]).multinomial(
-        S, [1 / n] * n, size=SOLO_ESTIMATE["size"]).max(1)
-    e_max = _expected_max_count(n, S)
-    if _same(a, S, 1e-6):
-        hint = ("That assumes nobody ever waits. Every S-th round is synchronous: it waits "
-                "for the rank that collected the most delays in the window.")
-    elif _same(a, 1.0, 1e-6):
-        hint = ("1 is the answer for a persistent straggler (the same rank every step). "
-                "Here the straggler changes every step.")
-    elif _same(a, e_max, 1e-3):
-        hint = "That is the expected largest count itself; the speedup is S divided by it."
-    elif _same(a, float((S / counts).mean()), 1e-6):
-        hint = ("Average the largest count first, then divide: times add up over windows, "
-                "so the mean of S / max is not the speedup.")
-    elif n != 4 and _same(a, _solo_speedup(4, S), 1e-3):
-        hint = f"That is the value for the 4 ranks of the engines; the question asks n = {n}."
-    elif any(_same(a, _solo_speedup(n, S, 0.01, d), 1e-3) for d in (0.1, 1.0)):
-        hint = ("That is the formula with a finite delay d (a simulator run); the question "
-                "takes c -> 0, i.e. d much longer than a normal step.")
-    elif a < 1:
-        hint = "Solo never makes a step slower in this model: the speedup is at least 1."
-    elif abs(a - want) <= 0.02 * want:
-        hint = ("Close. Either compute E[max_i N_i] exactly, or use the estimate the exercise "
-                "spells out (its generator, seed and sample size), not another sample.")
-    else:
-        hint = ("Per window of S steps: synchronous pays S d (c -> 0); solo pays d times the "
-                "largest count of delays of one rank. Estimate its mean with "
-                "rng.multinomial(S, [1/n] * n, size=...).")
-    return Verdict(False, ex, f"{a:g} is not it. {hint}")
+        return Verdict(False, _EX1, "give one number: bytes sent per node, whole run.")
+    s = BYTES_SETTING
+    n, d, steps, tau = s["n"], s["d"], s["steps"], s["tau"]
+    expected = _local_sgd_bytes(**s)
+    if _same(answer, expected):
+        return Verdict(True, _EX1, f"{steps // tau} ring allreduces, each 2 (n - 1) chunks of "
+                                   "1/n of the model per node.")
+    model, rounds = d * 8, steps // tau
+    per_round = 2 * (n - 1) / n * model
+    hints = [
+        (rounds * model, ("Right number of rounds, but a ring allreduce does not send the model "
+                          "once: each node sends 2 (n - 1) messages of 1/n of the model.")),
+        (rounds * 2 * model, ("2 models per round is the large-n limit; with n = 16 a node sends "
+                              "2 (n - 1) chunks of 1/n of the model, a little less.")),
+        (rounds * (n - 1) / n * model, ("That is only the reduce-scatter half of a ring "
+                                        "allreduce; the allgather sends as much again.")),
+        (steps * per_round, ("That is one allreduce per step (tau = 1); Local SGD averages "
+                             "every tau-th step.")),
+        ((rounds - 1) * per_round, ("One round short: 600 steps with tau = 4 end with "
+                                    "600 // 4 synchronisations.")),
+        ((rounds + 1) * per_round, "One round too many: count 600 // 4 synchronisations."),
+        (expected / 8, "That counts numbers; a float64 number is 8 bytes."),
+        (expected * n, ("That is n times too much: all nodes together, or whole models instead "
+                        "of 1/n chunks. The question asks what one node sends.")),
+    ]
+    hint = next((h for v, h in hints if _same(answer, v)),
+                "Count the synchronisations (one allreduce every tau steps), then the bytes one "
+                "node sends in one ring allreduce of the model.")
+    return Verdict(False, _EX1, f"that is not what comm.traffic counts. {hint}")
 
 
-# ---------------------------------------------------------------------- exercise 2
-def _ring_expected_exchange(n: int) -> np.ndarray:
-    """``E[W] = I - D/(2n) + (P + P^T)/(2n)`` on a ring: node i wakes with probability 1/n
-    and picks each of its two neighbors with probability 1/2 (``D = diag_i sum_j (P_ij +
-    P_ji)``)."""
-    P = np.zeros((n, n))
-    for i in range(n):
-        neighbors = {(i - 1) % n, (i + 1) % n} - {i}
-        for j in neighbors:
-            P[i, j] = 1.0 / len(neighbors)
-    S = P + P.T
-    return np.eye(n) - np.diag(S.sum(1)) / (2 * n) + S / (2 * n)
+# ---------------------------------------------------------------------- 8.2
+def _round_times(step_seconds: float, tau: int, delay: float) -> tuple[float, float]:
+    """Seconds per round: ``(tau s + delta, max(tau s, delta))`` for Local SGD (it waits for
+    the allreduce) and Overlap-Local-SGD (the allreduce runs during the next tau steps)."""
+    compute = tau * step_seconds
+    return compute + delay, max(compute, delay)
 
 
-def _lambda2(n: int) -> float:
-    return float(np.sort(np.linalg.eigvalsh(_ring_expected_exchange(n)))[-2])
-
-
-def _gossip_exchanges(n: int, eps: float) -> int:
-    """The smallest whole k with ``lambda_2(E[W])^k <= eps`` on a ring of n nodes."""
-    k = math.ceil(math.log(1 / eps) / math.log(1 / _lambda2(n)))
-    return k - 1 if _lambda2(n) ** (k - 1) <= eps else k  # guard against round-off
-
-
-def check_gossip_exchanges(answer, *, n: int = 8, eps: float = 1e-6) -> Verdict:
-    """Exercise 2: the smallest whole number of exchanges k (all nodes together) with
-    Boyd's bound ``lambda_2(E[W])^k`` on the expected squared consensus error at most
-    ``eps``, on a ring of ``n`` nodes. One whole number."""
-    ex = "ch08 ex2: gossip exchanges"
+def check_round_times(answer) -> Verdict:
+    """Exercise 8.2: ``(local_sgd_seconds, overlap_seconds)`` per round when a local step
+    computes for 6 ms, tau = 5 and an allreduce takes 45 ms. One exact pair (seconds)."""
     if answer is None:
-        return not_yet(ex, "a number of exchanges")
-    if not is_number(answer):
-        return Verdict(False, ex, f"expected a number, got {answer!r}.")
-    want = _gossip_exchanges(n, eps)
-    a = float(answer)
-    if _whole(answer) == want:
-        return Verdict(True, ex, "the smallest k with lambda_2(E[W])^k below the target.")
-    lam2 = _lambda2(n)
-    real = math.log(1 / eps) / math.log(1 / lam2)
-    rho = (1 + 2 * math.cos(2 * math.pi / n)) / 3  # the synchronous ring, weights 1/3
-    lam2_no_half = 1 - 2 * (1 - lam2)  # E[W] without the 1/2 of the pairwise average
-    near = lambda v, tol=0.01: abs(a - v) <= tol * abs(v) or abs(a - math.ceil(v)) < 0.5
-    if _same(a, real, 1e-6):
-        hint = ("That solves lambda_2^k = eps over the reals; the question asks for the "
-                "smallest whole number of exchanges that reaches the target.")
-    elif a == want - 1:
-        hint = "One too few: lambda_2^k is still above the target there."
-    elif a == want + 1:
-        hint = "One too many: the target is already reached one exchange earlier."
-    elif near(real / n) or near(want / n):
-        hint = "That is clock ticks per node; the bound counts exchanges of all nodes."
-    elif near(math.log(1 / eps) / (1 - lam2)):
-        hint = "Close, but 1 - lambda_2 only approximates ln(1/lambda_2); use the logarithm."
-    elif near(2 * real):
-        hint = ("The bound is on the squared error, so lambda_2^k itself must reach the "
-                "target, not its square root.")
-    elif near(math.log(1 / eps) / math.log(1 / lam2_no_half)):
-        hint = ("Check E[W]: an exchange replaces two values by their average, so W_ij = I - "
-                "(e_i - e_j)(e_i - e_j)^T / 2, and E[W] has 1/(2n), not 1/n.")
-    elif near(math.log10(1 / eps) / math.log(1 / lam2)) or \
-            near(math.log(1 / eps) / math.log10(1 / lam2)):
-        hint = "Mixed logarithm bases: use the same base on both sides."
-    elif near(math.log(1 / eps) / math.log(1 / rho)) or \
-            near(math.log(1 / eps) / (2 * math.log(1 / rho))):
-        hint = ("That uses rho of the synchronous mixing matrix. One gossip exchange has its "
-                "own expected matrix E[W]; its second largest eigenvalue sets the rate.")
-    elif a < 0:
-        hint = "A count of exchanges is positive: watch the signs of the logarithms."
+        return not_yet(_EX2, "a pair (seconds per round of Local SGD, of Overlap-Local-SGD)")
+    try:
+        local, overlap = answer
+    except (TypeError, ValueError):
+        local = overlap = None
+    if isinstance(answer, (str, bytes, dict)) or not (is_number(local) and is_number(overlap)):
+        return Verdict(False, _EX2, "give a pair of numbers in seconds, e.g. (0.1, 0.05).")
+    s = ROUND_SETTING
+    expected = _round_times(**s)
+    ok = [_same(a, e) for a, e in zip((local, overlap), expected)]
+    if all(ok):
+        return Verdict(True, _EX2, "Local SGD adds the delay to the compute; Overlap-Local-SGD "
+                                   "pays only the longer of the two.")
+    compute = s["tau"] * s["step_seconds"]
+    if _same(local, expected[1]) and _same(overlap, expected[0]):
+        hint = "The two are swapped: which method waits for its allreduce?"
+    elif _same(local, 1000 * expected[0]) or _same(overlap, 1000 * expected[1]):
+        hint = "Give seconds, not milliseconds."
+    elif all(abs(a - e) <= 0.02 * e for a, e in zip((local, overlap), expected)):
+        hint = ("Close, but both times follow exactly from the numbers given: compute them "
+                "without rounding.")
     else:
-        hint = ("Find the smallest whole k with lambda_2^k <= eps, with lambda_2 the second "
-                "largest eigenvalue of E[W] = I - D/(2n) + (P + P^T)/(2n).")
-    return Verdict(False, ex, f"{a:g} is not it. {hint}")
+        hints = []
+        if not ok[0]:
+            hints.append("Local SGD computes its tau steps, then blocks in the allreduce: the "
+                         "two times add up.")
+        if not ok[1]:
+            if _same(overlap, compute):
+                what = "compute cannot hide more than it lasts"
+            elif _same(overlap, s["delay"] - compute):
+                what = "that is the time spent waiting; a round also holds the compute"
+            else:
+                what = ("the allreduce runs during the next tau local steps, so a round lasts "
+                        "as long as the longer of the two")
+            hints.append(f"Overlap-Local-SGD: {what}.")
+        hint = " ".join(hints)
+    return Verdict(False, _EX2, f"that pair is not it. {hint}")
+
+
+# ---------------------------------------------------------------------- 8.3
+def _easgd_swing(alpha: float, n: int) -> float:
+    """Largest |eigenvalue| of the map ``(mean model, centre)`` -> next, without gradients,
+    ``xbar <- (1 - alpha) xbar + alpha z``, ``z <- z + n alpha (xbar - z)``, once the
+    eigenvalue 1 (the direction ``xbar = z``, which moves freely) is removed."""
+    M = np.array([[1.0 - alpha, alpha], [n * alpha, 1.0 - n * alpha]])
+    eig = np.linalg.eigvals(M)
+    eig = eig[np.argsort(np.abs(eig - 1.0))][1:]
+    return float(np.abs(eig).max())
+
+
+def _easgd_largest_alpha(n: int = EASGD_N) -> float:
+    """The largest alpha in (0, 1) with ``_easgd_swing(alpha, n) < 1``, by bisection on the
+    eigenvalues (80 halvings: exact to round-off)."""
+    lo, hi = 1e-12, 1.0 - 1e-12
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _easgd_swing(mid, n) < 1.0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def check_easgd_alpha(answer) -> Verdict:
+    """Exercise 8.3: the largest moving rate alpha for which EASGD with n = 16 workers is
+    stable (its mean model and centre do not swing apart). One exact value."""
+    if answer is None:
+        return not_yet(_EX3, "a number alpha in (0, 1)")
+    if not is_number(answer) or not 0 < answer < 1:
+        return Verdict(False, _EX3, "alpha is a number strictly between 0 and 1.")
+    n = EASGD_N
+    expected = _easgd_largest_alpha(n)
+    if _same(answer, expected):
+        return Verdict(True, _EX3, "the second eigenvalue 1 - (n + 1) alpha reaches -1 there.")
+    hints = [
+        (0.9 / n, ("0.9 / n is the value the chapter runs: stable, but not the largest stable "
+                   "one.")),
+        (2 / n, ("Close, but the centre moves by n alpha and the mean model by alpha: both "
+                 "moves enter the second eigenvalue of the 2 x 2 map.")),
+        (1 / n, ("Close, but the centre moves by n alpha and the mean model by alpha: both "
+                 "moves enter the second eigenvalue of the 2 x 2 map.")),
+        (2 / (n - 1), "Check the count: the centre moves by n alpha (not (n - 1) alpha)."),
+        (1 / (n + 1), ("At that alpha the swing factor is 0 (fastest agreement); stability "
+                       "allows factors down to -1.")),
+    ]
+    hint = next((h for v, h in hints if _same(answer, v)), None)
+    if hint is None and abs(answer - expected) <= 0.01 * expected:
+        hint = ("Close, but not exact: solve for the bound in closed form (a fraction with n in "
+                "it) rather than rounding or bisecting.")
+    elif hint is None:
+        hint = ("Too large: at that alpha the mean model and the centre overshoot each other."
+                if answer > expected else
+                "Write one synchronisation as a 2 x 2 linear map on (mean model, centre) and "
+                "ask when its second eigenvalue stays inside (-1, 1).")
+    return Verdict(False, _EX3, f"that is not it. {hint}")

@@ -1,245 +1,261 @@
-r"""Checks for chapter 09, *Decentralized deep learning: heterogeneous data, gossip and relays*.
+r"""Checks for chapter 09, asynchrony and stragglers.
 
-Each check computes the right value here with plain Python (not with declearn.optim,
-declearn.comm or torch, so a bug there cannot make a wrong answer look right) and answers with
-a :class:`~declearn.exercises.Verdict`: a hint when the answer is wrong, "not yet" when it is
-still ``None``. Every question has one exact answer, accepted up to float round-off only
-(relative ``1e-9``).
+Each check works the right value out itself, from first principles and without declearn's
+algorithms, and answers with a :class:`~declearn.exercises.base.Verdict` (a hint when the
+answer is wrong, "not yet" while it is None). Every question has one exact answer:
 
-* :func:`check_bytes` (9.1): bytes one node sends in one step of DSGD on a ring, and in one
-  ring allreduce of the model, for the chapter's 64-32-10 float32 MLP on 16 nodes (counted like
-  ``comm.traffic``: a node sends its model to each neighbour; a ring allreduce sends
-  ``2 (n - 1)`` chunks of ``1/n`` of the model).
-* :func:`check_prediction` (9.2): which of the chapter's four methods loses the most
-  worst-worker accuracy from Dirichlet ``alpha = 1`` to ``alpha = 0.01``, read from the
-  published Table 2 of Vogels et al. (NeurIPS 2021), stored here (privately) as
-  ``_PAPER_WORST``.
-* :func:`check_loss_scale` (9.3): the factor by which every node's effective learning rate
-  changes when the loss of ``n`` stacked models is the mean over all ``n * B`` samples instead
-  of the sum over nodes of each node's mean loss.
+* :func:`check_first_slow_step`: synchronous neighbor averaging on a ring of n ranks, rank
+  ``straggler`` sleeps at every step. A rank waits for its neighbors' messages of the same
+  step, so the delay travels one hop per step: the first slow step of rank r (counting from
+  1) is its hop distance to the straggler (1 for the straggler itself), computed here by a
+  breadth-first search on the ring. A whole number, accepted exactly.
+* :func:`check_gossip_exchanges`: randomized pairwise gossip on a ring of n nodes (Boyd et
+  al. 2006); the smallest whole number of exchanges k with ``lambda_2(E[W])^k <= eps``, with
+  ``E[W]`` built here from its definition. A whole number, accepted exactly.
+* :func:`check_solo_speedup`: eager-SGD's solo allreduce with staleness S, one straggler
+  per step drawn uniformly from n ranks, delays much longer than a normal step. A window of
+  S steps ends with a synchronous round that waits for the rank with the most delays in the
+  window, so the speedup over a synchronous allreduce is ``S / E[max_i N_i]`` where
+  ``(N_1, ..., N_n)`` is multinomial(S; 1/n, ..., 1/n); the expectation is computed exactly
+  here by summing over every way of splitting S steps among n ranks. The exercise also allows
+  one sampling estimate, spelled out in :data:`SOLO_ESTIMATE`; it is accepted as that exact
+  formula (same generator, seed and sample size), not as a band around the answer.
 """
 
 from __future__ import annotations
 
 import math
-from itertools import pairwise
+from collections import deque
 
-from declearn.exercises.base import Verdict, check_equal, is_number, not_yet
+import numpy as np
+
+from declearn.exercises.base import Verdict, is_number, not_yet
 
 __all__ = [
-    "BYTES_SETTING",
-    "LOSS_SETTING",
-    "METHODS",
-    "check_bytes",
-    "check_loss_scale",
-    "check_prediction",
+    "SOLO_ESTIMATE",
+    "check_first_slow_step",
+    "check_gossip_exchanges",
+    "check_solo_speedup",
 ]
 
-EX1 = "9.1 bytes per step"
-EX2 = "9.2 prediction"
-EX3 = "9.3 loss of stacked models"
-_RTOL = 1e-9  # float round-off only: every answer of this chapter is exact
+#: Exercise 3: the sampling estimate the exercise allows, spelled out: ``S`` divided by the
+#: mean of ``np.random.default_rng(seed).multinomial(S, [1 / n] * n, size=size).max(1)``.
+SOLO_ESTIMATE = {"seed": 0, "size": 200_000}
 
-#: Exercise 9.1: layer widths of the MLP (with biases), nodes, bytes per number (float32).
-BYTES_SETTING = {"layers": (64, 32, 10), "n": 16, "itemsize": 4}
-#: Exercise 9.3: nodes and minibatch per node.
-LOSS_SETTING = {"n": 32, "batch": 16}
-#: Exercise 9.2: the four methods of the chapter's section 4, as the notebook names them.
-METHODS = ("all-reduce", "DSGD, ring", "RelaySGD, chain", "RelaySGD, double trees")
-# Table 2 of Vogels et al. (NeurIPS 2021; the chain row from the authors' figure notebooks):
-# test accuracy [%] of the worst worker's own model, mean of 3 seeds, Cifar-10, VGG-11,
-# 16 workers, for alpha = 1, 0.1, 0.01 (rows without momentum).
-_PAPER_WORST = {
-    "all-reduce": (87.0, 87.0, 87.0),
-    "DSGD, ring": (87.4, 79.9, 53.9),
-    "RelaySGD, chain": (87.3, 87.2, 86.5),
-    "RelaySGD, double trees": (87.4, 86.9, 84.6),
-}
-
-# Spellings accepted for each method (compared lower-case, letters and digits only).
-_ALIASES = {
-    "allreduce": "all-reduce", "parallelsgd": "all-reduce", "localsgd": "all-reduce",
-    "dsgd": "DSGD, ring", "dsgdring": "DSGD, ring", "dpsgd": "DSGD, ring",
-    "dpsgdring": "DSGD, ring", "gossip": "DSGD, ring", "decentralizedsgd": "DSGD, ring",
-    "relaysgdchain": "RelaySGD, chain", "relaychain": "RelaySGD, chain",
-    "relaysgddoubletrees": "RelaySGD, double trees", "relaysgdtrees": "RelaySGD, double trees",
-    "relaysgddoublebinarytrees": "RelaySGD, double trees",
-    "relaysgdbinarytrees": "RelaySGD, double trees", "relaytrees": "RelaySGD, double trees",
-}
-
-
-def _wrong(exercise: str, hint: str) -> Verdict:
-    return Verdict(False, exercise, hint)
+_RTOL = 1e-9  # float round-off only
 
 
 def _same(a: float, b: float, rtol: float = _RTOL) -> bool:
-    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-15)
+    return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-12)
 
 
-# ---------------------------------------------------------------------- 9.1
-def _mlp_parameters(layers) -> int:
-    """Weights and biases of a fully connected network with these layer widths:
-    ``sum(a * b + b)`` over consecutive widths ``(a, b)``."""
-    return sum(a * b + b for a, b in pairwise(layers))
+def _whole(answer) -> int | None:
+    """``answer`` as an int if it is a whole number (3 or 3.0), else None."""
+    if not is_number(answer) or float(answer) != math.floor(answer):
+        return None
+    return int(answer)
 
 
-def _step_bytes(layers=BYTES_SETTING["layers"], n: int = BYTES_SETTING["n"],
-               itemsize: int = BYTES_SETTING["itemsize"]) -> tuple[float, float]:
-    """``(DSGD on a ring, one ring allreduce)``: bytes one node sends per step. On a ring
-    (n >= 3) a node sends its whole model to its 2 neighbours; a ring allreduce sends
-    ``2 (n - 1)`` chunks of ``1/n`` of the model."""
-    model = _mlp_parameters(layers) * itemsize
-    return 2.0 * model, 2.0 * (n - 1) / n * model
+# ---------------------------------------------------------------------- exercise 1
+def _ring_distance(n: int, source: int, target: int) -> int:
+    """Hop distance from ``source`` to ``target`` on a ring of n nodes (breadth-first)."""
+    dist = {source: 0}
+    queue = deque([source])
+    while queue:
+        i = queue.popleft()
+        for j in ((i - 1) % n, (i + 1) % n):
+            if j not in dist:
+                dist[j] = dist[i] + 1
+                queue.append(j)
+    return dist[target]
 
 
-def check_bytes(answer) -> Verdict:
-    """Exercise 9.1: ``(dsgd_bytes, allreduce_bytes)`` one node sends in one step of DSGD on a
-    ring of 16, and in one ring allreduce, for the 64-32-10 MLP with biases in float32.
-    One exact pair."""
+def check_first_slow_step(answer, *, n: int = 8, straggler: int = 0, rank: int = 5) -> Verdict:
+    """Exercise 1: at which step (counting from 1) does ``rank`` take its first slow step
+    when ``straggler`` sleeps at every step of synchronous neighbor averaging on a ring of
+    ``n`` ranks? One whole number."""
+    ex = "ch09 ex1: first slow step"
     if answer is None:
-        return not_yet(EX1, "a pair (bytes per DSGD step, bytes per allreduce)")
-    if isinstance(answer, (str, bytes, dict)):
-        return Verdict(False, EX1, "give a pair of numbers, e.g. (1000, 900).")
-    try:
-        dsgd, allreduce = answer
-    except (TypeError, ValueError):
-        return Verdict(False, EX1, "give a pair of numbers, e.g. (1000, 900).")
-    if not (is_number(dsgd) and is_number(allreduce)):
-        return Verdict(False, EX1, "give a pair of numbers, e.g. (1000, 900).")
-    s = BYTES_SETTING
-    expected = _step_bytes(**s)
-    near = lambda a, e: math.isclose(a, e, rel_tol=1e-3)
-    if _same(dsgd, expected[0]) and _same(allreduce, expected[1]):
-        return Verdict(True, EX1, "two whole models to the two neighbours, against 2 (n - 1) "
-                                  "chunks of 1/n of the model.")
-    if near(dsgd, expected[1]) and near(allreduce, expected[0]):
-        return _wrong(EX1, "The two numbers are swapped: which one sends whole models?")
-    if all(abs(a - e) <= 0.01 * e for a, e in zip((dsgd, allreduce), expected)):
-        return _wrong(EX1, "Close, but these are exact counts of bytes: count the parameters "
-                           "(weights and biases) exactly, then multiply without rounding.")
-    ratio_d, ratio_a = dsgd / expected[0], allreduce / expected[1]
-    weights_only = sum(a * b for a, b in pairwise(s["layers"]))
-    bias_ratio = weights_only / _mlp_parameters(s["layers"])
-    if near(ratio_d, ratio_a):  # both off by the same factor: the model size is wrong
-        if near(ratio_d, 1 / s["itemsize"]):
-            hint = "You counted numbers; a float32 number is 4 bytes."
-        elif near(ratio_d, 8 / s["itemsize"]):
-            hint = "The chapter trains in float32 (4 bytes a number), not float64."
-        elif near(ratio_d, bias_ratio):
-            hint = "Each layer also has one bias per output unit: count those too."
-        else:
-            hint = ("Both numbers are off by the same factor, so the model size is: count the "
-                    "weights and biases of both layers, then bytes.")
-        return _wrong(EX1, f"not it. {hint}")
-    hints = []
-    if not near(dsgd, expected[0]):
-        if near(ratio_d, 0.5):
-            hints.append("DSGD: a node on a ring has two neighbours, and each gets the model.")
-        elif near(ratio_d, 1.5):
-            hints.append("DSGD: a node does not send its model to itself.")
-        else:
-            hints.append("DSGD: count how many neighbours a ring node sends its whole model to.")
-    if not near(allreduce, expected[1]):
-        if near(ratio_a, s["n"] / (2 * (s["n"] - 1))):
-            hints.append("Allreduce: a ring allreduce does not send the model once; each node "
-                         "sends 2 (n - 1) chunks of 1/n of it.")
-        elif near(ratio_a, s["n"] / (s["n"] - 1)):
-            hints.append("Allreduce: 2 (n - 1) chunks of 1/n of the model is a little less than "
-                         "two models.")
-        elif near(ratio_a, 0.5):
-            hints.append("Allreduce: it has two phases (reduce-scatter, then allgather), "
-                         "each n - 1 chunks.")
-        else:
-            hints.append("Allreduce: each node sends 2 (n - 1) chunks of 1/n of the model.")
-    return _wrong(EX1, "not it. " + " ".join(hints))
+        return not_yet(ex, "a step number (an integer, the first step is 1)")
+    a = _whole(answer)
+    if a is None:
+        return Verdict(False, ex, f"expected a whole step number, got {answer!r}.")
+    hops = _ring_distance(n, straggler, rank)
+    right = max(hops, 1)
+    if a == right:
+        return Verdict(True, ex, "the delay travels one hop per step, so a rank h hops "
+                                 "away first waits at step h.")
+    if a == right - 1:
+        hint = ("One step too early: count steps from 1. A direct neighbor of the straggler "
+                "already waits during step 1.")
+    elif a == right + 1:
+        hint = "One step too late: a direct neighbor of the straggler waits during step 1."
+    elif a == n - hops and hops != n - hops:
+        hint = "The delay goes both ways around the ring: it arrives by the shorter way."
+    elif a == 1:
+        hint = ("At step 1 only the straggler's neighbors wait for it. Rank "
+                f"{rank} waits for its own neighbors, who are fast at step 1 and slow later.")
+    else:
+        hint = ("Each rank waits only for its neighbors' messages of the same step; follow "
+                "the delay one hop at a time from the straggler.")
+    return Verdict(False, ex, f"{a} is not it. {hint}")
 
 
-# ---------------------------------------------------------------------- 9.2
-def _largest_drop(table=None) -> str:
-    """The method whose worst-worker accuracy falls most from the first to the last column of
-    ``table`` (default: ``_PAPER_WORST``, alpha = 1 then 0.01)."""
-    table = _PAPER_WORST if table is None else table
-    return max(table, key=lambda name: table[name][0] - table[name][-1])
+# ---------------------------------------------------------------------- exercise 3
+def _compositions(total: int, parts: int):
+    """Every tuple of ``parts`` non-negative integers summing to ``total``."""
+    if parts == 1:
+        yield (total,)
+        return
+    for first in range(total + 1):
+        for rest in _compositions(total - first, parts - 1):
+            yield (first,) + rest
 
 
-def _method_of(answer) -> str | None:
-    key = "".join(ch for ch in answer.lower() if ch.isalnum())
-    for name in METHODS:
-        if key == "".join(ch for ch in name.lower() if ch.isalnum()):
-            return name
-    return _ALIASES.get(key)
+def _expected_max_count(n: int, steps: int) -> float:
+    """``E[max_i N_i]`` for ``(N_1..N_n)`` multinomial(steps; 1/n each): the expected number
+    of delays of the unluckiest of n ranks when each of ``steps`` steps delays one rank drawn
+    uniformly. Exact (a sum over compositions; fine for the chapter's sizes)."""
+    if n == 1:
+        return float(steps)
+    log_norm = math.lgamma(steps + 1) - steps * math.log(n)
+    total = 0.0
+    for counts in _compositions(steps, n):
+        log_p = log_norm - sum(math.lgamma(c + 1) for c in counts)
+        total += max(counts) * math.exp(log_p)
+    return total
 
 
-def check_prediction(answer) -> Verdict:
-    """Exercise 9.2: which of :data:`METHODS` sees its worst worker lose the most test accuracy
-    from alpha = 1 to alpha = 0.01 (Table 2 of the RelaySGD paper)?"""
-    choices = ", ".join(f'"{m}"' for m in METHODS)
+def _solo_speedup(n: int, staleness: int, step: float = 0.0, delay: float = 1.0) -> float:
+    """Wall time of a synchronous allreduce over solo's, per window of ``staleness`` steps:
+    ``S (c + d) / (S c + d E[max_i N_i])`` with one random straggler per step."""
+    S = staleness
+    return S * (step + delay) / (S * step + delay * _expected_max_count(n, S))
+
+
+def _solo_estimate(n: int, staleness: int, seed: int, size: int) -> float:
+    """The exercise's sampling estimate of ``S / E[max_i N_i]``, exactly as spelled out."""
+    counts = np.random.default_rng(seed).multinomial(staleness, [1 / n] * n, size=size)
+    return staleness / counts.max(1).mean()
+
+
+def check_solo_speedup(answer, *, n: int = 8, staleness: int = 8) -> Verdict:
+    """Exercise 3: the speedup of solo over a synchronous allreduce, one random straggler
+    per step among ``n`` ranks, staleness ``S``, delays much longer than a step (c -> 0).
+    Accepted: the exact value, or the sampling estimate of :data:`SOLO_ESTIMATE` (that
+    formula exactly), each up to float round-off."""
+    ex = "ch09 ex3: solo speedup"
     if answer is None:
-        return not_yet(EX2, f"one of {choices}")
-    if not isinstance(answer, str):
-        return Verdict(False, EX2, f"give the method's name as a string, one of {choices}.")
-    method = _method_of(answer)
-    if method is None:
-        hint = ("RelaySGD ran on a chain and on double trees: say which."
-                if "relay" in answer.lower() else f"use one of {choices}.")
-        return Verdict(False, EX2, f"{answer!r} is not one of the four methods; {hint}")
-    expected = _largest_drop()
-    hints = {
-        "all-reduce": ("All-reduce replaces every model by the exact average at every step. "
-                       "With equal-sized shards its step is, in expectation, the full-data "
-                       "gradient step whatever the split: only its noise changes."),
-        "RelaySGD, chain": ("A relay hands every node every worker's model with weight exactly "
-                            "1/n, late by a number of steps that grows with their distance in "
-                            "the tree; the chain's long delays slow it down but do not bias it "
-                            "towards a node's own classes. Which method never forms that exact "
-                            "average?"),
-        "RelaySGD, double trees": ("A relay hands every node every worker's model with weight "
-                                   "exactly 1/n, a few steps late. Which method never forms "
-                                   "that exact average?"),
-    }
-    if method == expected:
-        return Verdict(True, EX2, "gossip on a ring never forms the exact average, so its "
-                                  "worst worker drops the most (Table 2: 87.4 % -> 53.9 %).")
-    return check_equal(EX2, method, expected, hint=hints.get(method, ""))
-
-
-# ---------------------------------------------------------------------- 9.3
-def _loss_scale(n: int = LOSS_SETTING["n"], batch: int = LOSS_SETTING["batch"]) -> float:
-    """Node i's gradient of ``(1 / (n B)) sum_{i, b} loss_{i b}`` over its gradient of
-    ``sum_i (1 / B) sum_b loss_{i b}``: node i's parameters only enter its own term, so the
-    factor is ``1 / n`` (``batch`` does not matter: the mean over B is in both)."""
-    return (1.0 / (n * batch)) / (1.0 / batch)
-
-
-def check_loss_scale(answer) -> Verdict:
-    """Exercise 9.3: the factor by which every node's effective learning rate changes when the
-    loss of n = 32 stacked models (B = 16 samples each) is the mean over all n B samples
-    instead of the sum of the nodes' mean losses. One exact number."""
-    if answer is None:
-        return not_yet(EX3, "a number (1 means no change)")
+        return not_yet(ex, "a speedup (a number such as 1.5)")
     if not is_number(answer):
-        return Verdict(False, EX3, "give one number, the factor (1 means no change).")
-    s = LOSS_SETTING
-    n, b = s["n"], s["batch"]
-    expected = _loss_scale(n, b)
-    if _same(answer, expected):
-        return Verdict(True, EX3, "node i's parameters enter only its own term, which the mean "
-                                  "divides by n.")
-    hint = ("Write both losses as sums over nodes and ask which terms contain node i's "
-            "parameters, then compare node i's gradients.")
-    if math.isclose(answer, 1 / expected, rel_tol=1e-3):
-        hint = ("That is the size of the change but in the wrong direction: is the mean over "
-                "all samples larger or smaller than the sum of the nodes' means?")
-    elif math.isclose(answer, 1.0, rel_tol=1e-3):
-        hint = ("The two losses are not equal: one is a sum over nodes, the other an average. "
-                "The gradient of node i's parameters sees the difference.")
-    elif math.isclose(answer, 1 / (n * b), rel_tol=1e-3) or math.isclose(answer, n * b,
-                                                                        rel_tol=1e-3):
-        hint = ("Both losses already average over a node's B samples; only the factor in "
-                "front of the sum over nodes differs.")
-    elif math.isclose(answer, 1 / b, rel_tol=1e-3) or math.isclose(answer, b, rel_tol=1e-3):
-        hint = ("The minibatch size B is in both losses (each node's own mean); what differs "
-                "is how the nodes' terms are combined.")
-    elif abs(answer - expected) <= 0.05 * expected:
-        hint = "Close, but the factor is exact: give it as a fraction, not a rounded decimal."
-    return _wrong(EX3, f"not it. {hint}")
+        return Verdict(False, ex, f"expected a number, got {answer!r}.")
+    S = staleness
+    want = _solo_speedup(n, S)
+    estimate = _solo_estimate(n, S, **SOLO_ESTIMATE)
+    a = float(answer)
+    if _same(a, want) or _same(a, estimate):
+        return Verdict(True, ex, "S over the expected largest number of delays one rank "
+                                 "collects in a window.")
+    counts = np.random.default_rng(SOLO_ESTIMATE["seed"]).multinomial(
+        S, [1 / n] * n, size=SOLO_ESTIMATE["size"]).max(1)
+    e_max = _expected_max_count(n, S)
+    if _same(a, S, 1e-6):
+        hint = ("That assumes nobody ever waits. Every S-th round is synchronous: it waits "
+                "for the rank that collected the most delays in the window.")
+    elif _same(a, 1.0, 1e-6):
+        hint = ("1 is the answer for a persistent straggler (the same rank every step). "
+                "Here the straggler changes every step.")
+    elif _same(a, e_max, 1e-3):
+        hint = "That is the expected largest count itself; the speedup is S divided by it."
+    elif _same(a, float((S / counts).mean()), 1e-6):
+        hint = ("Average the largest count first, then divide: times add up over windows, "
+                "so the mean of S / max is not the speedup.")
+    elif n != 4 and _same(a, _solo_speedup(4, S), 1e-3):
+        hint = f"That is the value for the 4 ranks of the engines; the question asks n = {n}."
+    elif any(_same(a, _solo_speedup(n, S, 0.01, d), 1e-3) for d in (0.1, 1.0)):
+        hint = ("That is the formula with a finite delay d (a simulator run); the question "
+                "takes c -> 0, i.e. d much longer than a normal step.")
+    elif a < 1:
+        hint = "Solo never makes a step slower in this model: the speedup is at least 1."
+    elif abs(a - want) <= 0.02 * want:
+        hint = ("Close. Either compute E[max_i N_i] exactly, or use the estimate the exercise "
+                "spells out (its generator, seed and sample size), not another sample.")
+    else:
+        hint = ("Per window of S steps: synchronous pays S d (c -> 0); solo pays d times the "
+                "largest count of delays of one rank. Estimate its mean with "
+                "rng.multinomial(S, [1/n] * n, size=...).")
+    return Verdict(False, ex, f"{a:g} is not it. {hint}")
+
+
+# ---------------------------------------------------------------------- exercise 2
+def _ring_expected_exchange(n: int) -> np.ndarray:
+    """``E[W] = I - D/(2n) + (P + P^T)/(2n)`` on a ring: node i wakes with probability 1/n
+    and picks each of its two neighbors with probability 1/2 (``D = diag_i sum_j (P_ij +
+    P_ji)``)."""
+    P = np.zeros((n, n))
+    for i in range(n):
+        neighbors = {(i - 1) % n, (i + 1) % n} - {i}
+        for j in neighbors:
+            P[i, j] = 1.0 / len(neighbors)
+    S = P + P.T
+    return np.eye(n) - np.diag(S.sum(1)) / (2 * n) + S / (2 * n)
+
+
+def _lambda2(n: int) -> float:
+    return float(np.sort(np.linalg.eigvalsh(_ring_expected_exchange(n)))[-2])
+
+
+def _gossip_exchanges(n: int, eps: float) -> int:
+    """The smallest whole k with ``lambda_2(E[W])^k <= eps`` on a ring of n nodes."""
+    k = math.ceil(math.log(1 / eps) / math.log(1 / _lambda2(n)))
+    return k - 1 if _lambda2(n) ** (k - 1) <= eps else k  # guard against round-off
+
+
+def check_gossip_exchanges(answer, *, n: int = 8, eps: float = 1e-6) -> Verdict:
+    """Exercise 2: the smallest whole number of exchanges k (all nodes together) with
+    Boyd's bound ``lambda_2(E[W])^k`` on the expected squared consensus error at most
+    ``eps``, on a ring of ``n`` nodes. One whole number."""
+    ex = "ch09 ex2: gossip exchanges"
+    if answer is None:
+        return not_yet(ex, "a number of exchanges")
+    if not is_number(answer):
+        return Verdict(False, ex, f"expected a number, got {answer!r}.")
+    want = _gossip_exchanges(n, eps)
+    a = float(answer)
+    if _whole(answer) == want:
+        return Verdict(True, ex, "the smallest k with lambda_2(E[W])^k below the target.")
+    lam2 = _lambda2(n)
+    real = math.log(1 / eps) / math.log(1 / lam2)
+    rho = (1 + 2 * math.cos(2 * math.pi / n)) / 3  # the synchronous ring, weights 1/3
+    lam2_no_half = 1 - 2 * (1 - lam2)  # E[W] without the 1/2 of the pairwise average
+    near = lambda v, tol=0.01: abs(a - v) <= tol * abs(v) or abs(a - math.ceil(v)) < 0.5
+    if _same(a, real, 1e-6):
+        hint = ("That solves lambda_2^k = eps over the reals; the question asks for the "
+                "smallest whole number of exchanges that reaches the target.")
+    elif a == want - 1:
+        hint = "One too few: lambda_2^k is still above the target there."
+    elif a == want + 1:
+        hint = "One too many: the target is already reached one exchange earlier."
+    elif near(real / n) or near(want / n):
+        hint = "That is clock ticks per node; the bound counts exchanges of all nodes."
+    elif near(math.log(1 / eps) / (1 - lam2)):
+        hint = "Close, but 1 - lambda_2 only approximates ln(1/lambda_2); use the logarithm."
+    elif near(2 * real):
+        hint = ("The bound is on the squared error, so lambda_2^k itself must reach the "
+                "target, not its square root.")
+    elif near(math.log(1 / eps) / math.log(1 / lam2_no_half)):
+        hint = ("Check E[W]: an exchange replaces two values by their average, so W_ij = I - "
+                "(e_i - e_j)(e_i - e_j)^T / 2, and E[W] has 1/(2n), not 1/n.")
+    elif near(math.log10(1 / eps) / math.log(1 / lam2)) or \
+            near(math.log(1 / eps) / math.log10(1 / lam2)):
+        hint = "Mixed logarithm bases: use the same base on both sides."
+    elif near(math.log(1 / eps) / math.log(1 / rho)) or \
+            near(math.log(1 / eps) / (2 * math.log(1 / rho))):
+        hint = ("That uses rho of the synchronous mixing matrix. One gossip exchange has its "
+                "own expected matrix E[W]; its second largest eigenvalue sets the rate.")
+    elif a < 0:
+        hint = "A count of exchanges is positive: watch the signs of the logarithms."
+    else:
+        hint = ("Find the smallest whole k with lambda_2^k <= eps, with lambda_2 the second "
+                "largest eigenvalue of E[W] = I - D/(2n) + (P + P^T)/(2n).")
+    return Verdict(False, ex, f"{a:g} is not it. {hint}")
