@@ -5,15 +5,15 @@ graph, and n in a range the simulator handles, T = the first iteration after whi
 ``E||x_bar^k - x*||^2`` stays within a factor 2 of parallel SGD's (same problem, step sizes
 and noise; :mod:`declearn.algorithms.speedup`), in two settings:
 
-* heterogeneous: :class:`TwoTypeQuadratics` below, ``f_i = a_i/2 ||x - c_i||^2`` with two
-  kinds of node (``a_i = 1 +- kappa``, placed at random) whose gradients at x* are
-  ``+- zeta u``: the stiff nodes pull one way, the soft ones the other (zeta = 3, kappa = 1/2,
-  sigma = 1, d = 5). The curvature is correlated with the heterogeneity, so the nodes'
+* heterogeneous: :class:`declearn.problems.TwoTypeQuadratics`, ``f_i = a_i/2 ||x - c_i||^2``
+  with two kinds of node (``a_i = 1 +- kappa``, placed at random) whose gradients at x* are
+  ``+- zeta u``: the stiff nodes pull one way, the soft ones the other (zeta = 3, kappa =
+  1/2, sigma = 1, d = 5). The curvature is correlated with the heterogeneity, so the nodes'
   disagreement leaks into the averaged model *systematically*. With independent curvature
   and minimisers (``RandomQuadratics``, ``LeastSquares``) the leak is a sum of n terms of
   random sign: T then depends more on the draw of the data than on n (measured:
-  ``RandomQuadratics(zeta^2=100)`` with the exponential graph gave T = 20, 27, 32, 279, 0, 33
-  at n = 4 .. 128);
+  ``RandomQuadratics(zeta^2=100)`` with the exponential graph gave T = 20, 27, 32, 279, 0,
+  33 at n = 4 .. 128);
 * iid: ``LogisticRegression(n, d=5, m=50, split="identical", reg=0.1, sigma=10)`` (every
   node holds the same data: ``f_i = f``, the iid case of Koloskova et al.).
 
@@ -46,57 +46,10 @@ import math
 import time
 
 import numpy as np
-import torch
 
 from declearn.algorithms.speedup import fit_exponent, transient_table
-from declearn.problems import LogisticRegression
-from declearn.problems.base import Problem, check_count, check_real
+from declearn.problems import LogisticRegression, TwoTypeQuadratics
 from declearn.topology import make, transient_iterations
-
-
-class TwoTypeQuadratics(Problem):
-    r"""``f_i(x) = a_i / 2 ||x - c_i||^2``: half the nodes stiff (``a_i = 1 + kappa``), half
-    soft (``1 - kappa``), placed by a seeded permutation; ``grad f_i(x*) = zeta s_i u``
-    (``s_i = +1`` stiff, ``-1`` soft, ``u`` a unit vector; one node with ``s = 0, a = 1``
-    when n is odd), so ``sum_i grad f_i(x*) = 0`` and ``b^2 = zeta^2`` (``(n-1)/n zeta^2``
-    for odd n). ``grad f_i(x) = zeta s_i u + a_i (x - x*)``. Every f_i is
-    ``(1 + kappa)``-smooth and f is 1-strongly convex (mean curvature 1). (A candidate for
-    :mod:`declearn.problems`; it lives here until it moves.)"""
-
-    name = "two-type quadratics"
-
-    def __init__(self, n: int, d: int = 5, *, zeta: float = 3.0, kappa: float = 0.5,
-                 sigma: float = 1.0, seed: int = 0):
-        super().__init__(n, (check_count(d, "d"),), sigma=sigma,
-                         seed=check_count(seed, "seed", 0))
-        zeta, kappa = check_real(zeta, "zeta"), check_real(kappa, "kappa")
-        if not kappa < 1:
-            raise ValueError(f"kappa must be in [0, 1) (curvatures 1 +- kappa > 0), got {kappa}.")
-        s = np.zeros(self.n)
-        s[: self.n // 2], s[self.n // 2: 2 * (self.n // 2)] = 1.0, -1.0
-        s = np.random.default_rng(self.seed).permutation(s)
-        gen = torch.Generator().manual_seed(self.seed)
-        u = torch.randn(d, generator=gen, dtype=torch.float64)
-        self.x_star = torch.randn(d, generator=gen, dtype=torch.float64)
-        self.signs = torch.as_tensor(s)
-        self.curvature = 1.0 + kappa * self.signs
-        self._g_star = zeta * self.signs[:, None] * (u / u.norm())
-        self.smoothness, self.strong_convexity = 1.0 + kappa, 1.0
-        self.f_star = float((self._g_star.pow(2).sum(-1) / (2 * self.curvature)).mean())
-
-    def _data(self) -> dict[str, torch.Tensor]:
-        return {"g": self._g_star, "a": self.curvature, "x": self.x_star}
-
-    def _grad(self, x, nodes):
-        t = self._data_like(x)
-        return self._rows(t["g"], nodes) + self._rows(t["a"], nodes)[:, None] * (x - t["x"])
-
-    def _loss(self, x, nodes):
-        t = self._data_like(x)
-        e, a, g = x - t["x"], self._rows(t["a"], nodes), self._rows(t["g"], nodes)
-        const = g.pow(2).sum(-1) / (2 * a)  # f_i(x*), with c_i = x* - g_i* / a_i
-        return const + (g * e).sum(-1) + 0.5 * a * e.pow(2).sum(-1)
-
 
 FAMILIES = {
     "ring": lambda n: make("ring", n),

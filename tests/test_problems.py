@@ -18,6 +18,7 @@ from declearn.problems import (
     LeastSquares,
     LogisticRegression,
     RandomQuadratics,
+    TwoTypeQuadratics,
     label_histogram,
     partition,
 )
@@ -49,6 +50,12 @@ def quad_losses(p: RandomQuadratics, X: torch.Tensor) -> torch.Tensor:
     return torch.stack([0.5 * (p.A[i] @ X[i] - p.b[i]).square().sum() for i in range(p.n)])
 
 
+def two_type_losses(p: TwoTypeQuadratics, X: torch.Tensor) -> torch.Tensor:
+    a = p.curvature
+    c = p.x_star - p._g_star / a[:, None]  # f_i = a_i/2 ||x - c_i||^2
+    return torch.stack([0.5 * a[i] * (X[i] - c[i]).square().sum() for i in range(p.n)])
+
+
 CASES = {
     "ls": (lambda: LeastSquares(6, d=5, m=8, heterogeneity=1.5, seed=1), ls_losses),
     "ls_wide": (lambda: LeastSquares(6, d=9, m=4, heterogeneity=1.0, seed=2), ls_losses),
@@ -62,6 +69,8 @@ CASES = {
                            logistic_losses),
     "quadratics": (lambda: RandomQuadratics(7, d=6, heterogeneity=2.0, mu=0.4, r0=3.0,
                                             seed=7), quad_losses),
+    "two_type": (lambda: TwoTypeQuadratics(7, d=4, zeta=2.0, kappa=0.4, sigma=0.0, seed=8),
+                 two_type_losses),
 }
 
 
@@ -205,6 +214,20 @@ def test_random_quadratics_hit_zeta2_and_r0(zeta2, mu):
     if zeta2 == 0:  # every node's own minimiser is x*
         own = np.linalg.solve(A, b[..., None])[..., 0]
         np.testing.assert_allclose(own, np.broadcast_to(x_star, own.shape), atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [6, 7])
+def test_two_type_quadratics_pull_apart_by_kind(n):
+    p = TwoTypeQuadratics(n, d=3, zeta=2.0, kappa=0.4, seed=1)
+    signs = p.signs.numpy()
+    assert sorted(signs.tolist()) == [-1.0] * (n // 2) + [0.0] * (n % 2) + [1.0] * (n // 2)
+    assert np.allclose(p.curvature.numpy(), 1 + 0.4 * signs)
+    G = p._g_star.numpy()
+    assert np.allclose(np.linalg.norm(G, axis=1), 2.0 * np.abs(signs))
+    assert np.allclose(G[signs > 0], G[signs > 0][0])
+    assert np.allclose(G[signs < 0], -G[signs > 0][0])
+    assert p.heterogeneity == pytest.approx(4.0 * (n - n % 2) / n)
+    assert (p.smoothness, p.strong_convexity) == (1.4, 1.0)
 
 
 def test_random_quadratics_spectrum():
@@ -382,6 +405,8 @@ def test_dirichlet_skew_decreases_with_alpha():
     (lambda: RandomQuadratics(4, L=0.0), ValueError, "L"),
     (lambda: RandomQuadratics(4, r0=-1.0), ValueError, "r0"),
     (lambda: RandomQuadratics(1, heterogeneity=1.0), ValueError, "single node"),
+    (lambda: TwoTypeQuadratics(4, kappa=1.0), ValueError, "kappa"),
+    (lambda: TwoTypeQuadratics(4, d=0), ValueError, "d"),
     (lambda: LogisticRegression.from_data(*_toy_data(), 4, partition="random"), ValueError,
      "method"),
     (lambda: LogisticRegression.from_data(np.ones((5, 2)), [0, 1, 2, 0, 1], 2), ValueError,

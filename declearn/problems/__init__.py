@@ -1,7 +1,9 @@
 """Problems ``f(x) = (1/n) sum_i f_i(x)`` whose node i sees only ``f_i``.
 
 * :class:`LeastSquares`, :class:`LogisticRegression` (synthetic, or real data via
-  :meth:`LogisticRegression.from_data`), :class:`RandomQuadratics` (the RelaySGD paper's);
+  :meth:`LogisticRegression.from_data`), :class:`RandomQuadratics` (the RelaySGD paper's),
+  :class:`TwoTypeQuadratics` (stiff and soft nodes pulling apart: a transient that grows
+  with n);
   each knows its optimum ``x_star``, ``f_star`` and heterogeneity ``b^2``;
 * :func:`partition` (iid, Dirichlet(alpha), sorted) and :func:`label_histogram` for real data;
 * :func:`load_digits` (a real small image dataset) and :class:`NodeBatches` (per-node
@@ -16,10 +18,11 @@ from declearn.problems.least_squares import LeastSquares
 from declearn.problems.logistic import LogisticRegression
 from declearn.problems.partition import PARTITION_METHODS, label_histogram, partition
 from declearn.problems.quadratics import RandomQuadratics
+from declearn.problems.two_type import TwoTypeQuadratics
 
 __all__ = [
     "Problem", "Oracle", "FunctionProblem", "as_problem",
-    "LeastSquares", "LogisticRegression", "RandomQuadratics",
+    "LeastSquares", "LogisticRegression", "RandomQuadratics", "TwoTypeQuadratics",
     "partition", "label_histogram", "PARTITION_METHODS",
     "Dataset", "load_digits", "NodeBatches",
 ]
