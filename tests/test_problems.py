@@ -142,6 +142,13 @@ def test_x_star_is_stationary_and_f_star_is_its_value(case):
         assert (dg.norm(dim=-1) <= p.smoothness * v.norm(dim=-1) * (1 + 1e-6)).all()
 
 
+def test_logistic_newton_finishes_where_f_cannot_resolve_its_decrease():
+    # this draw stalled at ||grad f|| = 1.3e-11: the line search on f saw no decrease
+    p = LogisticRegression(32, d=5, m=50, heterogeneity=3.0, reg=0.1, seed=0)
+    X = p.x_star.expand((p.n,) + p.shape)
+    assert _gradient_of(logistic_losses, p, X).mean(0).norm() < 1e-12
+
+
 def test_least_squares_x_star_matches_a_dense_solver():
     p = LeastSquares(5, d=7, m=6, heterogeneity=2.0, noise=0.5, seed=8)
     A, b = p.A.reshape(-1, 7).numpy(), p.b.reshape(-1).numpy()

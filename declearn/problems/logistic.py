@@ -30,6 +30,9 @@ __all__ = ["LogisticRegression"]
 SPLITS = ("heterogeneous", "identical")
 
 
+_EPS = float(torch.finfo(torch.float64).eps)
+
+
 def _softplus(t: torch.Tensor) -> torch.Tensor:
     """``log(1 + exp(t))`` to full precision for every t (torch's softplus switches to ``t``
     past a threshold, an error of ``exp(-20)`` that would show in ``f(x) - f*``)."""
@@ -247,6 +250,13 @@ class LogisticRegression(Problem):
                 hess = hess + (1e-6 - low + 1e-6 * abs(low)) * torch.eye(d, dtype=hess.dtype)
             step = -torch.linalg.solve(hess, g)
             f0, slope, t = value(x), float(g @ step), 1.0
+            if -slope <= 64 * _EPS * max(1.0, abs(f0)):
+                # f cannot resolve the decrease any more: judge the full step by ||grad f||
+                g_new = gradient(x + step)
+                if not float(g_new.norm()) < float(g.norm()):
+                    break
+                x, g = x + step, g_new
+                continue
             while value(x + t * step) > f0 + 1e-4 * t * slope and t > 1e-12:
                 t /= 2
             x_new = x + t * step
@@ -255,10 +265,13 @@ class LogisticRegression(Problem):
                 break
             x, g = x_new, g_new
         if not float(g.norm()) <= max(tol, 1e-11):
+            hint = ("without enough regularisation separable data has no minimiser: use "
+                    "reg > 0" if float(x.norm()) > 1e6 or self.reg == 0 else
+                    "the regularisation is positive and x stayed bounded, so this is a "
+                    "numerical failure: please report it with the problem's arguments")
             raise ValueError(
                 f"Newton's method did not find a stationary point of {self.name} (||grad f|| = "
-                f"{float(g.norm()):.3g} at ||x|| = {float(x.norm()):.3g}); without enough "
-                "regularisation separable data has no minimiser: use reg > 0."
+                f"{float(g.norm()):.3g} at ||x|| = {float(x.norm()):.3g}); {hint}."
             )
         self.x_star = x
         self.f_star = float(self._loss(x.expand((self.n, d)), self.all_nodes).mean())
