@@ -6,14 +6,17 @@
   with n);
   each knows its optimum ``x_star``, ``f_star`` and heterogeneity ``b^2``;
 * :func:`partition` (iid, Dirichlet(alpha), sorted) and :func:`label_histogram` for real data;
-* :func:`load_digits` (a real small image dataset) and :class:`NodeBatches` (per-node
-  minibatches) for the deep-learning chapter;
+* :func:`load_digits` (a real small image dataset, shipped), :func:`load_mnist`,
+  :func:`load_fashion_mnist` and :func:`load_cifar10` (the published files, from a local folder
+  or downloaded with checksums) and :class:`NodeBatches` (per-node minibatches) for deep
+  learning;
 * :class:`Problem` / :class:`Oracle`, the contract (``problem.on(comm)`` gives the node-local
   gradient oracle), and :func:`as_problem` for a user's own ``grad(x)``.
 """
 
 from declearn.problems.base import FunctionProblem, Oracle, Problem, as_problem
 from declearn.problems.data import Dataset, NodeBatches, load_digits
+from declearn.problems.images import load_cifar10, load_fashion_mnist, load_images, load_mnist
 from declearn.problems.least_squares import LeastSquares
 from declearn.problems.logistic import LogisticRegression
 from declearn.problems.partition import PARTITION_METHODS, label_histogram, partition
@@ -25,4 +28,5 @@ __all__ = [
     "LeastSquares", "LogisticRegression", "RandomQuadratics", "TwoTypeQuadratics",
     "partition", "label_histogram", "PARTITION_METHODS",
     "Dataset", "load_digits", "NodeBatches",
+    "load_images", "load_mnist", "load_fashion_mnist", "load_cifar10",
 ]

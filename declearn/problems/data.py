@@ -24,7 +24,8 @@ __all__ = ["Dataset", "load_digits", "NodeBatches"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Training and test tensors: ``X_*`` of shape (N, features), ``y_*`` int64 labels."""
+    """Training and test tensors: ``X_*`` of shape (N, features) or, for images, (N, C, H, W);
+    ``y_*`` int64 labels."""
 
     X_train: torch.Tensor
     y_train: torch.Tensor
