@@ -8,7 +8,8 @@
 * :func:`partition` (iid, Dirichlet(alpha), sorted) and :func:`label_histogram` for real data;
 * :func:`load_digits` (a real small image dataset, shipped), :func:`load_mnist`,
   :func:`load_fashion_mnist` and :func:`load_cifar10` (the published files, from a local folder
-  or downloaded with checksums) and :class:`NodeBatches` (per-node minibatches) for deep
+  or downloaded with checksums), :class:`NodeBatches` (per-node minibatches), and the
+  models :func:`small_cnn` and :func:`resnet20` (BatchNorm, GroupNorm or EvoNorm) for deep
   learning;
 * :class:`Problem` / :class:`Oracle`, the contract (``problem.on(comm)`` gives the node-local
   gradient oracle), and :func:`as_problem` for a user's own ``grad(x)``.
@@ -19,6 +20,7 @@ from declearn.problems.data import Dataset, NodeBatches, load_digits
 from declearn.problems.images import load_cifar10, load_fashion_mnist, load_images, load_mnist
 from declearn.problems.least_squares import LeastSquares
 from declearn.problems.logistic import LogisticRegression
+from declearn.problems.models import EvoNormS0, resnet20, small_cnn
 from declearn.problems.partition import PARTITION_METHODS, label_histogram, partition
 from declearn.problems.quadratics import RandomQuadratics
 from declearn.problems.two_type import TwoTypeQuadratics
@@ -29,4 +31,5 @@ __all__ = [
     "partition", "label_histogram", "PARTITION_METHODS",
     "Dataset", "load_digits", "NodeBatches",
     "load_images", "load_mnist", "load_fashion_mnist", "load_cifar10",
+    "small_cnn", "resnet20", "EvoNormS0",
 ]
