@@ -7,6 +7,10 @@ parameter in one flat buffer, so a synchronisation is one collective:
 * gossip: DecentralizedSGD (neighbor averaging over a topology) and RelaySGD (relays over a
   spanning tree).
 
+:class:`Decentralized` wraps any ``torch.optim`` optimizer (Adam, AdamW, SGD with momentum,
+parameter groups and schedulers as usual) and adds neighbor averaging (adapt-then-combine or
+adapt-while-combining), the allreduce baseline, or any of the rules above, in ``step()``.
+
 Every optimizer saves its whole state with ``state_dict()`` and restores it with
 ``load_state_dict()`` (:mod:`declearn.optim.optimizer_state`); :func:`save_checkpoint` and
 :func:`load_checkpoint` write and read one file per rank, atomically
@@ -24,11 +28,13 @@ from declearn.optim.gossip import DecentralizedSGD, RelaySGD
 from declearn.optim.local_sgd import EASGD, CoCoDSGD, LocalSGD, OverlapLocalSGD, PeriodicSyncSGD
 from declearn.optim.pga import GossipPGA
 from declearn.optim.stacked import StackedModel
+from declearn.optim.wrap import Decentralized
 
 __all__ = [
     "EASGD",
     "CheckpointError",
     "CoCoDSGD",
+    "Decentralized",
     "DecentralizedSGD",
     "FlatParameters",
     "GossipPGA",

@@ -1,0 +1,95 @@
+"""declearn.optim.Decentralized (any torch optimizer): the same parameters under a real mpiexec
+as under SimComm with stacked models.
+
+Run as ``mpiexec -n N python tests/mpi/optim_wrap_checks.py`` (the pytest side,
+tests/test_optim_wrap.py, uses N = 4). Every rank builds the same float32 MLP and data from
+seeds, trains its own copy with a wrapped torch optimizer (Adam, AdamW, SGD with momentum) on
+its own rows of the data under MPIComm, and N stacked copies under SimComm(N) in the same
+process, and compares its parameters with row ``rank`` after every step (float32, 1e-5) for
+the modes atc, awc and allreduce over static and dynamic topologies. Then every rank but one
+builds a model of another shape, and each rank must get a ValueError naming the parameter and
+the ranks. Each rank ends with ``WRAP-OK rank r of N: <checks> checks``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+STEPS, TOL = 6, 1e-5
+
+
+def model(width=6):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, width), torch.nn.Tanh(),
+                               torch.nn.Linear(width, 3))
+
+
+def loss_of(out, y):
+    return torch.nn.functional.cross_entropy(out.reshape(-1, 3), y.reshape(-1),
+                                             reduction="sum") / y.shape[-1]
+
+
+def main() -> None:
+    from declearn.comm import SimComm
+    from declearn.comm.mpi import MPIComm
+    from declearn.optim import Decentralized, StackedModel
+    from declearn.topology import exponential, one_peer_exponential, ring
+
+    comm = MPIComm(timeout=60)
+    n, rank = comm.size, comm.rank
+    checks = [0]
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            raise AssertionError(what)
+        checks[0] += 1
+
+    optimizers = {
+        "adam": lambda ps: torch.optim.Adam(ps, lr=0.01),
+        "adamw": lambda ps: torch.optim.AdamW(ps, lr=0.01, weight_decay=0.1),
+        "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    }
+    cases = [("adam", "atc", ring(n)), ("adam", "awc", one_peer_exponential(n)),
+             ("adamw", "atc", exponential(n)), ("sgd-momentum", "awc", ring(n)),
+             ("adam", "allreduce", None)]
+    gen = torch.Generator().manual_seed(1)
+    data = [(torch.randn(n, 8, 5, generator=gen), torch.randint(0, 3, (n, 8), generator=gen))
+            for _ in range(STEPS)]
+    for name, mode, topo in cases:
+        mine = model()
+        opt = Decentralized(optimizers[name](mine.parameters()), comm, topo, mode=mode,
+                            model=mine)
+        stacked = StackedModel(model(), n)
+        sim = Decentralized(optimizers[name](stacked.parameters()), SimComm(n), topo,
+                            mode=mode)
+        for k, (x, y) in enumerate(data):
+            for o, m, xs, ys in ((opt, mine, x[rank], y[rank]), (sim, stacked, x, y)):
+                o.zero_grad()
+                loss_of(m(xs), ys).backward()
+                o.step()
+            err = float((opt.x - sim.x[rank]).abs().max())
+            check(err <= TOL, f"{name} {mode}: MPI and SimComm differ by {err:.3g} at step {k}")
+        spread = float((sim.x[0] - sim.x[1]).abs().max())
+        check(spread > 0 or mode == "allreduce", f"{name} {mode}: the nodes are identical")
+
+    # a model of another shape on the last rank: every rank is told which parameter and ranks
+    odd = model(width=7 if rank == n - 1 else 6)
+    try:
+        Decentralized(torch.optim.Adam(odd.parameters(), lr=0.1), comm, ring(n), model=odd)
+    except ValueError as error:
+        text = str(error)
+        check("0.weight" in text and f"rank {n - 1}: 35" in text and "rank 0: 30" in text,
+              f"the shape error does not name the parameter and the ranks: {text}")
+    else:
+        raise AssertionError("models of different shapes were accepted")
+    comm.barrier()
+    sys.stdout.write(f"WRAP-OK rank {rank} of {n}: {checks[0]} checks\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    from harness import run_or_abort  # this folder is sys.path[0] when run as a script
+
+    run_or_abort(main, "WRAP")
