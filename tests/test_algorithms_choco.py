@@ -237,6 +237,28 @@ def test_the_papers_step_from_closed_forms_of_delta_and_beta():
     assert alg.gamma == pytest.approx(paper(delta, beta, 1 / D), rel=1e-10)
 
 
+def test_the_papers_step_is_slower_than_its_stated_rate_on_a_ring_of_25():
+    """The module docstring's check: with exact messages CHOCO-Gossip at ``gamma*`` is gossip
+    with step gamma*, so the slowest mode cos(2 pi i / n) shrinks by (1 - gamma* (1 - lambda_1))
+    per step (lambda_1 = (1 + 2 cos(2 pi / n)) / 3, here also 1 - delta), and its squared error
+    by 0.9999975 > 1 - delta^2 / 82 = 0.9999947 (the rate the authors state)."""
+    n = 25
+    gap = 1 - (1 + 2 * math.cos(2 * math.pi / n)) / 3
+    mode = np.cos(2 * np.pi * np.arange(n) / n)[:, None] * np.ones((1, 3))
+    alg = CHOCOGossip(SimComm(n), ring(n), torch.tensor(mode), compressor=Identity())
+    assert ring(n).spectral_gap == pytest.approx(gap, rel=1e-9)
+    per_step = (1 - alg.gamma * gap) ** 2
+    assert per_step == pytest.approx(0.9999975, abs=5e-8)
+    stated = 1 - gap ** 2 / 82
+    assert stated == pytest.approx(0.9999947, abs=5e-8)
+    assert per_step > stated
+    for _ in range(3):
+        before = float(((alg.x - alg.x.mean(0)) ** 2).sum())
+        alg.step()
+        after = float(((alg.x - alg.x.mean(0)) ** 2).sum())
+        assert after / before == pytest.approx(per_step, rel=1e-12)
+
+
 def test_gamma_above_the_papers_warns_and_beyond_two_over_beta_is_refused():
     comm, top, x0 = SimComm(N), ring(N), _x0()
     star = choco_gamma(top, 0.01)

@@ -11,11 +11,13 @@ and the iteration ``k = 0, 1, 2, ...``:
   ``x^(k+1) = W^(k) x^(k+1/2)`` (rows of ``W^(k)`` = receivers).
 
 So the global averages come after the H-th, 2H-th, ... iterations (k = H - 1, 2H - 1, ...),
-the convention of Local SGD in :mod:`declearn.algorithms.local_sgd`. (Where the paper's
-Algorithm 1 puts the first average within a period was not checked against its text, which
-we could not read here: only its abstract, quoted below. Any offset changes which iterations
-average, not the rate.) Step k always reads ``topology.at(k)``: the W of a
-step that averages globally is not used, and the schedule of a dynamic topology is not shifted.
+the convention of Local SGD in :mod:`declearn.algorithms.local_sgd`. Where the paper's
+algorithm puts the average within a period is not checked: its body could not be read here
+(only its abstract, quoted below; no code of the paper is public as far as we found). Any
+offset changes which iterations average, not the rate. Step k always reads
+``topology.at(k)``: the W of a step that averages globally is not used, and the schedule of a
+dynamic topology is not shifted. The paper's adaptive-period variant (Gossip-AGA) is not here:
+nothing we could read says its experiments rely on it.
 
 Two limits, checked by the tests: ``H = 1`` averages after every step, which is parallel SGD
 (``mean_j(x_j - lr g_j) = x - lr mean_j g_j`` once the nodes agree, up to rounding since the
@@ -62,11 +64,14 @@ class GossipPGA(GossipMethod):
     Ω(β^4 n^3/(1-β)^4) to Ω(β^4 n^3 H^4) for non-convex problems." and "Its transient-stage
     complexity is also superior to Local SGD which has order Ω(n^3 H^4)." Here ``β`` is the
     mixing rate ``||W - 11^T/n||_2`` of the gossip matrix (:attr:`Topology.rho`), ``n`` the
-    number of nodes and ``H`` the period. The setting is non-convex and smooth, with
-    heterogeneous (non-iid) data: the abstract does not say so, but ``β^4 n^3/(1-β)^4`` is
-    Gossip SGD's order for heterogeneous data (for iid data its order is
-    ``n^3 β^4/(1-β)^2``). Comparing the two orders, the global averages help where
-    ``H < 1/(1 - β)``: the period, not the graph, then bounds how far the nodes drift apart.
+    number of nodes and ``H`` the period. The abstract does not say whether these orders are
+    for iid or heterogeneous data, and the paper's table of orders could not be read here.
+    For comparison, K. Yuan's talk (an author of the paper) gives DSGD's order for non-convex,
+    data-homogeneous problems as ``O(β^4 n^3/(1-β)^2)`` (its ``rho``, the same mixing rate); the
+    abstract's ``β^4 n^3/(1-β)^4`` has a larger power of ``1/(1-β)``, which suggests (not
+    read) the heterogeneous case. Comparing the abstract's two orders, the global averages
+    help where ``H < 1/(1 - β)``: the period, not the graph, then bounds how far the nodes
+    drift apart.
     """
 
     name = "gossip_pga"
