@@ -28,6 +28,7 @@ from declearn.optim.gossip import DecentralizedSGD, RelaySGD
 from declearn.optim.local_sgd import EASGD, CoCoDSGD, LocalSGD, OverlapLocalSGD, PeriodicSyncSGD
 from declearn.optim.pga import GossipPGA
 from declearn.optim.stacked import StackedModel
+from declearn.optim.training import Record, TrainLog, node_loss, train
 from declearn.optim.wrap import Decentralized
 
 __all__ = [
@@ -43,6 +44,10 @@ __all__ = [
     "PeriodicSyncSGD",
     "RelaySGD",
     "StackedModel",
+    "Record",
+    "TrainLog",
+    "node_loss",
+    "train",
     "checkpoint_path",
     "load_checkpoint",
     "save_checkpoint",

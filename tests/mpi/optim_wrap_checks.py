@@ -74,6 +74,31 @@ def main() -> None:
         spread = float((sim.x[0] - sim.x[1]).abs().max())
         check(spread > 0 or mode == "allreduce", f"{name} {mode}: the nodes are identical")
 
+    # the training loop: the same records on every rank as in the simulator
+    from declearn.optim import train
+    from declearn.problems import NodeBatches, load_digits, partition
+
+    digits = load_digits(test_size=100)
+    parts = partition(digits.y_train.numpy(), n, method="dirichlet", alpha=0.5, seed=0)
+
+    def mlp():
+        torch.manual_seed(2)
+        return torch.nn.Sequential(torch.nn.Linear(64, 12), torch.nn.ReLU(),
+                                   torch.nn.Linear(12, 10))
+
+    mine = mlp()
+    opt = Decentralized(torch.optim.Adam(mine.parameters(), lr=0.01), comm, ring(n))
+    log = train(mine, opt, digits, NodeBatches(parts, 8, seed=1, node=rank), 6, every=3)
+    stacked = StackedModel(mlp(), n)
+    sim = Decentralized(torch.optim.Adam(stacked.parameters(), lr=0.01), SimComm(n), ring(n))
+    ref = train(stacked, sim, digits, NodeBatches(parts, 8, seed=1), 6, every=3)
+    for a, b in zip(log.records, ref.records, strict=True):
+        check(a.step == b.step and bool(abs(a.loss - b.loss).max() <= 1e-4)
+              and bool(abs(a.accuracy - b.accuracy).max() <= 1e-6)
+              and abs(a.mean_accuracy - b.mean_accuracy) <= 1e-6
+              and abs(a.consensus - b.consensus) <= 1e-4 * max(1.0, b.consensus),
+              f"train records differ at step {b.step}: {a} vs {b}")
+
     # a model of another shape on the last rank: every rank is told which parameter and ranks
     odd = model(width=7 if rank == n - 1 else 6)
     try:
