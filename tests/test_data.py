@@ -47,3 +47,5 @@ def test_node_batches_bad_input():
         NodeBatches([np.arange(3), np.array([], dtype=int)], 2)
     with pytest.raises(ValueError, match="node"):
         NodeBatches([np.arange(3)] * 2, 2, node=2)
+    with pytest.raises(ValueError, match=r"larger than node 1's shard \(2 examples"):
+        NodeBatches([np.arange(5), np.arange(2), np.arange(4)], 3)

@@ -80,6 +80,13 @@ class NodeBatches:
         if node is not None and not 0 <= node < self.n:
             raise ValueError(f"node must be in 0..{self.n - 1} (this node's rank), got {node!r}.")
         self.per_node = min(p.size for p in parts)
+        if batch_size > self.per_node:
+            small = min(range(len(parts)), key=lambda i: parts[i].size)
+            raise ValueError(
+                f"batch_size {batch_size} is larger than node {small}'s shard "
+                f"({self.per_node} examples; every node samples from that many of its own): "
+                "a minibatch would repeat examples. Lower batch_size, or give the nodes more "
+                "data (fewer nodes, or a balanced partition).")
         self.index = torch.tensor(np.stack([p[:self.per_node] for p in parts]), dtype=torch.int64)
         self.batch_size = batch_size
         self.node = node
