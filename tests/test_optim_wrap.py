@@ -245,3 +245,78 @@ def test_same_parameters_under_mpiexec_and_simcomm():
     lines = re.findall(r"WRAP-OK rank (\d+) of 4: (\d+) checks", out)
     assert sorted(int(r) for r, _ in lines) == [0, 1, 2, 3], out[-3000:]
     assert all(int(c) >= 8 for _, c in lines), out
+
+
+# ---------------------------------------------------------------------- quasi-global momentum
+def qgm_oracle(lrs, mu, nesterov, wd, topo):
+    """QG-DSGDm written per node from its recursion, with numpy (two parameter groups: the
+    first layer's weight at lrs[0], the rest at lrs[1])."""
+    models = [base_model() for _ in range(N)]
+    sizes = [p.numel() for p in models[0].parameters()]
+    lr_vec = np.concatenate([np.full(s, lrs[0] if i == 0 else lrs[1])
+                             for i, s in enumerate(sizes)])
+    X = np.stack([flat(m).numpy() for m in models])
+    M = np.zeros_like(X)
+    for k, (xb, yb) in enumerate(batches()):
+        G = []
+        for i, m in enumerate(models):
+            set_flat(m, torch.from_numpy(X[i]))
+            m.zero_grad()
+            loss_of(m(xb[i]), yb[i]).backward()
+            G.append(torch.cat([p.grad.reshape(-1) for p in m.parameters()]).numpy())
+        D = np.stack(G) + wd * X
+        Mk = mu * M + D
+        step = D + mu * Mk if nesterov else Mk
+        X_new = np.asarray(topo.at(k).W) @ (X - lr_vec * step)
+        M = mu * M + (1 - mu) * (X - X_new) / lr_vec
+        X = X_new
+    return X
+
+
+@pytest.mark.parametrize("nesterov, wd", [(False, 0.0), (True, 1e-2)])
+def test_quasi_global_momentum_is_its_recursion(nesterov, wd):
+    topo = one_peer_exponential(N)
+    stacked = StackedModel(base_model(), N)
+    first, *rest = list(stacked.parameters())
+    sgd = torch.optim.SGD([{"params": [first], "lr": 0.2}, {"params": rest}], lr=0.05,
+                          momentum=0.9, nesterov=nesterov, weight_decay=wd)
+    opt = Decentralized(sgd, SimComm(N), topo, quasi_global=True)
+    for x, y in batches():
+        opt.zero_grad()
+        loss_of(stacked(x), y).backward()
+        opt.step()
+    want = qgm_oracle((0.2, 0.05), 0.9, nesterov, wd, topo)
+    np.testing.assert_allclose(opt.x.detach().numpy(), want, rtol=1e-9, atol=1e-11)
+    plain = wrapped(lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), topo,
+                    "atc")
+    assert not np.allclose(plain, want, atol=1e-6)  # it is not local momentum
+
+
+def test_quasi_global_momentum_resumes_and_refuses_what_it_cannot_do():
+    def run(cut=None):
+        stacked = StackedModel(base_model(), N)
+        make = lambda: Decentralized(
+            torch.optim.SGD(stacked.parameters(), lr=0.05, momentum=0.9), SimComm(N), ring(N),
+            quasi_global=True)
+        opt = make()
+        for k, (x, y) in enumerate(batches()):
+            if k == cut:
+                state = opt.state_dict()
+                opt = make()
+                opt.load_state_dict(state)
+            opt.zero_grad()
+            loss_of(stacked(x), y).backward()
+            opt.step()
+        return opt.x.detach().clone()
+
+    torch.testing.assert_close(run(cut=4), run(), rtol=0, atol=0)
+    stacked = StackedModel(base_model(), N)
+    comm = SimComm(N)
+    with pytest.raises(ValueError, match=r"torch\.optim\.SGD"):
+        Decentralized(torch.optim.Adam(stacked.parameters()), comm, ring(N), quasi_global=True)
+    with pytest.raises(ValueError, match="momentum > 0"):
+        Decentralized(torch.optim.SGD(stacked.parameters(), lr=0.1), comm, ring(N),
+                      quasi_global=True)
+    with pytest.raises(ValueError, match="mode='atc'"):
+        Decentralized(torch.optim.SGD(stacked.parameters(), lr=0.1, momentum=0.9), comm,
+                      ring(N), mode="awc", quasi_global=True)

@@ -23,6 +23,10 @@ FlatParameters`), so each exchange is one collective. With ``W(k) = topology.at(
   (gossip every ``tau`` steps, RelaySum over a tree), applied after the local step as the
   ``average()`` of the other optimizers of :mod:`declearn.optim` does.
 
+``quasi_global=True`` (with ``torch.optim.SGD`` and momentum, mode atc) replaces the local
+momentum by the quasi-global momentum of Lin et al. (ICML 2021,
+:mod:`declearn.optim.quasi_global`), which follows how the model moved, gossip included.
+
 ``tau`` (atc and awc) exchanges only at every ``tau``-th step (local steps in between).
 Building the wrapper sets every node's parameters to node 0's (a broadcast, not counted as
 traffic), so all nodes start from the same model.
@@ -44,6 +48,7 @@ import torch
 from declearn.algorithms.local_sgd import SyncRule
 from declearn.algorithms.mixing import check_mixing, check_schedule
 from declearn.optim.flat import FlatParameters
+from declearn.optim.quasi_global import QuasiGlobalMomentum
 from declearn.topology.base import DynamicTopology, Topology
 
 __all__ = ["Decentralized", "MODES", "ELEMENTWISE"]
@@ -70,7 +75,8 @@ class Decentralized:
     """
 
     def __init__(self, optimizer, comm, topology=None, *, mode: str = "atc", tau: int = 1,
-                 rule: SyncRule | None = None, model: torch.nn.Module | None = None):
+                 rule: SyncRule | None = None, model: torch.nn.Module | None = None,
+                 quasi_global: bool = False):
         from declearn.comm.base import Communicator
 
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -103,6 +109,12 @@ class Decentralized:
             self.flat.load(comm.broadcast(self.flat.flat, 0))
         if rule is not None:
             rule.start(self.flat.flat)
+        self.quasi_global = None
+        if quasi_global:
+            if self.mode != "atc":
+                raise ValueError("quasi_global=True is QG-DSGDm, an adapt-then-combine "
+                                 f"method: use mode='atc', not {self.mode!r}.")
+            self.quasi_global = QuasiGlobalMomentum(optimizer, self.flat)
         self.k = 0
 
     @staticmethod
@@ -181,13 +193,20 @@ class Decentralized:
         if self.mode == "awc" and exchange:
             before = x.clone()
             mixed = self.comm.neighbor_allreduce(before, self._topology())
-        self.optimizer.step()
+        qgm = self.quasi_global
+        if qgm is not None:
+            before = x.clone()
+            qgm.local_step()
+        else:
+            self.optimizer.step()
         if mixed is not None:
             x.add_(mixed.sub_(before))  # W x + (x + Delta - x)
         elif self.mode == "atc" and exchange:
             self.flat.load(self.comm.neighbor_allreduce(x, self._topology()))
         elif self.mode == "rule":
             self.flat.load(self.rule(x, float(self.param_groups[0]["lr"])))  # type: ignore[misc]
+        if qgm is not None:
+            qgm.absorb(before)  # type: ignore[arg-type]
         self.k += 1
         return loss
 
@@ -214,6 +233,8 @@ class Decentralized:
             "tau": self.tau, "nodes": int(self.comm.size),
             "rule": rule_identity(self.rule) if self.rule is not None else None,
             "k": self.k, "x": self.flat.flat.detach().clone(), "sync": sync,
+            "quasi_global": None if self.quasi_global is None else
+            self.quasi_global.m_hat.clone(),
             "inner": copy.deepcopy(self.optimizer.state_dict()),
         }
 
@@ -225,6 +246,10 @@ class Decentralized:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError("This is not a Decentralized optimizer's state: pass what "
                              "Decentralized.state_dict() returned.")
+        m_hat = state.get("quasi_global")
+        if (m_hat is None) != (self.quasi_global is None):
+            raise ValueError("The state does not fit this optimizer (quasi_global: saved "
+                             f"{m_hat is not None}, here {self.quasi_global is not None}).")
         mine = {"optimizer": type(self.optimizer).__name__, "mode": self.mode,
                 "tau": self.tau, "nodes": int(self.comm.size),
                 "rule": rule_identity(self.rule) if self.rule is not None else None}
@@ -242,6 +267,8 @@ class Decentralized:
         self.optimizer.load_state_dict(copy.deepcopy(state["inner"]))
         with torch.no_grad():
             self.flat.load(x.to(self.flat.flat.device, self.flat.flat.dtype))
+        if self.quasi_global is not None:
+            self.quasi_global.m_hat.copy_(m_hat)
         self.k = int(state["k"])
 
 

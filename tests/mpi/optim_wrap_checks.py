@@ -6,7 +6,8 @@ tests/test_optim_wrap.py, uses N = 4). Every rank builds the same float32 MLP an
 seeds, trains its own copy with a wrapped torch optimizer (Adam, AdamW, SGD with momentum) on
 its own rows of the data under MPIComm, and N stacked copies under SimComm(N) in the same
 process, and compares its parameters with row ``rank`` after every step (float32, 1e-5) for
-the modes atc, awc and allreduce over static and dynamic topologies. Then every rank but one
+the modes atc, awc, allreduce and quasi-global momentum over static and dynamic
+topologies; then the training loop's records. Then every rank but one
 builds a model of another shape, and each rank must get a ValueError naming the parameter and
 the ranks. Each rank ends with ``WRAP-OK rank r of N: <checks> checks``.
 """
@@ -53,17 +54,16 @@ def main() -> None:
     }
     cases = [("adam", "atc", ring(n)), ("adam", "awc", one_peer_exponential(n)),
              ("adamw", "atc", exponential(n)), ("sgd-momentum", "awc", ring(n)),
-             ("adam", "allreduce", None)]
+             ("adam", "allreduce", None), ("sgd-momentum", "quasi-global", ring(n))]
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randn(n, 8, 5, generator=gen), torch.randint(0, 3, (n, 8), generator=gen))
             for _ in range(STEPS)]
     for name, mode, topo in cases:
+        how = {"mode": "atc", "quasi_global": True} if mode == "quasi-global" else {"mode": mode}
         mine = model()
-        opt = Decentralized(optimizers[name](mine.parameters()), comm, topo, mode=mode,
-                            model=mine)
+        opt = Decentralized(optimizers[name](mine.parameters()), comm, topo, model=mine, **how)
         stacked = StackedModel(model(), n)
-        sim = Decentralized(optimizers[name](stacked.parameters()), SimComm(n), topo,
-                            mode=mode)
+        sim = Decentralized(optimizers[name](stacked.parameters()), SimComm(n), topo, **how)
         for k, (x, y) in enumerate(data):
             for o, m, xs, ys in ((opt, mine, x[rank], y[rank]), (sim, stacked, x, y)):
                 o.zero_grad()
