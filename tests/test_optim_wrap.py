@@ -320,3 +320,70 @@ def test_quasi_global_momentum_resumes_and_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="mode='atc'"):
         Decentralized(torch.optim.SGD(stacked.parameters(), lr=0.1, momentum=0.9), comm,
                       ring(N), mode="awc", quasi_global=True)
+
+
+# ---------------------------------------------------------------------- gradient tracking
+def test_tracking_with_sgd_is_the_gradient_tracking_algorithm():
+    from declearn.algorithms import GradientTracking
+    from declearn.problems import LeastSquares
+
+    problem = LeastSquares(N, d=5, m=8, heterogeneity=1.5, seed=1)
+    A, b = problem.A.expand(N, -1, -1), problem.b.expand(N, -1)
+    lr, topo = 0.5 / problem.smoothness, one_peer_exponential(N)
+    alg = GradientTracking(SimComm(N), problem, topo, lr=lr, variant="atc",
+                           x0=torch.zeros(N, 5, dtype=F64))
+
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(5, dtype=F64))
+
+        def forward(self, a):
+            return a @ self.w
+
+    stacked = StackedModel(Linear(), N)
+    opt = Decentralized(torch.optim.SGD(stacked.parameters(), lr=lr), SimComm(N), topo,
+                        mode="tracking")
+    for _ in range(12):
+        opt.zero_grad()
+        ((stacked(A) - b) ** 2).sum().div(2 * problem.m).backward()
+        opt.step()
+        alg.run(1)
+        torch.testing.assert_close(opt.x, alg.x, rtol=1e-12, atol=1e-13)
+
+
+def tracking_oracle(make_opt, topo):
+    """Gradient tracking per node around each node's own optimizer, dense numpy mixing."""
+    models = [base_model() for _ in range(N)]
+    opts = [make_opt(m) for m in models]
+    X = np.stack([flat(m).numpy() for m in models])
+    Y = G_prev = None
+    for k, (xb, yb) in enumerate(batches()):
+        G = []
+        for i, m in enumerate(models):
+            set_flat(m, torch.from_numpy(X[i]))
+            opts[i].zero_grad()
+            loss_of(m(xb[i]), yb[i]).backward()
+            G.append(torch.cat([p.grad.reshape(-1) for p in m.parameters()]).numpy())
+        G = np.stack(G)
+        Y = G.copy() if Y is None else np.asarray(topo.at(k - 1).W) @ (Y + G - G_prev)
+        G_prev = G
+        for i, (m, o) in enumerate(zip(models, opts)):
+            off = 0
+            for p in m.parameters():
+                p.grad.copy_(torch.from_numpy(Y[i, off:off + p.numel()]).view_as(p))
+                off += p.numel()
+            o.step()
+        X = np.asarray(topo.at(k).W) @ np.stack([flat(m).numpy() for m in models])
+    return X
+
+
+def test_tracking_around_adam_is_tracking_per_node():
+    topo = one_peer_exponential(N)
+    got = wrapped(OPTIMIZERS["adam"], topo, "tracking")
+    np.testing.assert_allclose(got, tracking_oracle(OPTIMIZERS["adam"], topo), rtol=1e-10,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="tau must be 1"):
+        stacked = StackedModel(base_model(), N)
+        Decentralized(torch.optim.Adam(stacked.parameters()), SimComm(N), topo,
+                      mode="tracking", tau=2)

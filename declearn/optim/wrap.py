@@ -16,6 +16,11 @@ FlatParameters`), so each exchange is one collective. With ``W(k) = topology.at(
 * ``mode="atc"`` (adapt then combine): ``x_i <- sum_j W(k)[i, j] (x_j + Delta_j)``;
 * ``mode="awc"`` (adapt while combining): ``x_i <- sum_j W(k)[i, j] x_j + Delta_i``, the
   averaging reads the parameters from before the local step (which does not wait for it);
+* ``mode="tracking"``: gradient tracking (adapt then combine), the local step reading the
+  tracker ``y_i`` instead of the gradient: ``y_i <- g_i`` at the first step, then
+  ``y_i <- sum_j W(k - 1)[i, j] (y_j + g_j - g_j^prev)``, and ``x_i <- sum_j W(k)[i, j]
+  (x_j + Delta_j(y_j))``; with plain SGD this is :class:`declearn.algorithms.GradientTracking`
+  (``variant="atc"``), two exchanges per step;
 * ``mode="allreduce"``: the parallel SGD baseline, gradients averaged before the local step
   (``g_i <- (1/n) sum_j g_j``), so every node takes the same step from the same parameters;
 * ``rule=``: a synchronisation rule of :mod:`declearn.algorithms.local_sgd` (Local SGD,
@@ -54,7 +59,7 @@ from declearn.topology.base import DynamicTopology, Topology
 __all__ = ["Decentralized", "MODES", "ELEMENTWISE"]
 
 #: The communication patterns of :class:`Decentralized` (besides ``rule=``).
-MODES = ("atc", "awc", "allreduce")
+MODES = ("atc", "awc", "allreduce", "tracking")
 
 #: torch optimizers whose update of each scalar depends only on that scalar's own history, so
 #: that one optimizer over n stacked models is n independent optimizers.
@@ -101,14 +106,18 @@ class Decentralized:
             raise ValueError("A parameter appears in two parameter groups of the optimizer.")
         if model is not None:
             _check_coverage(model, params)
-        if self.mode in ("atc", "awc"):
+        if self.mode in ("atc", "awc", "tracking"):
             check_schedule(comm, topology, "doubly", f"Decentralized(mode={mode!r})")
+        if self.mode == "tracking" and tau != 1:
+            raise ValueError("mode='tracking' exchanges at every step: tau must be 1.")
         self.flat = FlatParameters(params, comm)
         self._check_same_shapes(model)
         with torch.no_grad(), comm.untracked():
             self.flat.load(comm.broadcast(self.flat.flat, 0))
         if rule is not None:
             rule.start(self.flat.flat)
+        self.tracker: torch.Tensor | None = None
+        self.previous_grad: torch.Tensor | None = None
         self.quasi_global = None
         if quasi_global:
             if self.mode != "atc":
@@ -129,7 +138,8 @@ class Decentralized:
             return "rule"
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES} (or pass rule=), got {mode!r}.")
-        if mode in ("atc", "awc") and not isinstance(topology, (Topology, DynamicTopology)):
+        if mode in ("atc", "awc", "tracking") and \
+                not isinstance(topology, (Topology, DynamicTopology)):
             raise ValueError(f"mode={mode!r} averages with neighbors: pass topology=, e.g. "
                              "declearn.topology.ring(comm.size).")
         if mode == "allreduce" and topology is not None:
@@ -189,6 +199,8 @@ class Decentralized:
         exchange = self.mode == "rule" or (self.k + 1) % self.tau == 0
         if self.mode == "allreduce":
             self.flat.grad.copy_(self.comm.allreduce(self.flat.grad))
+        elif self.mode == "tracking":
+            self._track()
         mixed = before = None
         if self.mode == "awc" and exchange:
             before = x.clone()
@@ -201,7 +213,7 @@ class Decentralized:
             self.optimizer.step()
         if mixed is not None:
             x.add_(mixed.sub_(before))  # W x + (x + Delta - x)
-        elif self.mode == "atc" and exchange:
+        elif self.mode in ("atc", "tracking") and exchange:
             self.flat.load(self.comm.neighbor_allreduce(x, self._topology()))
         elif self.mode == "rule":
             self.flat.load(self.rule(x, float(self.param_groups[0]["lr"])))  # type: ignore[misc]
@@ -210,8 +222,20 @@ class Decentralized:
         self.k += 1
         return loss
 
-    def _topology(self):
-        topo = self.topology.at(self.k // self.tau)  # type: ignore[union-attr]
+    def _track(self) -> None:
+        """``y <- W (y + g - g_prev)`` (``y <- g`` at first); the local step then reads y."""
+        g = self.flat.grad
+        if self.tracker is None:
+            self.tracker = g.clone()
+        else:
+            assert self.previous_grad is not None
+            self.tracker = self.comm.neighbor_allreduce(  # the W of the previous step's x
+                self.tracker.add(g).sub_(self.previous_grad), self._topology(self.k - 1))
+        self.previous_grad = g.clone()
+        g.copy_(self.tracker)
+
+    def _topology(self, k: int | None = None):
+        topo = self.topology.at((self.k if k is None else k) // self.tau)  # type: ignore[union-attr]
         check_mixing(self.comm, topo, "doubly", f"Decentralized(mode={self.mode!r})")
         return topo
 
@@ -235,6 +259,8 @@ class Decentralized:
             "k": self.k, "x": self.flat.flat.detach().clone(), "sync": sync,
             "quasi_global": None if self.quasi_global is None else
             self.quasi_global.m_hat.clone(),
+            "tracking": None if self.tracker is None else
+            (self.tracker.clone(), self.previous_grad.clone()),  # type: ignore[union-attr]
             "inner": copy.deepcopy(self.optimizer.state_dict()),
         }
 
@@ -269,6 +295,9 @@ class Decentralized:
             self.flat.load(x.to(self.flat.flat.device, self.flat.flat.dtype))
         if self.quasi_global is not None:
             self.quasi_global.m_hat.copy_(m_hat)
+        tracking = state.get("tracking")
+        self.tracker, self.previous_grad = (None, None) if tracking is None else \
+            (tracking[0].clone(), tracking[1].clone())
         self.k = int(state["k"])
 
 

@@ -6,7 +6,7 @@ tests/test_optim_wrap.py, uses N = 4). Every rank builds the same float32 MLP an
 seeds, trains its own copy with a wrapped torch optimizer (Adam, AdamW, SGD with momentum) on
 its own rows of the data under MPIComm, and N stacked copies under SimComm(N) in the same
 process, and compares its parameters with row ``rank`` after every step (float32, 1e-5) for
-the modes atc, awc, allreduce and quasi-global momentum over static and dynamic
+the modes atc, awc, allreduce, tracking and quasi-global momentum over static and dynamic
 topologies; then the training loop's records. Then every rank but one
 builds a model of another shape, and each rank must get a ValueError naming the parameter and
 the ranks. Each rank ends with ``WRAP-OK rank r of N: <checks> checks``.
@@ -54,7 +54,8 @@ def main() -> None:
     }
     cases = [("adam", "atc", ring(n)), ("adam", "awc", one_peer_exponential(n)),
              ("adamw", "atc", exponential(n)), ("sgd-momentum", "awc", ring(n)),
-             ("adam", "allreduce", None), ("sgd-momentum", "quasi-global", ring(n))]
+             ("adam", "allreduce", None), ("sgd-momentum", "quasi-global", ring(n)),
+             ("adam", "tracking", one_peer_exponential(n))]
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randn(n, 8, 5, generator=gen), torch.randint(0, 3, (n, 8), generator=gen))
             for _ in range(STEPS)]
