@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from declearn.algorithms import EASGD, LocalSGD
+from declearn.algorithms import EASGD, CHOCOGossip, LocalSGD
 from declearn.comm import SimComm
+from declearn.compress import Sign, TopK
 from declearn.exercises import Verdict, ch08
 from declearn.problems.base import as_problem
+from declearn.topology import ring
 
 JUNK = ["three", [1, 2], {"a": 1}, float("nan"), True, -1]
 
@@ -22,12 +24,15 @@ JUNK = ["three", [1, 2], {"a": 1}, float("nan"), True, -1]
 N, D, STEPS, TAU = 16, 10, 600, 4             # 8.1
 STEP_S, TAU2, DELAY = 0.006, 5, 0.045          # 8.2
 N_EASGD = 16                                   # 8.3
+D_MSG, RATIO = 2000, 0.01                      # 8.4
 
 MODEL = D * 8                                  # bytes of a float64 model
 ROUNDS = STEPS // TAU
 BYTES = ROUNDS * Fraction(2 * (N - 1), N) * MODEL          # exact: 22500
 TIMES = (TAU2 * STEP_S + DELAY, max(TAU2 * STEP_S, DELAY))  # (0.075, 0.045)
 ALPHA = Fraction(2, N_EASGD + 1)                            # exact: 2/17
+K_MSG = 20                                                  # 1% of 2000 coordinates
+MESSAGE = (K_MSG * (8 + 2), 8 + D_MSG // 8)                 # int16 indices; 250 sign bytes
 
 
 def _not_yet(verdict) -> bool:
@@ -39,15 +44,18 @@ def test_ch08_settings_are_the_questions():
     assert ch08.BYTES_SETTING == {"n": N, "d": D, "steps": STEPS, "tau": TAU}
     assert ch08.ROUND_SETTING == {"step_seconds": STEP_S, "tau": TAU2, "delay": DELAY}
     assert ch08.EASGD_N == N_EASGD
-    assert BYTES == 22500 and np.allclose(TIMES, (0.075, 0.045))
+    assert ch08.MESSAGE_SETTING == {"d": D_MSG, "ratio": RATIO}
+    assert BYTES == 22500 and np.allclose(TIMES, (0.075, 0.045)) and MESSAGE == (200, 258)
 
 
 def test_ch08_public_names_are_checks_and_question_data():
-    assert set(ch08.__all__) == {"BYTES_SETTING", "EASGD_N", "ROUND_SETTING", "check_bytes",
-                                 "check_easgd_alpha", "check_round_times"}
+    assert set(ch08.__all__) == {"BYTES_SETTING", "EASGD_N", "MESSAGE_SETTING", "ROUND_SETTING",
+                                 "check_bytes", "check_easgd_alpha", "check_message_bytes",
+                                 "check_round_times"}
     own = [name for name, obj in vars(ch08).items() if not name.startswith("_")
            and inspect.isfunction(obj) and obj.__module__ == ch08.__name__]
-    assert sorted(own) == ["check_bytes", "check_easgd_alpha", "check_round_times"]
+    assert sorted(own) == ["check_bytes", "check_easgd_alpha", "check_message_bytes",
+                           "check_round_times"]
 
 
 # ---------------------------------------------------------------------- right answers
@@ -59,12 +67,14 @@ def test_ch08_right_answers_pass():
         assert ch08.check_round_times(right), right
     for right in (2 / 17, float(ALPHA), np.float64(2) / 17):
         assert ch08.check_easgd_alpha(right), right
+    for right in ((200, 258), [200, 258], (200.0, 258.0), np.array(MESSAGE), (np.int64(200), 258)):
+        assert ch08.check_message_bytes(right), right
     verdict = ch08.check_bytes(22500)
     assert "correct" in str(verdict) and "declearn" not in verdict.message
 
 
 @pytest.mark.parametrize("check", [ch08.check_bytes, ch08.check_round_times,
-                                   ch08.check_easgd_alpha])
+                                   ch08.check_easgd_alpha, ch08.check_message_bytes])
 def test_ch08_none_is_not_yet_and_junk_is_refused(check):
     assert _not_yet(check(None))
     for junk in JUNK:
@@ -139,6 +149,42 @@ def test_ch08_easgd_wrong_answers_are_refused_with_hints(answer, hint):
     assert "0.117" not in verdict.message and "2/17" not in verdict.message
 
 
+# ---------------------------------------------------------------------- 8.4
+MESSAGE_WRONG = [
+    ((258, 200), "swapped"),
+    ((K_MSG * 8, 258), "*which* coordinates"),            # values without their indices
+    ((K_MSG * 9, 258), "uint8"),                          # one-byte indices: d > 256
+    ((K_MSG * 12, 258), "int32"),
+    ((K_MSG * 16, 258), "int64"),
+    ((D_MSG * 8, 258), "uncompressed"),
+    ((400, 258), "one message per neighbor"),             # both ring neighbors
+    ((201, 258), "count the coordinates"),
+    ((200, D_MSG // 8), "scale"),                         # bits without the scale
+    ((200, D_MSG // 8 + 4), "float64"),                   # a float32 scale
+    ((200, D_MSG), "8 to a byte"),                        # one byte per sign
+    ((200, D_MSG + 8), "8 to a byte"),
+    ((200, 516), "one message per neighbor"),
+    ((200, 259), "one scale, then one bit"),
+    ((K_MSG * 8, D_MSG // 8), "*which* coordinates"),     # both wrong: both hinted
+    ((200, 258.5), "one scale, then one bit"),
+    ((200, 258, 1), "pair of numbers"),
+    ((200, "258"), "pair of numbers"),
+    ((200, float("nan")), "pair of numbers"),
+]
+
+
+@pytest.mark.parametrize("answer, hint", MESSAGE_WRONG)
+def test_ch08_message_bytes_wrong_answers_are_refused_with_hints(answer, hint):
+    verdict = ch08.check_message_bytes(answer)
+    assert not verdict and hint in verdict.message, verdict
+    assert "200" not in verdict.message and "258" not in verdict.message
+
+
+def test_ch08_message_bytes_both_wrong_hints_both():
+    verdict = ch08.check_message_bytes((K_MSG * 8, D_MSG // 8))
+    assert "Top-1%" in verdict.message and "Sign" in verdict.message
+
+
 # ---------------------------------------------------------------------- the questions' values
 def test_ch08_bytes_are_what_comm_traffic_counts():
     s = ch08.BYTES_SETTING
@@ -168,3 +214,26 @@ def test_ch08_largest_alpha_is_2_over_n_plus_1_and_easgd_agrees(n):
     EASGD(SimComm(n), problem, lr=0.1, tau=2, alpha=0.99 * alpha, x0=x0)  # accepted
     with pytest.raises(ValueError, match="unstable"):
         EASGD(SimComm(n), problem, lr=0.1, tau=2, alpha=min(1.01 * alpha, 0.999), x0=x0)
+
+
+@pytest.mark.parametrize("d", [10, 100, 256, 257, 2000, 32768, 32769, 100_000])
+def test_ch08_message_bytes_are_what_declearn_sends(d):
+    """The check's own count (numpy's integer limits, plain arithmetic) against the library's
+    sizes, against the uint8 messages compress() really builds, and against comm.traffic after
+    one CHOCO-Gossip step on a ring (every node sends its message to its two neighbors)."""
+    top, sign = ch08._message_bytes(d, RATIO)
+    x = torch.randn(3, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
+    for comp, expected in ((TopK(ratio=RATIO), top), (Sign(), sign)):
+        assert comp.bytes(d) == expected, (comp, d)
+        message = comp.compress(x)
+        assert message.dtype == torch.uint8 and tuple(message.shape) == (3, expected)
+        comm = SimComm(3)
+        alg = CHOCOGossip(comm, ring(3), x, compressor=comp, gamma=1e-9)
+        alg.step()
+        np.testing.assert_array_equal(comm.traffic.bytes, 2 * expected)
+
+
+def test_ch08_index_bytes_follow_the_integer_limits():
+    assert [ch08._index_bytes(d) for d in (1, 256, 257, 2 ** 15, 2 ** 15 + 1, 2 ** 31,
+                                           2 ** 31 + 1)] == [1, 1, 2, 2, 4, 4, 8]
+    assert ch08._message_bytes(50, 0.001) == (1 * 9, 8 + 7)     # k never below 1

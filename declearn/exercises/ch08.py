@@ -1,4 +1,5 @@
-r"""Checks for chapter 08, *Communication-efficient methods: the Local SGD family*.
+r"""Checks for chapter 08, *Communication-efficient methods: the Local SGD family and
+compressed gossip*.
 
 Each check works its answer out here with plain Python and numpy (not with declearn.comm or
 declearn.algorithms, so a bug there cannot make a wrong answer look right) and answers with a
@@ -16,6 +17,12 @@ round-off (relative ``1e-9``), far below the distance to any plausible wrong ans
   and centre do not swing apart, for :data:`EASGD_N` workers: the second eigenvalue
   ``1 - (n + 1) alpha`` of the synchronisation map must stay in ``(-1, 1)``, so the bound is
   the exact value ``2 / (n + 1)``.
+* :func:`check_message_bytes` (8.4): the bytes of one compressed message of a ``d``-entry
+  float64 vector in declearn's packed format (:data:`MESSAGE_SETTING`), for top-1% and sign:
+  top-k sends ``k = round(ratio d)`` values (8 bytes each) and their ``k`` indices in the
+  smallest integer type that holds ``0 .. d - 1`` (worked out here with ``numpy.iinfo``, not
+  with declearn.compress); sign sends one float64 scale and the ``d`` sign bits packed 8 per
+  byte, ``8 + ceil(d / 8)``.
 """
 
 from __future__ import annotations
@@ -29,15 +36,18 @@ from declearn.exercises.base import Verdict, is_number, not_yet
 __all__ = [
     "BYTES_SETTING",
     "EASGD_N",
+    "MESSAGE_SETTING",
     "ROUND_SETTING",
     "check_bytes",
     "check_easgd_alpha",
+    "check_message_bytes",
     "check_round_times",
 ]
 
 _EX1 = "8.1 bytes of Local SGD"
 _EX2 = "8.2 time per round"
 _EX3 = "8.3 largest EASGD alpha"
+_EX4 = "8.4 bytes of a compressed message"
 _RTOL = 1e-9  # float round-off only: every answer of this chapter is exact
 
 #: Exercise 8.1: nodes, float64 entries of the model, local steps, period.
@@ -46,6 +56,8 @@ BYTES_SETTING = {"n": 16, "d": 10, "steps": 600, "tau": 4}
 ROUND_SETTING = {"step_seconds": 0.006, "tau": 5, "delay": 0.045}
 #: Exercise 8.3: number of workers.
 EASGD_N = 16
+#: Exercise 8.4: entries of a node's float64 vector, the fraction top-k keeps.
+MESSAGE_SETTING = {"d": 2000, "ratio": 0.01}
 
 
 def _same(a: float, b: float, rtol: float = _RTOL) -> bool:
@@ -201,3 +213,79 @@ def check_easgd_alpha(answer) -> Verdict:
                 "Write one synchronisation as a 2 x 2 linear map on (mean model, centre) and "
                 "ask when its second eigenvalue stays inside (-1, 1).")
     return Verdict(False, _EX3, f"that is not it. {hint}")
+
+
+# ---------------------------------------------------------------------- 8.4
+_FLOAT64_BYTES = 8
+_INDEX_TYPES = (np.uint8, np.int16, np.int32, np.int64)  # declearn's choice, smallest first
+
+
+def _index_bytes(d: int) -> int:
+    """Bytes of one index of a d-entry vector: the smallest of uint8, int16, int32, int64 whose
+    largest value reaches ``d - 1``."""
+    return next(np.dtype(t).itemsize for t in _INDEX_TYPES if np.iinfo(t).max >= d - 1)
+
+
+def _message_bytes(d: int, ratio: float) -> tuple[int, int]:
+    """``(top-k, sign)`` bytes of one node's message for a float64 vector of length d: k values
+    and k indices (``k = max(1, round(ratio d))``); one float64 scale and d bits, packed."""
+    k = max(1, round(ratio * d))
+    return k * (_FLOAT64_BYTES + _index_bytes(d)), _FLOAT64_BYTES + math.ceil(d / 8)
+
+
+def check_message_bytes(answer) -> Verdict:
+    """Exercise 8.4: ``(top_k_bytes, sign_bytes)``, the bytes of one message of
+    ``TopK(ratio=0.01)`` and of ``Sign()`` for a float64 vector of d = 2000 entries, in
+    declearn's packed format. One exact pair."""
+    if answer is None:
+        return not_yet(_EX4, "a pair (bytes of one top-1% message, bytes of one sign message)")
+    try:
+        top, sign = answer
+    except (TypeError, ValueError):
+        top = sign = None
+    if isinstance(answer, (str, bytes, dict)) or not (is_number(top) and is_number(sign)):
+        return Verdict(False, _EX4, "give a pair of numbers of bytes, e.g. (100, 50).")
+    s = MESSAGE_SETTING
+    d = s["d"]
+    expected = _message_bytes(d, s["ratio"])
+    ok = [_same(a, e) for a, e in zip((top, sign), expected)]
+    if all(ok):
+        return Verdict(True, _EX4, "k values and k two-byte indices for top-k; a scale and d "
+                                   "packed bits for sign.")
+    if _same(top, expected[1]) and _same(sign, expected[0]):
+        return Verdict(False, _EX4, "that pair is not it. The two are swapped: top-1% first.")
+    k = max(1, round(s["ratio"] * d))
+    hints = []
+    if not ok[0]:
+        top_hints = [
+            (k * _FLOAT64_BYTES, "the receiver must also learn *which* coordinates the values "
+                                 "belong to."),
+            (k * (_FLOAT64_BYTES + 1), "one byte (uint8) cannot number the coordinates of a "
+                                       "vector this long."),
+            (k * (_FLOAT64_BYTES + 4), "indices take the smallest integer type that holds "
+                                       "every index 0 .. d - 1, and int32 is larger than needed."),
+            (k * (_FLOAT64_BYTES + 8), "indices are not sent as int64: the smallest integer "
+                                       "type that holds 0 .. d - 1 is used."),
+            (d * _FLOAT64_BYTES, "that is the uncompressed vector; top-k keeps only a fraction "
+                                 "of the coordinates."),
+            (2 * expected[0], "that is one message per neighbor of a ring node; the question "
+                              "asks for one message."),
+        ]
+        hints.append("Top-1%: " + next(
+            (h for v, h in top_hints if _same(top, v)),
+            "count the coordinates kept, then the bytes of a value and of an index each."))
+    if not ok[1]:
+        sign_hints = [
+            (d / 8, "the receiver also needs the scale the signs are multiplied by."),
+            (math.ceil(d / 8) + 4, "the scale travels in the vector's own dtype, float64."),
+            (d, "a sign is one bit, and the bits are packed 8 to a byte."),
+            (d + _FLOAT64_BYTES, "a sign is one bit, and the bits are packed 8 to a byte."),
+            (d * _FLOAT64_BYTES / 8 + _FLOAT64_BYTES, "a sign is one bit, and the bits are "
+                                                      "packed 8 to a byte."),
+            (2 * expected[1], "that is one message per neighbor of a ring node; the question "
+                              "asks for one message."),
+        ]
+        hints.append("Sign: " + next(
+            (h for v, h in sign_hints if _same(sign, v)),
+            "one scale, then one bit per coordinate, packed into whole bytes."))
+    return Verdict(False, _EX4, f"that pair is not it. {' '.join(hints)}")
