@@ -387,3 +387,55 @@ def test_tracking_around_adam_is_tracking_per_node():
         stacked = StackedModel(base_model(), N)
         Decentralized(torch.optim.Adam(stacked.parameters()), SimComm(N), topo,
                       mode="tracking", tau=2)
+
+
+# ---------------------------------------------------------------------- overlap with backward
+@pytest.mark.parametrize("bucket_bytes", [1, 200, 1 << 20])
+def test_overlapped_allreduce_gives_the_same_numbers(bucket_bytes):
+    def make(m):
+        return torch.optim.Adam(m.parameters(), lr=0.01)
+
+    stacked = StackedModel(base_model(), N)
+    opt = Decentralized(make(stacked), SimComm(N), mode="allreduce", overlap=True,
+                        bucket_bytes=bucket_bytes)
+    buckets = opt.buckets
+    assert buckets.bounds[0][0] == 0 and buckets.bounds[-1][1] == opt.x.shape[-1]
+    assert all(a[1] == b[0] for a, b in zip(buckets.bounds, buckets.bounds[1:]))
+    if bucket_bytes == 1:
+        assert len(buckets.bounds) == 4  # one parameter per bucket
+    for x, y in batches():
+        opt.zero_grad()
+        loss_of(stacked(x), y).backward()
+        assert all(p is not None for p in buckets.pending)  # started during backward
+        opt.step()
+    np.testing.assert_allclose(opt.x.detach().numpy(), oracle(make, ring(N), "allreduce"),
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_overlap_copes_with_unused_parameters_and_replaced_gradients():
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body = torch.nn.Linear(5, 3).to(F64)
+            self.unused = torch.nn.Linear(5, 3).to(F64)
+
+        def forward(self, a):
+            return self.body(a)
+
+    stacked = StackedModel(TwoHeads(), N)
+    opt = Decentralized(torch.optim.SGD(stacked.parameters(), lr=0.1), SimComm(N),
+                        mode="allreduce", overlap=True, bucket_bytes=1)
+    x, y = batches()[0]
+    for p in stacked.parameters():
+        p.grad = None  # backward then makes new tensors, outside the flat buffer
+    loss_of(stacked(x), y).backward()
+    assert opt.buckets.pending == [None] * 4
+    before = opt.x.clone()
+    opt.step()
+    moved = (opt.x - before).abs().amax(0)
+    assert bool((moved[:18] > 0).all()) and bool((moved[18:] == 0).all())  # body moved only
+    np.testing.assert_allclose(opt.x.numpy(), np.broadcast_to(opt.x[0].numpy(), opt.x.shape))
+    with pytest.raises(ValueError, match="needs mode='allreduce'"):
+        Decentralized(torch.optim.SGD(stacked.parameters(), lr=0.1), SimComm(N), ring(N),
+                      overlap=True)

@@ -28,6 +28,10 @@ FlatParameters`), so each exchange is one collective. With ``W(k) = topology.at(
   (gossip every ``tau`` steps, RelaySum over a tree), applied after the local step as the
   ``average()`` of the other optimizers of :mod:`declearn.optim` does.
 
+``overlap=True`` (mode allreduce) starts the allreduce of each bucket of about
+``bucket_bytes`` of gradients as soon as backward has produced it, while backward goes on
+(:mod:`declearn.optim.overlap`); the numbers are the same.
+
 ``quasi_global=True`` (with ``torch.optim.SGD`` and momentum, mode atc) replaces the local
 momentum by the quasi-global momentum of Lin et al. (ICML 2021,
 :mod:`declearn.optim.quasi_global`), which follows how the model moved, gossip included.
@@ -53,6 +57,7 @@ import torch
 from declearn.algorithms.local_sgd import SyncRule
 from declearn.algorithms.mixing import check_mixing, check_schedule
 from declearn.optim.flat import FlatParameters
+from declearn.optim.overlap import BUCKET_BYTES, GradientBuckets
 from declearn.optim.quasi_global import QuasiGlobalMomentum
 from declearn.topology.base import DynamicTopology, Topology
 
@@ -81,7 +86,8 @@ class Decentralized:
 
     def __init__(self, optimizer, comm, topology=None, *, mode: str = "atc", tau: int = 1,
                  rule: SyncRule | None = None, model: torch.nn.Module | None = None,
-                 quasi_global: bool = False):
+                 quasi_global: bool = False, overlap: bool = False,
+                 bucket_bytes: int = BUCKET_BYTES):
         from declearn.comm.base import Communicator
 
         if not isinstance(optimizer, torch.optim.Optimizer):
@@ -118,6 +124,13 @@ class Decentralized:
             rule.start(self.flat.flat)
         self.tracker: torch.Tensor | None = None
         self.previous_grad: torch.Tensor | None = None
+        self.buckets = None
+        if overlap:
+            if self.mode != "allreduce":
+                raise ValueError(
+                    "overlap=True overlaps the gradient allreduce with backward: it needs "
+                    f"mode='allreduce' (mode {self.mode!r} does not overlap yet).")
+            self.buckets = GradientBuckets(self.flat, comm, bucket_bytes)
         self.quasi_global = None
         if quasi_global:
             if self.mode != "atc":
@@ -197,7 +210,9 @@ class Decentralized:
         self.flat.gather_grads()
         x = self.flat.flat
         exchange = self.mode == "rule" or (self.k + 1) % self.tau == 0
-        if self.mode == "allreduce":
+        if self.buckets is not None:
+            self.buckets.finish()
+        elif self.mode == "allreduce":
             self.flat.grad.copy_(self.comm.allreduce(self.flat.grad))
         elif self.mode == "tracking":
             self._track()

@@ -6,7 +6,8 @@ tests/test_optim_wrap.py, uses N = 4). Every rank builds the same float32 MLP an
 seeds, trains its own copy with a wrapped torch optimizer (Adam, AdamW, SGD with momentum) on
 its own rows of the data under MPIComm, and N stacked copies under SimComm(N) in the same
 process, and compares its parameters with row ``rank`` after every step (float32, 1e-5) for
-the modes atc, awc, allreduce, tracking and quasi-global momentum over static and dynamic
+the modes atc, awc, allreduce (also overlapped with backward), tracking and quasi-global
+momentum over static and dynamic
 topologies; then the training loop's records. Then every rank but one
 builds a model of another shape, and each rank must get a ValueError naming the parameter and
 the ranks. Each rank ends with ``WRAP-OK rank r of N: <checks> checks``.
@@ -55,12 +56,14 @@ def main() -> None:
     cases = [("adam", "atc", ring(n)), ("adam", "awc", one_peer_exponential(n)),
              ("adamw", "atc", exponential(n)), ("sgd-momentum", "awc", ring(n)),
              ("adam", "allreduce", None), ("sgd-momentum", "quasi-global", ring(n)),
-             ("adam", "tracking", one_peer_exponential(n))]
+             ("adam", "tracking", one_peer_exponential(n)), ("adam", "overlap", None)]
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randn(n, 8, 5, generator=gen), torch.randint(0, 3, (n, 8), generator=gen))
             for _ in range(STEPS)]
     for name, mode, topo in cases:
-        how = {"mode": "atc", "quasi_global": True} if mode == "quasi-global" else {"mode": mode}
+        how = {"quasi-global": {"mode": "atc", "quasi_global": True},
+               "overlap": {"mode": "allreduce", "overlap": True, "bucket_bytes": 64}}.get(
+            mode, {"mode": mode})
         mine = model()
         opt = Decentralized(optimizers[name](mine.parameters()), comm, topo, model=mine, **how)
         stacked = StackedModel(model(), n)
@@ -73,7 +76,8 @@ def main() -> None:
             err = float((opt.x - sim.x[rank]).abs().max())
             check(err <= TOL, f"{name} {mode}: MPI and SimComm differ by {err:.3g} at step {k}")
         spread = float((sim.x[0] - sim.x[1]).abs().max())
-        check(spread > 0 or mode == "allreduce", f"{name} {mode}: the nodes are identical")
+        check(spread > 0 or mode in ("allreduce", "overlap"),
+              f"{name} {mode}: the nodes are identical")
 
     # the training loop: the same records on every rank as in the simulator
     from declearn.optim import train
