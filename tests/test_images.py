@@ -11,6 +11,7 @@ import http.server
 import io
 import os
 import pickle
+import re
 import struct
 import tarfile
 import threading
@@ -29,6 +30,8 @@ from declearn.problems.images import (
     load_images,
     load_mnist,
 )
+
+from mpi_helpers import needs_mpi, run_mpi
 
 RNG = np.random.default_rng(0)
 
@@ -258,3 +261,28 @@ def test_a_cifar_archive_missing_batches_says_which(tmp_path):
         tar.addfile(info, io.BytesIO(raw))
     with pytest.raises(ValueError, match="lacks the batches data_batch_2"):
         load_cifar10(tmp_path, download=False)
+
+
+# ---------------------------------------------------------------------- training on the files
+def write_learnable_idx_set(folder, per_class=12, n_test=20):
+    """MNIST-format files whose class k lights a 6x6 square at its own place (plus noise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = np.random.default_rng(5)
+    for part, count in (("train", 10 * per_class), ("t10k", n_test)):
+        y = np.arange(count) % 10
+        X = gen.integers(0, 40, (count, 28, 28))
+        for i, k in enumerate(y):
+            r, c = divmod(int(k), 5)
+            X[i, 4 + 12 * r: 10 + 12 * r, 1 + 5 * c: 6 + 5 * c] = 255
+        for stem, a in ((f"{part}-images-idx3-ubyte", X), (f"{part}-labels-idx1-ubyte", y)):
+            (folder / f"{stem}.gz").write_bytes(gzip.compress(idx_bytes(a)))
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_a_cnn_learns_the_files_under_mpiexec_4(tmp_path):
+    write_learnable_idx_set(tmp_path)
+    out = run_mpi("image_training_checks.py", 4, str(tmp_path), timeout=240)
+    lines = re.findall(r"IMAGES-OK rank (\d+) of 4: first loss ([\d.]+), last loss ([\d.]+)",
+                       out)
+    assert sorted(int(r) for r, _, _ in lines) == [0, 1, 2, 3], out[-3000:]
