@@ -1,7 +1,9 @@
-"""Benchmark: the gradient allreduce overlapped with backward (``Decentralized(...,
-mode="allreduce", overlap=True)``) against the same allreduce after backward (the baseline,
-``overlap=False``), on N MPI ranks: seconds per training step and ``ratio = overlapped /
-baseline`` (< 1: overlap helps).
+"""Benchmark: communication overlapped with computation in ``Decentralized(..., overlap=True)``
+against the same communication in line (the baseline, ``overlap=False``), on N MPI ranks:
+seconds per training step and ``ratio = overlapped / baseline`` (< 1: overlap helps). Two
+modes: ``allreduce`` (gradient buckets allreduced during backward) and ``awc`` (the neighbor
+average of the next step's parameters, one-peer exponential graph, in flight during forward
+and backward).
 
 Each rank trains its own ResNet-20 (GroupNorm, 3x32x32 inputs; ``--model cnn``: the small
 CNN on 1x28x28) on its own random minibatch with SGD; a step is forward, backward and the
@@ -36,6 +38,7 @@ def _parse():
     p.add_argument("--model", choices=("resnet20", "cnn"), default=None)
     p.add_argument("--batch", type=int, default=None, help="images per rank and step")
     p.add_argument("--bucket-kib", type=int, default=256)
+    p.add_argument("--modes", default="allreduce,awc", help="comma-separated: allreduce, awc")
     return p.parse_args()
 
 
@@ -58,6 +61,7 @@ def main() -> None:
     from declearn.comm.mpi import MPIComm
     from declearn.optim import Decentralized
     from declearn.problems import resnet20, small_cnn
+    from declearn.topology import one_peer_exponential
 
     torch.set_num_threads(1)
     model_name = args.model or ("cnn" if args.quick else "resnet20")
@@ -65,43 +69,48 @@ def main() -> None:
     rounds, reps = (3, 3) if args.quick else (5, 4)
     comm = MPIComm(timeout=300)
 
-    def build(overlap):
+    def build(mode, overlap):
         torch.manual_seed(0)
         model = resnet20(norm="group") if model_name == "resnet20" else small_cnn(width=16)
-        opt = Decentralized(torch.optim.SGD(model.parameters(), lr=0.01), comm,
-                            mode="allreduce", overlap=overlap,
-                            bucket_bytes=args.bucket_kib * 1024)
+        how = {"bucket_bytes": args.bucket_kib * 1024} if mode == "allreduce" else \
+            {"topology": one_peer_exponential(comm.size)}
+        opt = Decentralized(torch.optim.SGD(model.parameters(), lr=0.01), comm, mode=mode,
+                            overlap=overlap, **how)
         return model, opt
 
     shape = (3, 32, 32) if model_name == "resnet20" else (1, 28, 28)
     gen = torch.Generator().manual_seed(comm.rank)
     x, y = torch.rand((batch, *shape), generator=gen), torch.randint(0, 10, (batch,),
                                                                      generator=gen)
-    runs = {name: build(overlap) for name, overlap in (("baseline", False), ("overlap", True))}
-
     def step(model, opt):
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(rounds):
-        for name, (model, opt) in runs.items():
-            step(model, opt)  # untimed: data hot, buffers allocated
-            comm.barrier()
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                step(model, opt)
-            comm.barrier()
-            best[name] = min(best[name], (time.perf_counter() - t0) / reps)
-    same = float((runs["baseline"][1].x - runs["overlap"][1].x).abs().max())
     if comm.rank == 0:
-        P = runs["baseline"][1].x.numel()
-        print(f"{comm.size} ranks, {model_name} ({P} parameters), batch {batch} per rank, "
-              f"buckets of {args.bucket_kib} KiB, {os.cpu_count()} cores; seconds per step, "
-              "ratio = overlapped / baseline (allreduce after backward)")
-        print(f"baseline {best['baseline']:.4f}  overlapped {best['overlap']:.4f}  "
-              f"ratio {best['overlap'] / best['baseline']:.3f}  max |x diff| {same:.1e}")
+        print(f"{comm.size} ranks, {model_name}, batch {batch} per rank, {os.cpu_count()} "
+              "cores; seconds per step, ratio = overlapped / in line")
+    for mode in args.modes.split(","):
+        runs = {name: build(mode, overlap) for name, overlap in (("baseline", False),
+                                                                  ("overlap", True))}
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(rounds):
+            for name, (model, opt) in runs.items():
+                step(model, opt)  # untimed: data hot, buffers allocated
+                comm.barrier()
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    step(model, opt)
+                comm.barrier()
+                best[name] = min(best[name], (time.perf_counter() - t0) / reps)
+        for _, opt in runs.values():
+            opt.finish()
+        same = float((runs["baseline"][1].x - runs["overlap"][1].x).abs().max())
+        if comm.rank == 0:
+            P = runs["baseline"][1].x.numel()
+            print(f"{mode:9s} ({P} parameters): in line {best['baseline']:.4f}  overlapped "
+                  f"{best['overlap']:.4f}  ratio {best['overlap'] / best['baseline']:.3f}  "
+                  f"max |x diff| {same:.1e}", flush=True)
 
 
 if __name__ == "__main__":

@@ -436,6 +436,38 @@ def test_overlap_copes_with_unused_parameters_and_replaced_gradients():
     moved = (opt.x - before).abs().amax(0)
     assert bool((moved[:18] > 0).all()) and bool((moved[18:] == 0).all())  # body moved only
     np.testing.assert_allclose(opt.x.numpy(), np.broadcast_to(opt.x[0].numpy(), opt.x.shape))
-    with pytest.raises(ValueError, match="needs mode='allreduce'"):
+    with pytest.raises(ValueError, match="mode 'atc' does not overlap"):
         Decentralized(torch.optim.SGD(stacked.parameters(), lr=0.1), SimComm(N), ring(N),
                       overlap=True)
+
+
+@pytest.mark.parametrize("topo", [ring(N), one_peer_exponential(N)])
+def test_awc_averaging_in_flight_gives_the_same_numbers_and_resumes(topo):
+    def run(overlap, cut=None):
+        stacked = StackedModel(base_model(), N)
+
+        def make():
+            return Decentralized(torch.optim.Adam(stacked.parameters(), lr=0.01), SimComm(N),
+                                 topo, mode="awc", overlap=overlap)
+
+        opt = make()
+        for k, (x, y) in enumerate(batches()):
+            if k == cut:
+                state = opt.state_dict()
+                opt.finish()
+                opt = make()
+                opt.load_state_dict(state)
+            opt.zero_grad()
+            loss_of(stacked(x), y).backward()
+            opt.step()
+        opt.finish()
+        assert opt.background is None or not opt.background.overlapping  # SimComm
+        return opt.x.detach().numpy().copy()
+
+    want = oracle(OPTIMIZERS["adam"], topo, "awc")
+    np.testing.assert_allclose(run(True), want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(run(True, cut=3), run(False), rtol=0, atol=0)
+    stacked = StackedModel(base_model(), N)
+    with pytest.raises(ValueError, match="tau must be 1"):
+        Decentralized(torch.optim.Adam(stacked.parameters()), SimComm(N), topo, mode="awc",
+                      overlap=True, tau=2)

@@ -28,9 +28,13 @@ FlatParameters`), so each exchange is one collective. With ``W(k) = topology.at(
   (gossip every ``tau`` steps, RelaySum over a tree), applied after the local step as the
   ``average()`` of the other optimizers of :mod:`declearn.optim` does.
 
-``overlap=True`` (mode allreduce) starts the allreduce of each bucket of about
-``bucket_bytes`` of gradients as soon as backward has produced it, while backward goes on
-(:mod:`declearn.optim.overlap`); the numbers are the same.
+``overlap=True`` hides communication behind computation, with the same numbers: with mode
+allreduce, the allreduce of each bucket of about ``bucket_bytes`` of gradients starts as soon as
+backward has produced it, while backward goes on (:mod:`declearn.optim.overlap`); with mode
+awc, the average of the next step's parameters starts at the end of ``step()`` and runs during
+the next forward and backward (:mod:`declearn.optim.background`; on MPI engines, in a thread on
+a private channel). Parameters changed outside ``step()`` between two steps are not seen by
+an average already in flight.
 
 ``quasi_global=True`` (with ``torch.optim.SGD`` and momentum, mode atc) replaces the local
 momentum by the quasi-global momentum of Lin et al. (ICML 2021,
@@ -56,6 +60,7 @@ import torch
 
 from declearn.algorithms.local_sgd import SyncRule
 from declearn.algorithms.mixing import check_mixing, check_schedule
+from declearn.optim.background import BackgroundAveraging
 from declearn.optim.flat import FlatParameters
 from declearn.optim.overlap import BUCKET_BYTES, GradientBuckets
 from declearn.optim.quasi_global import QuasiGlobalMomentum
@@ -124,13 +129,20 @@ class Decentralized:
             rule.start(self.flat.flat)
         self.tracker: torch.Tensor | None = None
         self.previous_grad: torch.Tensor | None = None
-        self.buckets = None
+        self.buckets = self.background = None
         if overlap:
-            if self.mode != "allreduce":
+            if self.mode not in ("allreduce", "awc"):
                 raise ValueError(
-                    "overlap=True overlaps the gradient allreduce with backward: it needs "
-                    f"mode='allreduce' (mode {self.mode!r} does not overlap yet).")
-            self.buckets = GradientBuckets(self.flat, comm, bucket_bytes)
+                    "overlap=True overlaps the gradient allreduce (mode='allreduce') or the "
+                    f"neighbor averaging of mode='awc' with computation; mode {self.mode!r} "
+                    "does not overlap.")
+            if self.mode == "allreduce":
+                self.buckets = GradientBuckets(self.flat, comm, bucket_bytes)
+            elif tau != 1:
+                raise ValueError("overlap=True with mode='awc' averages at every step: "
+                                 "tau must be 1.")
+            else:
+                self.background = BackgroundAveraging(comm)
         self.quasi_global = None
         if quasi_global:
             if self.mode != "atc":
@@ -138,6 +150,8 @@ class Decentralized:
                                  f"method: use mode='atc', not {self.mode!r}.")
             self.quasi_global = QuasiGlobalMomentum(optimizer, self.flat)
         self.k = 0
+        if self.background is not None:
+            self.background.start(self.flat.flat, self._topology())
 
     @staticmethod
     def _check_mode(mode, rule, topology) -> str:
@@ -217,7 +231,9 @@ class Decentralized:
         elif self.mode == "tracking":
             self._track()
         mixed = before = None
-        if self.mode == "awc" and exchange:
+        if self.background is not None:
+            mixed, before = self.background.result()
+        elif self.mode == "awc" and exchange:
             before = x.clone()
             mixed = self.comm.neighbor_allreduce(before, self._topology())
         qgm = self.quasi_global
@@ -235,6 +251,8 @@ class Decentralized:
         if qgm is not None:
             qgm.absorb(before)  # type: ignore[arg-type]
         self.k += 1
+        if self.background is not None:
+            self.background.start(x, self._topology())
         return loss
 
     def _track(self) -> None:
@@ -255,10 +273,12 @@ class Decentralized:
         return topo
 
     def finish(self) -> None:
-        """Wait for a synchronisation still in flight (overlap rules); call it on every rank
-        before tearing the communicator down."""
+        """Wait for a synchronisation still in flight (overlap rules, the next average of
+        ``overlap=True``); call it on every rank before tearing the communicator down."""
         if self.rule is not None and hasattr(self.rule, "finish"):
             self.rule.finish()
+        if self.background is not None:
+            self.background.close()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -308,12 +328,16 @@ class Decentralized:
         self.optimizer.load_state_dict(copy.deepcopy(state["inner"]))
         with torch.no_grad():
             self.flat.load(x.to(self.flat.flat.device, self.flat.flat.dtype))
+        if self.background is not None:
+            self.background.result()  # the average of the parameters being replaced
         if self.quasi_global is not None:
             self.quasi_global.m_hat.copy_(m_hat)
         tracking = state.get("tracking")
         self.tracker, self.previous_grad = (None, None) if tracking is None else \
             (tracking[0].clone(), tracking[1].clone())
         self.k = int(state["k"])
+        if self.background is not None:
+            self.background.start(self.flat.flat, self._topology())
 
 
 def _check_coverage(model: torch.nn.Module, params: list) -> None:

@@ -56,13 +56,15 @@ def main() -> None:
     cases = [("adam", "atc", ring(n)), ("adam", "awc", one_peer_exponential(n)),
              ("adamw", "atc", exponential(n)), ("sgd-momentum", "awc", ring(n)),
              ("adam", "allreduce", None), ("sgd-momentum", "quasi-global", ring(n)),
-             ("adam", "tracking", one_peer_exponential(n)), ("adam", "overlap", None)]
+             ("adam", "tracking", one_peer_exponential(n)), ("adam", "overlap", None),
+             ("adam", "awc-overlap", one_peer_exponential(n))]
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randn(n, 8, 5, generator=gen), torch.randint(0, 3, (n, 8), generator=gen))
             for _ in range(STEPS)]
     for name, mode, topo in cases:
         how = {"quasi-global": {"mode": "atc", "quasi_global": True},
-               "overlap": {"mode": "allreduce", "overlap": True, "bucket_bytes": 64}}.get(
+               "overlap": {"mode": "allreduce", "overlap": True, "bucket_bytes": 64},
+               "awc-overlap": {"mode": "awc", "overlap": True}}.get(
             mode, {"mode": mode})
         mine = model()
         opt = Decentralized(optimizers[name](mine.parameters()), comm, topo, model=mine, **how)
@@ -75,6 +77,9 @@ def main() -> None:
                 o.step()
             err = float((opt.x - sim.x[rank]).abs().max())
             check(err <= TOL, f"{name} {mode}: MPI and SimComm differ by {err:.3g} at step {k}")
+        if mode == "awc-overlap":
+            check(opt.background.overlapping, "awc-overlap: the average did not run in a thread")
+        opt.finish()
         spread = float((sim.x[0] - sim.x[1]).abs().max())
         check(spread > 0 or mode in ("allreduce", "overlap"),
               f"{name} {mode}: the nodes are identical")
