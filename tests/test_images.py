@@ -25,6 +25,7 @@ from declearn.problems.images import (
     SOURCES,
     ImageSource,
     data_folder,
+    images_available,
     load_cifar10,
     load_fashion_mnist,
     load_images,
@@ -125,7 +126,9 @@ def test_splits_of_an_image_set_cover_the_training_set_once(tmp_path):
 def test_the_default_folder_follows_declearn_data(tmp_path, monkeypatch):
     monkeypatch.setenv("DECLEARN_DATA", str(tmp_path))
     assert data_folder("mnist") == tmp_path / "mnist"
+    assert not images_available("mnist")
     write_idx_set(tmp_path / "mnist")
+    assert images_available("mnist") and not images_available("cifar10")
     assert load_mnist(download=False).X_train.shape[0] == 12
     monkeypatch.delenv("DECLEARN_DATA")
     assert data_folder("cifar10").parts[-3:] == (".cache", "declearn", "cifar10")

@@ -17,7 +17,13 @@
 
 from declearn.problems.base import FunctionProblem, Oracle, Problem, as_problem
 from declearn.problems.data import Dataset, NodeBatches, load_digits
-from declearn.problems.images import load_cifar10, load_fashion_mnist, load_images, load_mnist
+from declearn.problems.images import (
+    images_available,
+    load_cifar10,
+    load_fashion_mnist,
+    load_images,
+    load_mnist,
+)
 from declearn.problems.least_squares import LeastSquares
 from declearn.problems.logistic import LogisticRegression
 from declearn.problems.models import EvoNormS0, resnet20, small_cnn
@@ -30,6 +36,6 @@ __all__ = [
     "LeastSquares", "LogisticRegression", "RandomQuadratics", "TwoTypeQuadratics",
     "partition", "label_histogram", "PARTITION_METHODS",
     "Dataset", "load_digits", "NodeBatches",
-    "load_images", "load_mnist", "load_fashion_mnist", "load_cifar10",
+    "load_images", "load_mnist", "load_fashion_mnist", "load_cifar10", "images_available",
     "small_cnn", "resnet20", "EvoNormS0",
 ]

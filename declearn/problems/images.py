@@ -46,8 +46,8 @@ import torch
 
 from declearn.problems.data import Dataset
 
-__all__ = ["ImageSource", "SOURCES", "data_folder", "load_images", "load_mnist",
-           "load_fashion_mnist", "load_cifar10"]
+__all__ = ["ImageSource", "SOURCES", "data_folder", "images_available", "load_images",
+           "load_mnist", "load_fashion_mnist", "load_cifar10"]
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -104,6 +104,14 @@ def data_folder(name: str, folder=None) -> Path:
     root = os.environ.get("DECLEARN_DATA")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "declearn"
     return base / name
+
+
+def images_available(name: str, folder=None) -> bool:
+    """Whether data set ``name``'s files are all in its folder (nothing is downloaded)."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown data set {name!r}: use one of {sorted(SOURCES)}.")
+    source, where = SOURCES[name], data_folder(name, folder)
+    return all(_present(where, source, f) for f in source.files)
 
 
 def load_images(name: str, folder=None, *, download: bool = True, flatten: bool = False,
