@@ -42,22 +42,25 @@ from declearn.algorithms.local_sgd import (
     check_gmf,
     check_period,
 )
-from declearn.optim.flat import FlatParameters
 
 __all__ = ["PeriodicSyncSGD", "LocalSGD", "EASGD", "OverlapLocalSGD", "CoCoDSGD"]
 
 
 class PeriodicSyncSGD(torch.optim.Optimizer):
-    """SGD on a flat parameter buffer plus a synchronisation rule run by :meth:`average`.
+    """``torch.optim.SGD``'s local step plus a synchronisation rule run by :meth:`average`.
 
-    ``step()``: ``d = g + weight_decay x``; with momentum ``v <- momentum v + (1 - dampening) d``
-    (``v = d`` at first) and ``d = v`` (or ``d + momentum v`` with Nesterov); ``x <- x - lr d``.
-    ``average()``: ``x <- rule(x, lr)`` (a synchronisation every ``tau`` calls).
+    A thin use of :class:`~declearn.optim.Decentralized`: the local step is
+    ``torch.optim.SGD``'s (``d = g + weight_decay x``; with momentum ``v <- momentum v +
+    (1 - dampening) d``, ``v = d`` at first, and ``d = v``, or ``d + momentum v`` with
+    Nesterov; ``x <- x - lr d``), the flat buffer, the start from node 0's parameters and the
+    rule are the wrapper's. ``average()``: ``x <- rule(x, lr)`` (a synchronisation every
+    ``tau`` calls). The parameter groups are the SGD's (a scheduler on either works).
     """
 
     def __init__(self, params, comm, rule, *, lr, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
         from declearn.comm.base import Communicator
+        from declearn.optim.wrap import Decentralized
 
         if not isinstance(comm, Communicator):
             raise TypeError(
@@ -81,16 +84,36 @@ class PeriodicSyncSGD(torch.optim.Optimizer):
             params = list(params[0]["params"])
         if not params:
             raise ValueError("The optimizer got no parameters; pass model.parameters().")
-        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov)
-        super().__init__(params, defaults)
+        hyper = dict(lr=lr, momentum=momentum, dampening=dampening,
+                     weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(params, hyper)
+        self._sgd = torch.optim.SGD(params, foreach=False, **hyper)
+        self.param_groups = self._sgd.param_groups  # one set of hyperparameters for both
         self.comm = comm
-        self.flat = FlatParameters(self.param_groups[0]["params"], comm)
         self.rule = rule
-        self._velocity = None
-        with torch.no_grad(), comm.untracked():
-            self.flat.load(comm.broadcast(self.flat.flat, 0))
-        self.rule.start(self.flat.flat)
+        self._wrapper = Decentralized(self._sgd, comm, rule=rule)
+        self.flat = self._wrapper.flat
+
+    @property
+    def _velocity(self) -> torch.Tensor | None:
+        """The momentum buffer as one flat tensor like ``x`` (None before the first step or
+        without momentum): the SGD's per-parameter buffers, concatenated."""
+        lead = self.flat.lead
+        buffers = [self._sgd.state.get(p, {}).get("momentum_buffer") for p in self.flat.params]
+        if any(b is None for b in buffers):
+            return None
+        return torch.cat([b.reshape(lead + (-1,)) for b in buffers], dim=-1)
+
+    @_velocity.setter
+    def _velocity(self, value: torch.Tensor | None) -> None:
+        offset = 0
+        for p, size in zip(self.flat.params, self.flat.sizes):
+            if value is None:
+                self._sgd.state[p].pop("momentum_buffer", None)
+            else:
+                part = value[..., offset:offset + size].reshape(p.shape).clone()
+                self._sgd.state[p]["momentum_buffer"] = part
+            offset += size
 
     @property
     def lr(self) -> float:
@@ -110,25 +133,14 @@ class PeriodicSyncSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One local SGD step on the flat buffer."""
+        """One local SGD step (``torch.optim.SGD``'s) on the flat buffer's views."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         if not self.flat.gather_grads():
             return loss
-        group = self.param_groups[0]
-        x, d = self.flat.flat, self.flat.grad
-        if group["weight_decay"]:
-            d = d.add(x, alpha=group["weight_decay"])
-        momentum = group["momentum"]
-        if momentum:
-            if self._velocity is None:
-                self._velocity = d.clone()
-            else:
-                self._velocity.mul_(momentum).add_(d, alpha=1 - group["dampening"])
-            d = d.add(self._velocity, alpha=momentum) if group["nesterov"] else self._velocity
-        x.add_(d, alpha=-group["lr"])
+        self._sgd.step()
         return loss
 
     @torch.no_grad()
