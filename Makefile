@@ -1,6 +1,7 @@
 # The two commands of the README:
-#   make lab    create the environment (first time only) and open JupyterLab on tutorials/
-#   make test   create the environment (first time only) and run every test
+#   make lab    create the environment (first time only) and open JupyterLab on your working
+#               copies of the chapters (work/, copied from tutorials/ the first time)
+#   make test   create the environment (first time only, with the test tools) and run every test
 # and for whoever changes the code:
 #   make lint   ruff over the code, tests and notebooks, then mypy over the Communicator
 #               protocol and the algorithms (both configured in pyproject.toml)
@@ -17,6 +18,7 @@ PYTEST_ARGS ?=
 
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.declearn-installed
+TEST_STAMP := $(VENV)/.declearn-test-installed
 export PATH := $(BIN):$(PATH)
 
 .PHONY: env lab lint typecheck test bench doctor clean
@@ -28,23 +30,28 @@ $(STAMP): pyproject.toml binder/overrides.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e .
 	@# JupyterLab defaults for the tutorials: start the notebook's kernel without asking, no news.
 	@mkdir -p $(VENV)/share/jupyter/lab/settings
 	@cp binder/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	@touch $(STAMP)
 
-lab: $(STAMP)
-	cd tutorials && $(BIN)/jupyter lab
+# The tools of the tests and linters (pytest, nbclient, playwright, ruff, mypy): not for `make lab`.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(TEST_STAMP)
 
-lint: $(STAMP)
+lab: $(STAMP)
+	$(BIN)/declearn lab --tutorials tutorials --work work
+
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

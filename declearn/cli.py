@@ -7,6 +7,7 @@
     declearn cluster status [--profile declearn]       # what runs: engines, ranks
     declearn cluster stop [--profile declearn] [--all]
     declearn doctor [--quick]                          # is this machine ready for the chapters?
+    declearn lab [--refresh 03] [--work work] [-- JUPYTER ARGS]   # what `make lab` runs
 
 A notebook uses a cluster started here with ``cluster = declearn.cluster.attach()``.
 """
@@ -82,6 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-id", default=None, help="stop only this cluster")
     p.add_argument("--all", action="store_true",
                    help="also stop clusters that a live notebook/Python process started")
+
+    p = sub.add_parser("lab", help="open JupyterLab on your working copies of the chapters")
+    p.add_argument("--tutorials", default="tutorials",
+                   help="the course's chapter notebooks (default: tutorials)")
+    p.add_argument("--work", default="work",
+                   help="your working copies, made the first time (default: work)")
+    p.add_argument("--refresh", metavar="CHAPTER", default=None,
+                   help="replace your copy of a chapter (e.g. 03) by a fresh one, keeping "
+                        "yours as a backup, then stop")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
+                   help="after --: arguments for jupyter lab (e.g. -- --no-browser --port 8890)")
 
     p = sub.add_parser("doctor", help="check Python, MPI, engines, GPUs and JupyterLab widgets")
     p.add_argument("--quick", action="store_true", help="skip starting a 2-engine cluster")
@@ -180,8 +192,35 @@ def _cluster_stop(args) -> int:
     return 0
 
 
+def _lab(args) -> int:
+    import subprocess
+
+    from declearn.workspace import lab_command, lab_environment, refresh_chapter, seed_workspace
+
+    try:
+        if args.refresh is not None:
+            fresh, backup = refresh_chapter(args.tutorials, args.work, args.refresh)
+            print(f"fresh copy: {fresh}" + (f" (yours is kept as {backup.name})" if backup else ""))
+            return 0
+        copied = seed_workspace(args.tutorials, args.work)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"declearn lab: {exc}", file=sys.stderr)
+        return 2
+    if copied:
+        print(f"Your working copies are in {args.work}/ ({len(copied)} copied from "
+              f"{args.tutorials}/; edit them freely, `declearn lab --refresh 03` gives a fresh "
+              "chapter 03).")
+    extra = [a for a in args.jupyter_args if a != "--"]
+    cmd = lab_command(extra)
+    if "--allow-root" in cmd and "--allow-root" not in extra:
+        print("Running as root (a container or VM?): JupyterLab is started with --allow-root.")
+    return subprocess.call(cmd, cwd=args.work, env=lab_environment())
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "lab":
+        return _lab(args)
     if args.command == "doctor":
         from declearn.doctor import run_doctor
 
