@@ -48,3 +48,13 @@ def test_not_yet_and_is_number():
     assert not v and "answer = None" in v.message and "a pair of numbers" in v.message
     assert is_number(3) and is_number(2.5)
     assert not any(is_number(x) for x in (True, float("nan"), float("inf"), "3", None, [1]))
+
+
+def test_code_spans_render_as_code_and_exact_answers_do_not_say_right_twice():
+    from declearn.exercises.base import check_equal, not_yet
+
+    html = not_yet("x.1", "a number").__repr__(), not_yet("x.1", "a number")._repr_html_()
+    assert "`answer = None`" in html[0] and "<code>answer = None</code>" in html[1]
+    assert "`" not in html[1]
+    assert "right" not in str(check_equal("x.2", 3, 3)).split("correct")[1]
+    assert "`prediction = None`" in not_yet("x.3", "a name", name="prediction").message

@@ -5,11 +5,16 @@ from __future__ import annotations
 import html
 import math
 import numbers
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["Verdict", "check_close", "check_equal", "check_true", "is_number", "not_yet"]
+
+
+#: `code` spans of a message, shown as code in the notebook (not as literal backticks).
+_CODE = re.compile(r"`([^`]+)`")
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,9 @@ class Verdict:
             color, mark = "#1a7f37", "&#10004; correct"
         else:
             color, mark = "#b42318", "&#10008; not yet"
+        message = _CODE.sub(r"<code>\1</code>", html.escape(self.message))
         return (f'<div style="color:{color};font-weight:600">[{html.escape(self.exercise)}] '
-                f'{mark}: <span style="font-weight:400">{html.escape(self.message)}</span></div>')
+                f'{mark}: <span style="font-weight:400">{message}</span></div>')
 
 
 def _as_array(value, what: str) -> np.ndarray:
@@ -85,7 +91,7 @@ def _how_far(a: np.ndarray, e: np.ndarray, rtol: float, atol: float) -> str:
 def check_equal(exercise: str, answer, expected, *, hint: str = "") -> Verdict:
     """Right when ``answer == expected`` (numbers, strings, tuples, sets...)."""
     if answer == expected:
-        return Verdict(True, exercise, "right.")
+        return Verdict(True, exercise, "that is the exact answer.")
     return Verdict(False, exercise, f"{answer!r} is not it. {hint}".strip())
 
 
@@ -94,9 +100,9 @@ def check_true(exercise: str, condition: bool, *, right: str, wrong: str) -> Ver
     return Verdict(bool(condition), exercise, right if condition else wrong)
 
 
-def not_yet(exercise: str, what: str) -> Verdict:
-    """The verdict for an exercise cell still holding ``answer = None``."""
-    return Verdict(False, exercise, f"replace `answer = None` with {what}, then run the check.")
+def not_yet(exercise: str, what: str, *, name: str = "answer") -> Verdict:
+    """The verdict for an exercise cell still holding ``<name> = None``."""
+    return Verdict(False, exercise, f"replace `{name} = None` with {what}, then run the check.")
 
 
 def is_number(answer) -> bool:

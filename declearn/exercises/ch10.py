@@ -175,7 +175,7 @@ def check_prediction(answer) -> Verdict:
     from alpha = 1 to alpha = 0.01 (Table 2 of the RelaySGD paper)?"""
     choices = ", ".join(f'"{m}"' for m in METHODS)
     if answer is None:
-        return not_yet(EX2, f"one of {choices}")
+        return not_yet(EX2, f"one of {choices}", name="prediction")
     if not isinstance(answer, str):
         return Verdict(False, EX2, f"give the method's name as a string, one of {choices}.")
     method = _method_of(answer)
