@@ -1,4 +1,4 @@
-"""Student steps for exercise 6.4 (push-sum, built from the primitives): the right ones and
+"""Student steps for exercise 06.4 (push-sum, built from the primitives): the right ones and
 plausible wrong ones, shared by the SimComm test and the ``mpiexec`` run of
 tests/mpi/exercise_build_checks.py."""
 

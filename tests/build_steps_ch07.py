@@ -1,4 +1,4 @@
-"""Student steps for exercise 7.4 (one RelaySum exchange, built from neighbor_alltoall): the
+"""Student steps for exercise 07.4 (one RelaySum exchange, built from neighbor_alltoall): the
 right ones and plausible wrong ones, shared by the SimComm test and the ``mpiexec`` run of
 tests/mpi/exercise_build_checks.py.
 

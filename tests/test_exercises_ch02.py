@@ -47,7 +47,7 @@ def test_ch02_public_names_are_the_checks():
                                  "check_exponential_messages"}
 
 
-# ------------------------------------------------------------------------- 2.1
+# ------------------------------------------------------------------------- 02.1
 def test_ch02_exact_sizes_agree_with_declearn():
     ours = {n for n in range(2, 41)
             if np.abs(product(one_peer_exponential(n)) - 1.0 / n).max() < 1e-12}
@@ -83,7 +83,7 @@ def test_ch02_exact_sizes_refuses_plausible_wrong_answers():
         assert not ch02.check_exact_sizes(value), label
 
 
-# ------------------------------------------------------------------------- 2.2
+# ------------------------------------------------------------------------- 02.2
 def test_ch02_messages_agree_with_declearn():
     topo = exponential(1000)
     assert math.isclose(ch02._exponential_rho(1000), topo.rho, rel_tol=1e-12)
@@ -139,7 +139,7 @@ def test_ch02_messages_refuses_plausible_wrong_answers():
         assert "760" not in v.message, (label, v)
 
 
-# ------------------------------------------------------------------------- 2.3
+# ------------------------------------------------------------------------- 02.3
 def test_ch02_best_eta_agrees_with_declearn():
     n = 10
     eta = ch02._best_eta(n)

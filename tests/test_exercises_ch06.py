@@ -4,7 +4,7 @@ For every check: ``None`` (what the notebook ships) gives "not yet" without rais
 answer passes, and a list of plausible wrong answers, each computed here with numpy from the
 exercise's graph, is refused with a hint that does not contain the answer. The values the
 checks compute are also compared with what declearn does (its weight rules and consensus
-runs), so the two cannot drift apart silently. Exercise 6.4 (push-sum built from the
+runs), so the two cannot drift apart silently. Exercise 06.4 (push-sum built from the
 primitives) is tested by tests/test_exercises_build.py with tests/build_steps_ch06.py.
 """
 
@@ -107,7 +107,7 @@ def test_ch06_limits_agree_with_declearn_runs():
     assert torch.allclose(push.iterate, torch.full_like(push.x, float(np.mean(ch06.X0))))
 
 
-# ---------------------------------------------------------------------- 6.1
+# ---------------------------------------------------------------------- 06.1
 def test_ch06_biased_limit_check():
     right = ch06._biased_limit()
     assert ch06.check_biased_limit(right)
@@ -154,7 +154,7 @@ def test_ch06_biased_limit_hints_name_the_slip():
     assert "left" in ch06.check_biased_limit(X0.mean()).message
 
 
-# ---------------------------------------------------------------------- 6.2
+# ---------------------------------------------------------------------- 06.2
 def test_ch06_push_sum_matrix_check():
     A = ch06._sender_matrix()
     assert ch06.check_push_sum_matrix(A)
@@ -199,7 +199,7 @@ def test_ch06_push_sum_matrix_hints_name_the_slip():
     assert "exact fractions" in ch06.check_push_sum_matrix(np.round(_A(), 2)).message
 
 
-# ---------------------------------------------------------------------- 6.3
+# ---------------------------------------------------------------------- 06.3
 def test_ch06_weight_limit_check():
     limit = ch06._weight_limit()
     assert math.isclose(limit.sum(), ch06.N)
@@ -247,7 +247,7 @@ def test_ch06_weight_limit_hints_name_the_slip():
     assert "right" in ch06.check_weight_limit(np.ones(4)).message
 
 
-# ---------------------------------------------------------------------- 6.4 (entry checks)
+# ---------------------------------------------------------------------- 06.4 (entry checks)
 def test_ch06_push_sum_step_not_yet_and_small_networks():
     assert not ch06.check_push_sum_step(None, SimComm(4))
     assert "function" in ch06.check_push_sum_step(42, SimComm(4)).message

@@ -1,7 +1,7 @@
 """declearn.exercises.ch07: the right answers pass, plausible wrong answers (each recomputed
 here with numpy or networkx) fail with a hint that never contains the answer, ``None`` says
 "not yet"; and the values the check computes on its own agree with what declearn's topologies
-and relays do. Exercise 7.4 (RelaySum built from neighbor_alltoall) is tested by
+and relays do. Exercise 07.4 (RelaySum built from neighbor_alltoall) is tested by
 tests/test_exercises_build.py with tests/build_steps_ch07.py."""
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def test_ch07_bfs_diameters_match_spanning_tree():
                                                for r in small}
 
 
-# ---------------------------------------------------------------------- 7.4 (entry checks)
+# ---------------------------------------------------------------------- 07.4 (entry checks)
 def _right_relay_step(comm, tree, v, received):
     total = v + received.sum(-2)
     return comm.neighbor_alltoall(total.unsqueeze(-2) - received, tree)

@@ -82,7 +82,7 @@ def test_ch08_none_is_not_yet_and_junk_is_refused(check):
         assert isinstance(verdict, Verdict) and not verdict
 
 
-# ---------------------------------------------------------------------- 8.1
+# ---------------------------------------------------------------------- 08.1
 BYTES_WRONG = [
     (ROUNDS * MODEL, "ring allreduce"),                          # the model once per round
     (ROUNDS * 2 * MODEL, "large-n limit"),                       # 2 models: the large-n formula
@@ -106,7 +106,7 @@ def test_ch08_bytes_wrong_answers_are_refused_with_hints(answer, hint):
     assert "22500" not in verdict.message and "22 500" not in verdict.message
 
 
-# ---------------------------------------------------------------------- 8.2
+# ---------------------------------------------------------------------- 08.2
 ROUND_WRONG = [
     ((0.045, 0.075), "swapped"),
     ((75, 45), "milliseconds"),
@@ -127,7 +127,7 @@ def test_ch08_round_times_wrong_answers_are_refused_with_hints(answer, hint):
     assert "0.045" not in verdict.message and "0.075" not in verdict.message
 
 
-# ---------------------------------------------------------------------- 8.3
+# ---------------------------------------------------------------------- 08.3
 EASGD_WRONG = [
     (0.9 / 16, "the chapter runs"),               # the value the chapter uses
     (2 / 16, "second eigenvalue"),                # 2/n: the centre's move only
@@ -149,7 +149,7 @@ def test_ch08_easgd_wrong_answers_are_refused_with_hints(answer, hint):
     assert "0.117" not in verdict.message and "2/17" not in verdict.message
 
 
-# ---------------------------------------------------------------------- 8.4
+# ---------------------------------------------------------------------- 08.4
 MESSAGE_WRONG = [
     ((258, 200), "swapped"),
     ((K_MSG * 8, 258), "*which* coordinates"),            # values without their indices

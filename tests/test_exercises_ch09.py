@@ -109,7 +109,7 @@ def test_solo_speedup_model_matches_the_simulator():
                                                           rel=0.04)
 
 
-#: Exercise 3's right answers, computed here: the exact value and the estimate the exercise
+#: Exercise 09.3's right answers, computed here: the exact value and the estimate the exercise
 #: spells out (generator, seed and size of ch09.SOLO_ESTIMATE).
 E_MAX_8 = _e_max_generating_function(8, 8)
 SOLO_EXACT = 8 / E_MAX_8

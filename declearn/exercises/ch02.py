@@ -5,14 +5,14 @@ declearn.topology, so a bug there cannot make a wrong answer look right) and ans
 :class:`~declearn.exercises.Verdict`: a hint when the answer is wrong, "not yet" when it is
 still ``None``.
 
-* :func:`check_exact_sizes` (2.1): the n in 2..40 for which tau = ceil(log2 n) steps of the
+* :func:`check_exact_sizes` (02.1): the n in 2..40 for which tau = ceil(log2 n) steps of the
   one-peer exponential graph average exactly (a set, accepted exactly).
-* :func:`check_exponential_messages` (2.2): messages each node sends before the static
+* :func:`check_exponential_messages` (02.2): messages each node sends before the static
   exponential graph with n = 1000 is guaranteed to be within 1e-6 of the average: tau times
   the smallest whole number of steps with ``rho^k <= 1e-6`` (690), or tau times the whole
   number of steps the estimate ``ln(1/eps) / (1 - rho)`` asks for (760), which the exercise
   allows; each accepted exactly.
-* :func:`check_best_eta` (2.3): the eta that makes OD-EquiDyn contract fastest in mean square
+* :func:`check_best_eta` (02.3): the eta that makes OD-EquiDyn contract fastest in mean square
   for n = 10, ``n / (2 (n - 1))``, to within 1e-3 (what a sweep with step 1e-3 finds; every
   plausible wrong answer is at least 5e-3 away).
 """
@@ -32,16 +32,16 @@ __all__ = [
     "check_exponential_messages",
 ]
 
-EX1 = "2.1 exact one-peer sizes"
-EX2 = "2.2 messages of the exponential graph"
-EX3 = "2.3 best eta for EquiDyn"
+EX1 = "02.1 exact one-peer sizes"
+EX2 = "02.2 messages of the exponential graph"
+EX3 = "02.3 best eta for EquiDyn"
 
-#: Exercise 2.1 looks at every n in this range (both ends included).
+#: Exercise 02.1 looks at every n in this range (both ends included).
 _EXACT_SIZES_RANGE = (2, 40)
-#: Exercise 2.2: network size and target accuracy.
+#: Exercise 02.2: network size and target accuracy.
 _MESSAGES_N = 1000
 _MESSAGES_EPS = 1e-6
-#: Exercise 2.3: network size, and how far from the minimiser an answer may be.
+#: Exercise 02.3: network size, and how far from the minimiser an answer may be.
 _ETA_N = 10
 _ETA_ATOL = 1e-3
 
@@ -59,7 +59,7 @@ def _number(answer) -> float | None:
     return answer if math.isfinite(answer) else None
 
 
-# ---------------------------------------------------------------------- 2.1
+# ---------------------------------------------------------------------- 02.1
 def _tau(n: int) -> int:
     """``ceil(log2 n)`` in integer arithmetic (1 for n = 2)."""
     return max(1, (n - 1).bit_length())
@@ -81,7 +81,7 @@ def _exact_sizes(lo: int = _EXACT_SIZES_RANGE[0], hi: int = _EXACT_SIZES_RANGE[1
 
 
 def check_exact_sizes(answer) -> Verdict:
-    """Exercise 2.1: ``answer`` is the set (or list) of the n in 2..40 for which the product
+    """Exercise 02.1: ``answer`` is the set (or list) of the n in 2..40 for which the product
     of tau = ceil(log2 n) consecutive one-peer exponential steps is exactly ``11^T/n``."""
     if answer is None:
         return not_yet(EX1, "a set of network sizes, e.g. {3, 5}")
@@ -114,7 +114,7 @@ def check_exact_sizes(answer) -> Verdict:
     return Verdict(False, EX1, "; ".join(hints) + ".")
 
 
-# ---------------------------------------------------------------------- 2.2
+# ---------------------------------------------------------------------- 02.2
 def _exponential_rho(n: int) -> float:
     """``||W - J||_2`` of the static exponential graph, from the eigenvalues of its circulant
     matrix (weights 1/(tau+1) on the shifts 0 and 2^k, k < tau). W is normal, so its 2-norm
@@ -134,7 +134,7 @@ def _steps(log_factor: float, eps: float) -> int:
 
 
 def check_exponential_messages(answer) -> Verdict:
-    """Exercise 2.2: the number of messages each node sends before the bound
+    """Exercise 02.2: the number of messages each node sends before the bound
     ``||x^k - xbar|| <= rho^k ||x^0 - xbar||`` of the static exponential graph with
     ``n = 1000`` guarantees a relative error of at most ``1e-6``: ``tau * ceil(ln(1/eps) /
     ln(1/rho))``. The estimate the exercise allows, ``tau * ceil(ln(1/eps) / (1 - rho))``, is
@@ -180,7 +180,7 @@ def check_exponential_messages(answer) -> Verdict:
     return _wrong(EX2, answer, hint)
 
 
-# ---------------------------------------------------------------------- 2.3
+# ---------------------------------------------------------------------- 02.3
 def _od_equidyn_mean_square(n: int, eta: float) -> float:
     """``max_{x orthogonal to 1} E||W x||^2 / ||x||^2`` for OD-EquiDyn with u uniform on
     1..n-1, computed densely: ``E[W^T W]`` averaged over the n - 1 basis matrices."""
@@ -201,7 +201,7 @@ def _best_eta(n: int = _ETA_N) -> float:
 
 
 def check_best_eta(answer) -> Verdict:
-    """Exercise 2.3: the eta in (0, 1] that minimises OD-EquiDyn's mean-square contraction
+    """Exercise 02.3: the eta in (0, 1] that minimises OD-EquiDyn's mean-square contraction
     ``E||W(k) x||^2 / ||x||^2`` (worst x orthogonal to 1) for ``n = 10``, to within 1e-3."""
     if answer is None:
         return not_yet(EX3, "a number eta in (0, 1]")

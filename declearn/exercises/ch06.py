@@ -1,25 +1,25 @@
 r"""Checks for chapter 06, *Directed and time-varying graphs*.
 
-Exercises 6.1 to 6.3 use one small directed graph, :data:`EDGES` (``(u, v)``: u sends to v),
+Exercises 06.1 to 06.3 use one small directed graph, :data:`EDGES` (``(u, v)``: u sends to v),
 over :data:`N` = 4 nodes, with the initial values :data:`X0`. Nodes 1 and 3 send to two nodes,
 the others to one, so the graph is strongly connected but not balanced. Row i of every matrix
 is the receiver i (``x_i <- sum_j M[i, j] x_j``), as everywhere in declearn.
 
-* :func:`check_biased_limit` (6.1): the common value ``pi^T x0`` that plain averaging (each
+* :func:`check_biased_limit` (06.1): the common value ``pi^T x0`` that plain averaging (each
   receiver averages what it hears, ``W = D_in^{-1} (Adj + I)``, rows sum to 1) reaches, with
   ``pi^T W = pi^T``, ``sum(pi) = 1`` (relative tolerance 1e-6).
-* :func:`check_push_sum_matrix` (6.2): push-sum's column-stochastic ``A = (Adj + I)
+* :func:`check_push_sum_matrix` (06.2): push-sum's column-stochastic ``A = (Adj + I)
   D_out^{-1}`` (each sender splits evenly among itself and its out-neighbours; entrywise
   to 1e-6, float32 rounding allowed).
-* :func:`check_weight_limit` (6.3): ``lim w^k = n p`` for ``w <- A w``, ``w^0 = 1``, with
+* :func:`check_weight_limit` (06.3): ``lim w^k = n p`` for ``w <- A w``, ``w^0 = 1``, with
   ``A p = p``, ``sum(p) = 1`` (relative tolerance 1e-6).
-* :func:`check_push_sum_step` (6.4, build it yourself): ``step(comm, A, x, w)`` returns the pair
+* :func:`check_push_sum_step` (06.4, build it yourself): ``step(comm, A, x, w)`` returns the pair
   ``(A x, A w)`` written with the communicator's primitives; the check runs it next to
   :class:`~declearn.algorithms.PushSumConsensus` on a directed graph whose column-stochastic
   weights are not row-stochastic, compares the ratios ``x / w`` and names the first iteration
   where they differ. It works under SimComm and, called on every rank, under MPIComm.
 
-The values of 6.1 to 6.3 are computed here with plain numpy (not with declearn.topology), and
+The values of 06.1 to 06.3 are computed here with plain numpy (not with declearn.topology), and
 each check returns a :class:`~declearn.exercises.Verdict` with a hint when wrong ("not yet"
 for ``None``). Every answer-computing helper is private.
 """
@@ -44,20 +44,20 @@ __all__ = [
     "check_weight_limit",
 ]
 
-EX1 = "6.1 where plain averaging goes"
-EX2 = "6.2 push-sum weights"
-EX3 = "6.3 the limit of w"
-EX4 = "6.4 build push-sum"
+EX1 = "06.1 where plain averaging goes"
+EX2 = "06.2 push-sum weights"
+EX3 = "06.3 the limit of w"
+EX4 = "06.4 build push-sum"
 
 #: Nodes of the exercise graph.
 N = 4
 #: Its directed links ``(u, v)``: u sends to v. A directed 4-cycle plus the two-way shortcut
 #: 1 <-> 3.
 EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (1, 3), (3, 1))
-#: The nodes' initial values for exercise 6.1 (their mean is 3).
+#: The nodes' initial values for exercise 06.1 (their mean is 3).
 X0 = (12.0, 0.0, 0.0, 0.0)
 
-#: Tolerance of 6.1 to 6.3 (relative; absolute for the entries of 6.2). The answers are exact
+#: Tolerance of 06.1 to 06.3 (relative; absolute for the entries of 06.2). The answers are exact
 #: fractions (12/5, A's shares, (4, 6, 4, 6)/5); 1e-6 leaves room for float32 (a torch
 #: tensor's default) and is far below every slip the tests list.
 _RTOL = 1e-6
@@ -125,9 +125,9 @@ def _scalar(answer):
     return value if math.isfinite(value) else None
 
 
-# ---------------------------------------------------------------------- 6.1
+# ---------------------------------------------------------------------- 06.1
 def check_biased_limit(answer) -> Verdict:
-    """Exercise 6.1: the common value the nodes reach under plain averaging
+    """Exercise 06.1: the common value the nodes reach under plain averaging
     ``x <- W x`` (W = receivers average, rule ``"uniform"``) from ``x0 = X0`` (to 1e-6
     relative: the answer is an exact fraction, float32 rounding allowed)."""
     if answer is None:
@@ -157,9 +157,9 @@ def check_biased_limit(answer) -> Verdict:
     return Verdict(False, EX1, f"{value:g} is not it. {hint}")
 
 
-# ---------------------------------------------------------------------- 6.2
+# ---------------------------------------------------------------------- 06.2
 def check_push_sum_matrix(answer) -> Verdict:
-    """Exercise 6.2: the 4 x 4 matrix A of push-sum on :data:`EDGES` (row i = receiver i;
+    """Exercise 06.2: the 4 x 4 matrix A of push-sum on :data:`EDGES` (row i = receiver i;
     each sender splits evenly among itself and its out-neighbours), entrywise to 1e-6."""
     if answer is None:
         return not_yet(EX2, "a 4 x 4 array")
@@ -194,9 +194,9 @@ def check_push_sum_matrix(answer) -> Verdict:
     return Verdict(False, EX2, hint)
 
 
-# ---------------------------------------------------------------------- 6.3
+# ---------------------------------------------------------------------- 06.3
 def check_weight_limit(answer) -> Verdict:
-    """Exercise 6.3: ``lim_k w^k`` for push-sum with the matrix of 6.2 and ``w^0 = (1, 1, 1,
+    """Exercise 06.3: ``lim_k w^k`` for push-sum with the matrix of 06.2 and ``w^0 = (1, 1, 1,
     1)``: a vector of 4 numbers (to 1e-6 relative: exact fractions, float32 rounding allowed)."""
     if answer is None:
         return not_yet(EX3, "a vector of 4 numbers")
@@ -231,14 +231,14 @@ def check_weight_limit(answer) -> Verdict:
     return Verdict(False, EX3, hint)
 
 
-# ---------------------------------------------------------------------- 6.4
-#: Exercise 6.4: iterations compared, and the seed of the starting values.
+# ---------------------------------------------------------------------- 06.4
+#: Exercise 06.4: iterations compared, and the seed of the starting values.
 _BUILD_STEPS = 12
 _BUILD_SEED = 15
 
 
 def _build_graph(n: int):
-    """The directed graph of exercise 6.4: the ring ``j -> j + 1`` plus node 0 sending to
+    """The directed graph of exercise 06.4: the ring ``j -> j + 1`` plus node 0 sending to
     every other node, with push-sum's weights (``"uniform_out"``): node 0 splits in n shares,
     the others in halves. Rows 0 and 1 sum to ``1/2 + 1/n``, the others to ``1 + 1/n``: for
     every n >= 3 the matrix is column- but not row-stochastic."""

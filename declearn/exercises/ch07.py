@@ -1,19 +1,19 @@
 r"""Checks for chapter 07, *RelaySGD*.
 
-Each of 7.1 to 7.3 recomputes the right value here with networkx and numpy (not with
+Each of 07.1 to 07.3 recomputes the right value here with networkx and numpy (not with
 declearn.topology or declearn.algorithms, so a bug there cannot make a wrong answer look right)
 and answers with a :class:`~declearn.exercises.Verdict`: a hint when the answer is wrong,
 "not yet" when it is still ``None``. Every answer-computing helper is private.
 
-* :func:`check_delay` (7.1): the exchange (counted from 0) at which a value that node
+* :func:`check_delay` (07.1): the exchange (counted from 0) at which a value that node
   :data:`DELAY_SOURCE` of ``binary_tree(DELAY_N)`` sends at exchange 0 first appears in node
   :data:`DELAY_TARGET`'s relayed sum, ``max(d - 1, 0)`` with d the hops between them (exact).
-* :func:`check_correction` (7.2): the learning-rate correction factor
+* :func:`check_correction` (07.2): the learning-rate correction factor
   ``c = 1 + (1/n^2) sum_{i,k} max(d(i, k) - 1, 0)`` of a chain of :data:`CORRECTION_N` nodes,
   an exact fraction; accepted when it agrees to 3 decimals (``|answer - c| <= 5e-4``).
-* :func:`check_best_root` (7.3): the smallest diameter of a breadth-first spanning tree of the
+* :func:`check_best_root` (07.3): the smallest diameter of a breadth-first spanning tree of the
   Davis Southern Women graph, over its 32 possible roots (exact).
-* :func:`check_relay_step` (7.4, build it yourself): ``step(comm, tree, v, received)`` returns
+* :func:`check_relay_step` (07.4, build it yourself): ``step(comm, tree, v, received)`` returns
   the messages received after one RelaySum exchange, written with ``neighbor_alltoall``; the
   check runs it next to :class:`~declearn.algorithms.RelaySumConsensus` on a binary tree (not a
   path) and names the first exchange where the estimates differ. It works under SimComm and,
@@ -41,16 +41,16 @@ __all__ = [
     "check_relay_step",
 ]
 
-EX1 = "7.1 relay delay"
-EX2 = "7.2 correction factor"
-EX3 = "7.3 best root"
-EX4 = "7.4 build RelaySum"
+EX1 = "07.1 relay delay"
+EX2 = "07.2 correction factor"
+EX3 = "07.3 best root"
+EX4 = "07.4 build RelaySum"
 
-#: Exercise 7.1: the binary tree's size, the sending node and the receiving node.
+#: Exercise 07.1: the binary tree's size, the sending node and the receiving node.
 DELAY_N, DELAY_SOURCE, DELAY_TARGET = 16, 15, 0
-#: Exercise 7.2: the chain's size.
+#: Exercise 07.2: the chain's size.
 CORRECTION_N = 6
-#: Exercise 7.2: an answer is accepted when it agrees with c to 3 decimals.
+#: Exercise 07.2: an answer is accepted when it agrees with c to 3 decimals.
 _CORRECTION_ATOL = 5e-4
 
 
@@ -58,7 +58,7 @@ def _whole_number(answer) -> bool:
     return is_number(answer) and answer == int(answer)
 
 
-# ---------------------------------------------------------------------- 7.1
+# ---------------------------------------------------------------------- 07.1
 def _heap_tree(n: int):
     """RelaySGD's binary tree as a networkx graph: node w >= 2 hangs from w // 2, node 0 from
     node 1 (the root)."""
@@ -86,7 +86,7 @@ def _relay_delay(n: int = DELAY_N, source: int = DELAY_SOURCE,
 
 
 def check_delay(answer) -> Verdict:
-    """Exercise 7.1: in ``binary_tree(16)`` node 15 relays a value at exchange 0; at which
+    """Exercise 07.1: in ``binary_tree(16)`` node 15 relays a value at exchange 0; at which
     exchange (counted 0, 1, 2, ...) does it first appear in node 0's sum ``S_0``? Exact."""
     if answer is None:
         return not_yet(EX1, "an exchange number (0 means: in the same exchange)")
@@ -110,7 +110,7 @@ def check_delay(answer) -> Verdict:
     return check_equal(EX1, int(answer), expected, hint=hint)
 
 
-# ---------------------------------------------------------------------- 7.2
+# ---------------------------------------------------------------------- 07.2
 def _chain_distances(n: int) -> np.ndarray:
     idx = np.arange(n)
     return np.abs(idx[:, None] - idx[None, :])
@@ -156,7 +156,7 @@ def _correction_hint(answer: float) -> str:
 
 
 def check_correction(answer) -> Verdict:
-    """Exercise 7.2: the exact learning-rate correction factor of RelaySGD on a chain of 6
+    """Exercise 07.2: the exact learning-rate correction factor of RelaySGD on a chain of 6
     nodes; right when it agrees to 3 decimals (``|answer - c| <= 5e-4``)."""
     if answer is None:
         return not_yet(EX2, "a number, the factor c")
@@ -170,7 +170,7 @@ def check_correction(answer) -> Verdict:
                                f"decimals). {_correction_hint(answer)}")
 
 
-# ---------------------------------------------------------------------- 7.3
+# ---------------------------------------------------------------------- 07.3
 def _bfs_tree_diameters(graph=None) -> dict:
     """``{root: diameter}`` of the breadth-first spanning tree from each root, neighbours
     visited in the sorted order of the node labels (the rule of declearn's ``spanning_tree``).
@@ -189,7 +189,7 @@ def _bfs_tree_diameters(graph=None) -> dict:
 
 
 def check_best_root(answer) -> Verdict:
-    """Exercise 7.3: the smallest diameter (hops) of ``spanning_tree(G, root=r)`` over the 32
+    """Exercise 07.3: the smallest diameter (hops) of ``spanning_tree(G, root=r)`` over the 32
     roots r of the Davis Southern Women graph ``G``. Exact."""
     if answer is None:
         return not_yet(EX3, "a number of hops")
@@ -217,8 +217,8 @@ def check_best_root(answer) -> Verdict:
     return check_equal(EX3, int(answer), expected, hint=hint)
 
 
-# ---------------------------------------------------------------------- 7.4
-#: Exercise 7.4: exchanges compared, the values' width and the seed of the starting values.
+# ---------------------------------------------------------------------- 07.4
+#: Exercise 07.4: exchanges compared, the values' width and the seed of the starting values.
 _BUILD_STEPS = 12
 _BUILD_WIDTH = 3
 _BUILD_SEED = 16

@@ -7,17 +7,17 @@ declearn.algorithms, so a bug there cannot make a wrong answer look right) and a
 still ``None``. Every question has one exact answer; answers are compared to it up to float
 round-off (relative ``1e-9``), far below the distance to any plausible wrong answer.
 
-* :func:`check_bytes` (8.1): bytes each node sends in a run of Local SGD, counted like
+* :func:`check_bytes` (08.1): bytes each node sends in a run of Local SGD, counted like
   ``comm.traffic``: ``steps // tau`` ring allreduces of a ``d``-entry float64 model, each of
   which makes every node send ``2 (n - 1)`` chunks of ``1/n`` of the model.
-* :func:`check_round_times` (8.2): seconds per round of Local SGD, ``tau s + delta`` (compute,
+* :func:`check_round_times` (08.2): seconds per round of Local SGD, ``tau s + delta`` (compute,
   then wait for the allreduce), and of Overlap-Local-SGD, ``max(tau s, delta)`` (the allreduce
   runs during the next ``tau`` steps), for the numbers in :data:`ROUND_SETTING`.
-* :func:`check_easgd_alpha` (8.3): the largest moving rate alpha for which EASGD's mean model
+* :func:`check_easgd_alpha` (08.3): the largest moving rate alpha for which EASGD's mean model
   and centre do not swing apart, for :data:`EASGD_N` workers: the second eigenvalue
   ``1 - (n + 1) alpha`` of the synchronisation map must stay in ``(-1, 1)``, so the bound is
   the exact value ``2 / (n + 1)``.
-* :func:`check_message_bytes` (8.4): the bytes of one compressed message of a ``d``-entry
+* :func:`check_message_bytes` (08.4): the bytes of one compressed message of a ``d``-entry
   float64 vector in declearn's packed format (:data:`MESSAGE_SETTING`), for top-1% and sign:
   top-k sends ``k = round(ratio d)`` values (8 bytes each) and their ``k`` indices in the
   smallest integer type that holds ``0 .. d - 1`` (worked out here with ``numpy.iinfo``, not
@@ -44,19 +44,19 @@ __all__ = [
     "check_round_times",
 ]
 
-_EX1 = "8.1 bytes of Local SGD"
-_EX2 = "8.2 time per round"
-_EX3 = "8.3 largest EASGD alpha"
-_EX4 = "8.4 bytes of a compressed message"
+_EX1 = "08.1 bytes of Local SGD"
+_EX2 = "08.2 time per round"
+_EX3 = "08.3 largest EASGD alpha"
+_EX4 = "08.4 bytes of a compressed message"
 _RTOL = 1e-9  # float round-off only: every answer of this chapter is exact
 
-#: Exercise 8.1: nodes, float64 entries of the model, local steps, period.
+#: Exercise 08.1: nodes, float64 entries of the model, local steps, period.
 BYTES_SETTING = {"n": 16, "d": 10, "steps": 600, "tau": 4}
-#: Exercise 8.2: seconds of compute per local step, period, seconds per allreduce.
+#: Exercise 08.2: seconds of compute per local step, period, seconds per allreduce.
 ROUND_SETTING = {"step_seconds": 0.006, "tau": 5, "delay": 0.045}
-#: Exercise 8.3: number of workers.
+#: Exercise 08.3: number of workers.
 EASGD_N = 16
-#: Exercise 8.4: entries of a node's float64 vector, the fraction top-k keeps.
+#: Exercise 08.4: entries of a node's float64 vector, the fraction top-k keeps.
 MESSAGE_SETTING = {"d": 2000, "ratio": 0.01}
 
 
@@ -64,7 +64,7 @@ def _same(a: float, b: float, rtol: float = _RTOL) -> bool:
     return math.isclose(a, b, rel_tol=rtol, abs_tol=1e-15)
 
 
-# ---------------------------------------------------------------------- 8.1
+# ---------------------------------------------------------------------- 08.1
 def _local_sgd_bytes(n: int, d: int, steps: int, tau: int, itemsize: int = 8) -> float:
     """Bytes one node sends: ``steps // tau`` ring allreduces of a ``d``-entry model, each
     ``2 (n - 1)`` messages of ``1/n`` of the model."""
@@ -72,7 +72,7 @@ def _local_sgd_bytes(n: int, d: int, steps: int, tau: int, itemsize: int = 8) ->
 
 
 def check_bytes(answer) -> Verdict:
-    """Exercise 8.1: bytes each node sends in 600 local steps of Local SGD with tau = 4 on
+    """Exercise 08.1: bytes each node sends in 600 local steps of Local SGD with tau = 4 on
     n = 16 nodes, for a model of d = 10 float64 numbers (the count of ``comm.traffic``).
     One exact answer."""
     if answer is None:
@@ -109,7 +109,7 @@ def check_bytes(answer) -> Verdict:
     return Verdict(False, _EX1, f"that is not what comm.traffic counts. {hint}")
 
 
-# ---------------------------------------------------------------------- 8.2
+# ---------------------------------------------------------------------- 08.2
 def _round_times(step_seconds: float, tau: int, delay: float) -> tuple[float, float]:
     """Seconds per round: ``(tau s + delta, max(tau s, delta))`` for Local SGD (it waits for
     the allreduce) and Overlap-Local-SGD (the allreduce runs during the next tau steps)."""
@@ -118,7 +118,7 @@ def _round_times(step_seconds: float, tau: int, delay: float) -> tuple[float, fl
 
 
 def check_round_times(answer) -> Verdict:
-    """Exercise 8.2: ``(local_sgd_seconds, overlap_seconds)`` per round when a local step
+    """Exercise 08.2: ``(local_sgd_seconds, overlap_seconds)`` per round when a local step
     computes for 6 ms, tau = 5 and an allreduce takes 45 ms. One exact pair (seconds)."""
     if answer is None:
         return not_yet(_EX2, "a pair (seconds per round of Local SGD, of Overlap-Local-SGD)")
@@ -160,7 +160,7 @@ def check_round_times(answer) -> Verdict:
     return Verdict(False, _EX2, f"that pair is not it. {hint}")
 
 
-# ---------------------------------------------------------------------- 8.3
+# ---------------------------------------------------------------------- 08.3
 def _easgd_swing(alpha: float, n: int) -> float:
     """Largest |eigenvalue| of the map ``(mean model, centre)`` -> next, without gradients,
     ``xbar <- (1 - alpha) xbar + alpha z``, ``z <- z + n alpha (xbar - z)``, once the
@@ -182,7 +182,7 @@ def _easgd_largest_alpha(n: int = EASGD_N) -> float:
 
 
 def check_easgd_alpha(answer) -> Verdict:
-    """Exercise 8.3: the largest moving rate alpha for which EASGD with n = 16 workers is
+    """Exercise 08.3: the largest moving rate alpha for which EASGD with n = 16 workers is
     stable (its mean model and centre do not swing apart). One exact value."""
     if answer is None:
         return not_yet(_EX3, "a number alpha in (0, 1)")
@@ -215,7 +215,7 @@ def check_easgd_alpha(answer) -> Verdict:
     return Verdict(False, _EX3, f"that is not it. {hint}")
 
 
-# ---------------------------------------------------------------------- 8.4
+# ---------------------------------------------------------------------- 08.4
 _FLOAT64_BYTES = 8
 _INDEX_TYPES = (np.uint8, np.int16, np.int32, np.int64)  # declearn's choice, smallest first
 
@@ -234,7 +234,7 @@ def _message_bytes(d: int, ratio: float) -> tuple[int, int]:
 
 
 def check_message_bytes(answer) -> Verdict:
-    """Exercise 8.4: ``(top_k_bytes, sign_bytes)``, the bytes of one message of
+    """Exercise 08.4: ``(top_k_bytes, sign_bytes)``, the bytes of one message of
     ``TopK(ratio=0.01)`` and of ``Sign()`` for a float64 vector of d = 2000 entries, in
     declearn's packed format. One exact pair."""
     if answer is None:

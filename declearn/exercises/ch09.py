@@ -38,7 +38,7 @@ __all__ = [
     "check_solo_speedup",
 ]
 
-#: Exercise 3: the sampling estimate the exercise allows, spelled out: ``S`` divided by the
+#: Exercise 09.3: the sampling estimate the exercise allows, spelled out: ``S`` divided by the
 #: mean of ``np.random.default_rng(seed).multinomial(S, [1 / n] * n, size=size).max(1)``.
 SOLO_ESTIMATE = {"seed": 0, "size": 200_000}
 
@@ -71,10 +71,10 @@ def _ring_distance(n: int, source: int, target: int) -> int:
 
 
 def check_first_slow_step(answer, *, n: int = 8, straggler: int = 0, rank: int = 5) -> Verdict:
-    """Exercise 1: at which step (counting from 1) does ``rank`` take its first slow step
+    """Exercise 09.1: at which step (counting from 1) does ``rank`` take its first slow step
     when ``straggler`` sleeps at every step of synchronous neighbor averaging on a ring of
     ``n`` ranks? One whole number."""
-    ex = "ch09 ex1: first slow step"
+    ex = "09.1 first slow step"
     if answer is None:
         return not_yet(ex, "a step number (an integer, the first step is 1)")
     a = _whole(answer)
@@ -140,11 +140,11 @@ def _solo_estimate(n: int, staleness: int, seed: int, size: int) -> float:
 
 
 def check_solo_speedup(answer, *, n: int = 8, staleness: int = 8) -> Verdict:
-    """Exercise 3: the speedup of solo over a synchronous allreduce, one random straggler
+    """Exercise 09.3: the speedup of solo over a synchronous allreduce, one random straggler
     per step among ``n`` ranks, staleness ``S``, delays much longer than a step (c -> 0).
     Accepted: the exact value, or the sampling estimate of :data:`SOLO_ESTIMATE` (that
     formula exactly), each up to float round-off."""
-    ex = "ch09 ex3: solo speedup"
+    ex = "09.3 solo speedup"
     if answer is None:
         return not_yet(ex, "a speedup (a number such as 1.5)")
     if not is_number(answer):
@@ -212,10 +212,10 @@ def _gossip_exchanges(n: int, eps: float) -> int:
 
 
 def check_gossip_exchanges(answer, *, n: int = 8, eps: float = 1e-6) -> Verdict:
-    """Exercise 2: the smallest whole number of exchanges k (all nodes together) with
+    """Exercise 09.2: the smallest whole number of exchanges k (all nodes together) with
     Boyd's bound ``lambda_2(E[W])^k`` on the expected squared consensus error at most
     ``eps``, on a ring of ``n`` nodes. One whole number."""
-    ex = "ch09 ex2: gossip exchanges"
+    ex = "09.2 gossip exchanges"
     if answer is None:
         return not_yet(ex, "a number of exchanges")
     if not is_number(answer):
