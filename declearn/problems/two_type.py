@@ -28,7 +28,8 @@ class TwoTypeQuadratics(Problem):
     for odd n). ``grad f_i(x) = zeta s_i u + a_i (x - x*)``. Every f_i is
     ``(1 + kappa)``-smooth and f is 1-strongly convex (mean curvature 1).
 
-    ``sigma`` is the standard deviation of the gradient noise (per coordinate), ``seed``
+    ``sigma``: gradient noise with ``E||noise||^2 = sigma^2`` (``sigma / sqrt(d)`` per
+    coordinate, as for every :class:`~declearn.problems.Problem`); ``seed``
     places the node types and draws ``u`` and ``x*`` (and seeds the noise)."""
 
     name = "two-type quadratics"
