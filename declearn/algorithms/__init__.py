@@ -20,6 +20,7 @@ from declearn.algorithms.gossip import AsyncGossip
 from declearn.algorithms.gossip_pga import GossipPGA
 from declearn.algorithms.choco import CHOCOGossip, CHOCOSGD, CompressedGossip, choco_gamma
 from declearn.algorithms.transient import ExponentFit, fit_exponent, transient_length
+from declearn.algorithms.race import RaceCurve, consensus_distance, race, relative_error
 from declearn.algorithms.speedup import (
     ErrorCurve,
     InverseTimeSchedule,
@@ -42,5 +43,5 @@ __all__ = [
     "GossipPGA", "CHOCOGossip", "CHOCOSGD", "CompressedGossip", "choco_gamma",
     "transient_length", "fit_exponent", "ExponentFit", "Replicas", "InverseTimeSchedule",
     "ErrorCurve", "SpeedupCurves", "error_curve", "speedup_curves", "parallel_sgd_curves",
-    "transient_table",
+    "transient_table", "race", "RaceCurve", "consensus_distance", "relative_error",
 ]

@@ -10,6 +10,7 @@ from declearn.comm.base import (
     get_default_timeout,
     set_default_timeout,
 )
+from declearn.comm.costs import NetworkModel
 from declearn.comm.delay import DelayedComm
 from declearn.comm.mpi import MPIComm
 from declearn.comm.partial import partial_allreduce
@@ -19,5 +20,5 @@ from declearn.comm.sim import SimComm
 __all__ = [
     "Communicator", "SimComm", "MPIComm", "Traffic", "get_default_timeout",
     "set_default_timeout",
-    "DelayedComm", "partial_allreduce", "ring_allreduce",
+    "DelayedComm", "NetworkModel", "partial_allreduce", "ring_allreduce",
 ]

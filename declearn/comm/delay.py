@@ -1,22 +1,44 @@
-r"""DelayedComm: a slow network, simulated, so that overlap and stragglers can be seen.
+r"""DelayedComm: a slow network, simulated, so that overlap, stragglers and the cost of each
+collective can be seen.
 
-``DelayedComm(comm, latency=0.05, bandwidth=None)`` wraps a communicator (SimComm or MPIComm)
-and charges every operation a simulated transfer time
+``DelayedComm(comm, latency=0.05, bandwidth=None, *, cost="per_call", clock="sleep")`` wraps a
+communicator (SimComm or MPIComm) and charges every operation a modelled transfer time
+``delta``. Results are those of the wrapped communicator, unchanged. With ``b`` the size in
+bytes of one node's input (``x[i]`` under SimComm, the rank's ``x`` under MPIComm), ``n`` the
+number of nodes, ``alpha = latency`` and ``beta = bandwidth`` (``inf`` when None):
 
-.. math::  \delta = \text{latency} + b / \text{bandwidth}
+* ``cost="per_call"`` (the default): every operation, whatever it is, costs one message,
 
-where ``b`` is the size in bytes of one node's input (``x[i]`` under SimComm, the rank's ``x``
-under MPIComm; no bandwidth term when ``bandwidth`` is None). Results are those of the
-wrapped communicator, unchanged.
+  .. math::  \delta = \alpha + b / \beta .
 
-* A blocking operation returns no earlier than ``start + delta``: it runs, then sleeps for what
-  is left of ``delta``.
-* ``iallreduce`` returns at once; its ``wait()`` returns no earlier than ``start + delta``.
-  Local work between the two *hides* the delay: ``tau`` local steps of ``s`` seconds then
-  ``wait()`` take ``max(delta, tau s)``, not ``delta + tau s``. ``done()`` is False until
+  Simple to reason about ("every allreduce takes delta"); it cannot tell a ring allreduce over
+  256 nodes from one exchange with one neighbor.
+* ``cost="alpha_beta"``: each operation costs what its algorithm sends on its critical path
+  (:class:`~declearn.comm.costs.NetworkModel`, formulas in :mod:`declearn.comm.costs`):
+  ``allreduce`` ``2 (n - 1) (alpha + b / (n beta))`` (ring), ``allgather``
+  ``(n - 1) (alpha + b / beta)``, ``broadcast`` ``ceil(log2 n) (alpha + b / beta)``,
+  ``barrier`` ``ceil(log2 n) alpha``, ``neighbor_allreduce`` and ``neighbor_allgather``
+  ``p (alpha + b / beta)``, ``neighbor_alltoall`` ``p (alpha + b / (D_out beta))``, with ``p``
+  the peers of the busiest node (:func:`~declearn.comm.costs.peers`: 1 on one-peer graphs).
+
+The clock:
+
+* ``clock="sleep"`` (the default): a blocking operation returns no earlier than ``start +
+  delta`` (it runs, then sleeps for what is left of ``delta``), so wall-clock plots show the
+  network. ``iallreduce`` returns at once; its ``wait()`` returns no earlier than ``start +
+  delta``. Local work between the two *hides* the delay: ``tau`` local steps of ``s`` seconds
+  then ``wait()`` take ``max(delta, tau s)``, not ``delta + tau s``. ``done()`` is False until
   ``start + delta`` has passed.
-* Operations inside ``comm.untracked()`` (the metrics an algorithm logs) are not delayed:
-  measuring a run should not slow it down.
+* ``clock="virtual"``: nothing sleeps; the modelled time only adds up in ``comm.clock``, so a
+  run over 256 simulated nodes on a slow network takes no more wall time than without it.
+
+Either way ``comm.clock`` holds the modelled seconds of this process: a blocking operation adds
+``delta``; ``iallreduce`` started at clock ``t`` is ready at ``t + delta`` and its ``wait()``
+moves the clock to ``max(clock, t + delta)``; ``comm.advance(s)`` adds ``s`` seconds of local
+computation (the model does not time computation by itself). So in the sleeping mode a run's
+wall time is at least its ``clock``, and both modes give the same ``clock`` for the same calls.
+Operations inside ``comm.untracked()`` (the metrics an algorithm logs) are neither delayed
+nor clocked: measuring a run should not slow it down.
 
 Under SimComm the one process sleeps (once per operation, for all nodes at the same time), so
 wall-clock plots tell the same story as on MPI engines. Everything else (``resync``,
@@ -34,45 +56,63 @@ import time
 import torch
 
 from declearn.comm.base import Communicator, Pending, Traffic, old_weights_keyword
+from declearn.comm.costs import NetworkModel, peers
 
-__all__ = ["DelayedComm"]
+__all__ = ["DelayedComm", "COSTS", "CLOCKS"]
+
+#: The cost models: one message per call, or what each collective's algorithm sends.
+COSTS = ("per_call", "alpha_beta")
+#: Sleep for the modelled time, or only add it up in ``comm.clock``.
+CLOCKS = ("sleep", "virtual")
 
 
 class _DelayedPending(Pending):
-    """A pending operation that may not complete before ``ready`` (a monotonic time)."""
+    """A pending operation that may not complete before ``ready`` (a monotonic time, or None
+    with a virtual clock) nor before ``owner.clock`` reaches ``ready_clock``."""
 
-    __slots__ = ("inner", "ready")
+    __slots__ = ("inner", "ready", "ready_clock", "owner")
 
-    def __init__(self, inner: Pending, ready: float):
+    def __init__(self, inner: Pending, ready: float | None, ready_clock: float, owner):
         self.inner = inner
         self.ready = ready
+        self.ready_clock = ready_clock
+        self.owner = owner
 
     def done(self) -> bool:
         inner_done = self.inner.done()  # also moves the real operation forward
+        if self.ready is None:
+            return inner_done and self.owner.clock >= self.ready_clock
         return inner_done and time.monotonic() >= self.ready
 
     def wait(self) -> torch.Tensor:
         value = self.inner.wait()
-        _sleep_until(self.ready)
+        if self.ready is not None:
+            _sleep_until(self.ready)
+        self.owner.clock = max(self.owner.clock, self.ready_clock)
         return value
 
 
 class DelayedComm(Communicator):
-    """``comm`` with every operation taking at least ``latency + bytes / bandwidth`` seconds
-    (see the module docstring).
+    """``comm`` with every operation taking a modelled time (see the module docstring): by
+    default at least ``latency + bytes / bandwidth`` seconds each.
 
     Parameters
     ----------
     comm : Communicator
         The communicator to slow down (SimComm or MPIComm).
     latency : float
-        Seconds every operation takes at least (>= 0).
+        Seconds one message takes at least (>= 0): ``alpha``.
     bandwidth : float, optional
-        Bytes per second; adds ``b / bandwidth`` for a node input of ``b`` bytes. None: no
-        bandwidth term.
+        Bytes per second (``beta``); adds ``b / bandwidth`` per message of ``b`` bytes. None:
+        no bandwidth term.
+    cost : {"per_call", "alpha_beta"}
+        One message per operation (default), or each collective's own count of messages.
+    clock : {"sleep", "virtual"}
+        Sleep for the modelled time (default), or only add it to ``comm.clock``.
     """
 
-    def __init__(self, comm: Communicator, latency: float = 0.05, bandwidth: float | None = None):
+    def __init__(self, comm: Communicator, latency: float = 0.05, bandwidth: float | None = None,
+                 *, cost: str = "per_call", clock: str = "sleep"):
         if not isinstance(comm, Communicator):
             raise TypeError(
                 f"DelayedComm wraps a declearn Communicator (SimComm(n) or MPIComm()), got "
@@ -89,6 +129,17 @@ class DelayedComm(Communicator):
                 )
             bandwidth = float(bandwidth)
         self.bandwidth = bandwidth
+        if cost not in COSTS:
+            raise ValueError(f"cost must be one of {COSTS}: 'per_call' charges every operation "
+                             f"latency + bytes / bandwidth, 'alpha_beta' what its algorithm "
+                             f"sends (declearn.comm.costs); got {cost!r}.")
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {CLOCKS}: 'sleep' waits for the modelled "
+                             f"time, 'virtual' only adds it to comm.clock; got {clock!r}.")
+        self.cost, self.clock_mode = cost, clock
+        self.network = NetworkModel(self.latency, math.inf if bandwidth is None else bandwidth)
+        #: Modelled seconds so far (communication, plus what advance() was given).
+        self.clock = 0.0
         self._quiet = 0  # depth of untracked() blocks: no delay inside
 
     # ------------------------------------------------------------------ identity
@@ -131,7 +182,10 @@ class DelayedComm(Communicator):
 
     def __repr__(self) -> str:
         bw = "" if self.bandwidth is None else f", bandwidth={self.bandwidth:g}"
-        return f"DelayedComm({self.comm!r}, latency={self.latency:g}{bw})"
+        modes = "".join(f", {k}={v!r}" for k, v, default in
+                        (("cost", self.cost, "per_call"), ("clock", self.clock_mode, "sleep"))
+                        if v != default)
+        return f"DelayedComm({self.comm!r}, latency={self.latency:g}{bw}{modes})"
 
     # ------------------------------------------------------------------ traffic
     @property
@@ -155,55 +209,99 @@ class DelayedComm(Communicator):
                 self._quiet -= 1
 
     # ------------------------------------------------------------------ the delay
-    def delay(self, x: torch.Tensor | None = None) -> float:
-        """Seconds an operation on the node-local tensor ``x`` takes at least."""
-        if self.bandwidth is None or x is None:
-            return self.latency
+    def _node_bytes(self, x: torch.Tensor | None) -> float:
+        """Bytes of one node's share of the node-local ``x`` (0 for no payload)."""
+        if x is None:
+            return 0.0
         nbytes = x.numel() * x.element_size()
         if x.dim() >= len(self.comm.node_dims):
             nbytes /= math.prod(self.comm.node_dims)  # one node's share
-        return self.latency + nbytes / self.bandwidth
+        return float(nbytes)
 
-    def _timed(self, x, run):
+    def delay(self, x: torch.Tensor | None = None, op: str = "allreduce",
+              topology=None) -> float:
+        """Modelled seconds of ``op`` on the node-local tensor ``x`` (``topology``: the static
+        graph of a neighbor operation). ``cost="per_call"``: ``latency + b / bandwidth``
+        whatever the op; ``cost="alpha_beta"``: the op's formula (module docstring)."""
+        b = self._node_bytes(x)
+        if self.cost == "per_call":
+            return self.latency if self.bandwidth is None else self.latency + b / self.bandwidth
+        net, n = self.network, self.comm.size
+        if op in ("allreduce", "iallreduce"):
+            return net.allreduce(n, b)
+        if op == "allgather":
+            return net.allgather(n, b)
+        if op == "broadcast":
+            return net.broadcast(n, b)
+        if op == "barrier":
+            return net.barrier(n)
+        if op in ("neighbor_allreduce", "neighbor_allgather", "neighbor_alltoall"):
+            if topology is None:
+                raise ValueError(f"{op} needs the topology to count its peers.")
+            p = peers(self.comm._check_topology(topology))
+            if op == "neighbor_alltoall" and x is not None:
+                slots = x.shape[len(self.comm.node_dims)] if x.dim() > len(
+                    self.comm.node_dims) else 1
+                b /= max(1, slots)  # one slot per out-neighbor
+            return net.neighbor(p, b)
+        raise ValueError(f"op must be one of allreduce, iallreduce, allgather, broadcast, "
+                         f"barrier, neighbor_allreduce, neighbor_allgather, neighbor_alltoall; "
+                         f"got {op!r}.")
+
+    def advance(self, seconds: float) -> float:
+        """Add ``seconds`` of local computation to ``clock`` (nothing sleeps); returns the
+        clock. With a virtual clock this is how compute enters the modelled time."""
+        self.clock += _check_seconds(seconds, "seconds (of local computation)")
+        return self.clock
+
+    def _timed(self, x, run, op: str, topology=None):
         if self._quiet:
             return run()
-        ready = time.monotonic() + self.delay(x)
+        delta = self.delay(x, op, topology)
+        ready = time.monotonic() + delta
         out = run()
-        _sleep_until(ready)
+        if self.clock_mode == "sleep":
+            _sleep_until(ready)
+        self.clock += delta
         return out
 
     # ------------------------------------------------------------------ operations
     def allreduce(self, x, op="mean", *, timeout=None, tag=None):
-        return self._timed(x, lambda: self.comm.allreduce(x, op, timeout=timeout, tag=tag))
+        return self._timed(x, lambda: self.comm.allreduce(x, op, timeout=timeout, tag=tag),
+                           "allreduce")
 
     def iallreduce(self, x, op="mean", *, timeout=None, tag=None) -> Pending:
-        ready = time.monotonic() + (0.0 if self._quiet else self.delay(x))
-        return _DelayedPending(self.comm.iallreduce(x, op, timeout=timeout, tag=tag), ready)
+        delta = 0.0 if self._quiet else self.delay(x, "iallreduce")
+        ready = time.monotonic() + delta if self.clock_mode == "sleep" else None
+        inner = self.comm.iallreduce(x, op, timeout=timeout, tag=tag)
+        return _DelayedPending(inner, ready, self.clock + delta, self)
 
     def broadcast(self, x, root=0, *, timeout=None, tag=None):
-        return self._timed(x, lambda: self.comm.broadcast(x, root, timeout=timeout, tag=tag))
+        return self._timed(x, lambda: self.comm.broadcast(x, root, timeout=timeout, tag=tag),
+                           "broadcast")
 
     def allgather(self, x, *, timeout=None, tag=None):
-        return self._timed(x, lambda: self.comm.allgather(x, timeout=timeout, tag=tag))
+        return self._timed(x, lambda: self.comm.allgather(x, timeout=timeout, tag=tag),
+                           "allgather")
 
     def barrier(self, *, timeout=None, tag=None) -> None:
-        self._timed(None, lambda: self.comm.barrier(timeout=timeout, tag=tag))
+        self._timed(None, lambda: self.comm.barrier(timeout=timeout, tag=tag), "barrier")
 
     def neighbor_allreduce(self, x, topology, *, weighted_by="receiver", timeout=None, tag=None,
                            weights=None):
         if weights is not None:
             weighted_by = old_weights_keyword(weights)
         return self._timed(x, lambda: self.comm.neighbor_allreduce(
-            x, topology, weighted_by=weighted_by, timeout=timeout, tag=tag))
+            x, topology, weighted_by=weighted_by, timeout=timeout, tag=tag),
+            "neighbor_allreduce", topology)
 
     def neighbor_allgather(self, x, topology, *, timeout=None, tag=None):
         return self._timed(x, lambda: self.comm.neighbor_allgather(
-            x, topology, timeout=timeout, tag=tag))
+            x, topology, timeout=timeout, tag=tag), "neighbor_allgather", topology)
 
     def neighbor_alltoall(self, m, topology, *, timeout=None, tag=None):
         return self._timed(m, lambda: self.comm.neighbor_alltoall(
-            m, topology, timeout=timeout, tag=tag))
-
+            m, topology, timeout=timeout, tag=tag), "neighbor_alltoall", topology)
 
     # ------------------------------------------------------------------ the rest, forwarded
     def partial_allreduce(self, shape, **options):
