@@ -6,10 +6,11 @@ ipywidgets shell (``widgets._base.WidgetShell``: the redraw worker, errors, ``cl
 """
 
 from widgets.consensus_player import ConsensusPlayer
+from widgets.live_training import LiveTraining
 from widgets.picker import TopologyPicker
 from widgets.race import AlgorithmRace
 from widgets.spectral_gap import SpectralGapExplorer
 from widgets.topology_explorer import TopologyExplorer
 
-__all__ = ["AlgorithmRace", "ConsensusPlayer", "SpectralGapExplorer", "TopologyExplorer",
-           "TopologyPicker"]
+__all__ = ["AlgorithmRace", "ConsensusPlayer", "LiveTraining", "SpectralGapExplorer",
+           "TopologyExplorer", "TopologyPicker"]

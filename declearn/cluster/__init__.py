@@ -30,6 +30,7 @@ from declearn.cluster.launch import (
     start,
     stop_clusters,
 )
+from declearn.cluster.live import EngineRunError, follow, publish_record
 from declearn.cluster.mpiexec import MPIRuntime, find_mpiexec, mpi_runtime
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "MPIJobEndedError", "ClusterBusyError", "ClusterStoppedError",
     "resolve_profile_dir",
     "DEFAULT_PROFILE", "ClusterRequestError", "MPIRuntime", "find_mpiexec", "mpi_runtime",
+    "follow", "publish_record", "EngineRunError",
 ]
