@@ -179,8 +179,10 @@ class Cluster:
                 from IPython import get_ipython
             except ImportError:
                 return
-            if get_ipython() is not None:
+            shell = get_ipython()
+            if shell is not None:
                 view.activate()
+                _show_outputs_by_rank(shell)
 
     def _check_running(self) -> None:
         if not self._stopped:
@@ -441,3 +443,13 @@ class Cluster:
         ]
         where = f" on {hosts.pop()}" if len(hosts) == 1 else ""
         return head + where + "\n" + "\n".join(lines) + ">"
+
+
+def _show_outputs_by_rank(shell) -> None:
+    """``%px`` prints each cell's outputs once every rank is done, in rank order, instead of
+    streaming them as they arrive (mixed, in whatever order the ranks print). Engine ids are
+    the MPI ranks (ipyparallel's MPI launcher starts the engines with ``--mpi``), so
+    ``[stdout:r]`` is rank r. ``%%px --stream`` streams one cell; ``%pxconfig --stream`` all."""
+    magics = shell.magics_manager.registry.get("ParallelMagics")
+    if magics is not None:
+        magics.stream_output = False
