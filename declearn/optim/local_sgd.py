@@ -121,15 +121,13 @@ class PeriodicSyncSGD(torch.optim.Optimizer):
 
     @property
     def x(self) -> torch.Tensor:
-        """This node's parameters as one flat vector, shape ``(P,)`` (``(n, P)`` under
-        SimComm: row i is node i's). The buffer itself: the model's parameters are views of it,
-        so copy it before changing it."""
-        return self.flat.flat
+        """This node's parameters as one flat vector (the wrapper's, see
+        :attr:`Decentralized.x <declearn.optim.Decentralized.x>`)."""
+        return self._wrapper.x
 
     def zero_grad(self, set_to_none: bool = False) -> None:
-        """Zero the flat gradient buffer (gradients stay views of it, whatever
-        ``set_to_none`` says)."""
-        self.flat.zero_grad()
+        """Zero the gradients (the wrapper's :meth:`~declearn.optim.Decentralized.zero_grad`)."""
+        self._wrapper.zero_grad(set_to_none)
 
     @torch.no_grad()
     def step(self, closure=None):
