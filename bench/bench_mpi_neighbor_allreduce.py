@@ -25,12 +25,9 @@ It re-executes itself under ``mpiexec -n N`` when not already running under MPI.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import time
 
-_MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MPI_LOCALRANKID")
+from mpi_relaunch import relaunch_unless_under_mpi  # bench/ is sys.path[0]
 
 
 def _parse():
@@ -40,15 +37,6 @@ def _parse():
     p.add_argument("--max-mb", type=float, default=64.0, help="largest message in MiB")
     p.add_argument("--topologies", default="ring,exponential")
     return p.parse_args()
-
-
-def _relaunch(args) -> int:
-    from declearn.cluster.mpiexec import find_mpiexec, local_job
-
-    if find_mpiexec() is None:
-        sys.exit("No mpiexec found: pip install mpich (or put an MPI on PATH).")
-    cmd, env = local_job(args.n, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
-    return subprocess.call(cmd, env=env)
 
 
 def _sizes(args):
@@ -61,8 +49,7 @@ def _sizes(args):
 
 def main() -> None:
     args = _parse()
-    if not any(v in os.environ for v in _MPI_ENV):
-        sys.exit(_relaunch(args))
+    relaunch_unless_under_mpi(args.n, __file__)
 
     import numpy as np
     import torch

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import time
 
-_MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MPI_LOCALRANKID")
+from mpi_relaunch import relaunch_unless_under_mpi  # bench/ is sys.path[0]
 
 
 def _parse():
@@ -42,19 +40,9 @@ def _parse():
     return p.parse_args()
 
 
-def _relaunch(args) -> int:
-    from declearn.cluster.mpiexec import find_mpiexec, local_job
-
-    if find_mpiexec() is None:
-        sys.exit("No mpiexec found: pip install mpich (or put an MPI on PATH).")
-    cmd, env = local_job(args.n, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]])
-    return subprocess.call(cmd, env=env)
-
-
 def main() -> None:
     args = _parse()
-    if not any(v in os.environ for v in _MPI_ENV):
-        sys.exit(_relaunch(args))
+    relaunch_unless_under_mpi(args.n, __file__)
 
     import torch
 
