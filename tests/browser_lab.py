@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 READY_TIMEOUT = 60.0
 SETTLE_SECONDS = 2.0
 
@@ -35,6 +37,18 @@ def chromium_path() -> str | None:
         if found:
             return found
     return None
+
+
+def browser_marks() -> list:
+    """The ``pytestmark`` of a browser test module: the ``browser`` marker, and a skip that says
+    how to get Chromium when there is none."""
+    return [
+        pytest.mark.browser,
+        pytest.mark.skipif(
+            chromium_path() is None,
+            reason="needs Chromium: apt-get install chromium (or set DECLEARN_CHROMIUM)",
+        ),
+    ]
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ import pytest
 
 from browser_lab import (
     JupyterLab,
-    chromium_path,
+    browser_marks,
     launch_chromium,
     notebook,
     open_notebook,
@@ -30,13 +30,7 @@ from browser_lab import (
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        chromium_path() is None,
-        reason="needs Chromium: apt-get install chromium (or set DECLEARN_CHROMIUM)",
-    ),
-]
+pytestmark = browser_marks()
 
 EXPLORER_CELL = (
     "from widgets import TopologyExplorer\n"

@@ -16,20 +16,14 @@ import pytest
 
 from browser_lab import (  # tests/ is on sys.path
     JupyterLab,
-    chromium_path,
+    browser_marks,
     launch_chromium,
     notebook,
     open_notebook,
     run_all_cells,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        chromium_path() is None,
-        reason="needs Chromium: apt-get install chromium (or set DECLEARN_CHROMIUM)",
-    ),
-]
+pytestmark = browser_marks()
 
 CELLS = (
     "from widgets import AlgorithmRace, ConsensusPlayer, SpectralGapExplorer, TopologyExplorer",

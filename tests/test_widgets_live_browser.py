@@ -17,20 +17,14 @@ import pytest
 
 from browser_lab import (  # tests/ is on sys.path
     JupyterLab,
-    chromium_path,
+    browser_marks,
     launch_chromium,
     notebook,
     open_notebook,
     wait_kernel_idle,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        chromium_path() is None,
-        reason="needs Chromium: apt-get install chromium (or set DECLEARN_CHROMIUM)",
-    ),
-]
+pytestmark = browser_marks()
 
 STEPS = 40
 CELLS = (
