@@ -5,6 +5,8 @@
 # and for whoever changes the code:
 #   make lint   ruff over the code, tests and notebooks, then mypy over the Communicator
 #               protocol and the algorithms (both configured in pyproject.toml)
+#   make gpu-check   on a machine with an NVIDIA GPU: every GPU check and benchmark, with a
+#               report in bench/results/ (CONTRIBUTING.md, "The GPU check")
 #
 # The environment is a virtualenv in $(VENV) with declearn installed in editable mode, MPI
 # included (the mpich wheel puts mpiexec into $(VENV)/bin: no compiler, no system MPI).
@@ -21,7 +23,7 @@ STAMP := $(VENV)/.declearn-installed
 TEST_STAMP := $(VENV)/.declearn-test-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: env lab lint typecheck test bench doctor clean
+.PHONY: env lab lint typecheck test bench gpu-check gpu-wheels doctor clean
 
 env: $(STAMP)
 
@@ -56,6 +58,22 @@ test: $(TEST_STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+gpu-check: $(TEST_STAMP)
+	$(BIN)/python bench/gpu_check.py
+
+# Wheels for a GPU machine without network that already has Python, torch and numpy (e.g. a
+# CUDA container): `make gpu-wheels GPU_PYTHON=3.12`, carry .whl/, install them there with
+# pip --no-index (CONTRIBUTING.md, "The GPU check").
+GPU_PYTHON ?= 3.12
+GPU_WHEELS := ipyparallel mpich mpi4py nbclient nbformat ipykernel ipywidgets
+gpu-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --python-version $(GPU_PYTHON) \
+	  --implementation cp $(foreach t,2_17 2_24 2_26 2_27 2_28 2_31 2_34,--platform manylinux_$(t)_x86_64) \
+	  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+	  $(shell $(BIN)/python -m pip list --format=freeze 2>/dev/null | grep -iE '^($(subst $() ,|,$(GPU_WHEELS)))==')
+	@du -sh .whl
 
 doctor: $(STAMP)
 	$(BIN)/declearn doctor

@@ -31,6 +31,8 @@ Usage::
     python bench/bench_sim_neighbor_allreduce.py            # full run, several minutes
     python bench/bench_sim_neighbor_allreduce.py --quick    # n = 16, 256, 4096; d = 100, 1e4
     python bench/bench_sim_neighbor_allreduce.py --only ring exponential --n 256 --d 10000
+    # on a GPU (make gpu-check): n = 16, 256, 4096; d = 100, 1e4, 1e6, n*d <= 2^28
+    python bench/bench_sim_neighbor_allreduce.py --quick --device cuda
     # also time another copy of the kernels (e.g. the last commit's) in the same rounds:
     python bench/bench_sim_neighbor_allreduce.py --quick --baseline-kernels /tmp/kernels_old.py
 """
@@ -59,6 +61,11 @@ MAX_DENSE_FLOPS = 4e9
 MAX_SPARSE_MACS = 5e8
 MAX_ROLL_SHIFTS = 16
 TARGET_COPY = 3.0
+# On CUDA (--device cuda): larger tensors, and plain expressions up to far more work.
+CUDA_MAX_ELEMENTS = 1 << 28
+CUDA_MAX_DENSE_FLOPS = 2e13
+CUDA_MAX_SPARSE_MACS = 2e11
+DEVICE = torch.device("cpu")
 
 
 def _connected(name: str, n: int, **params):
@@ -115,11 +122,12 @@ def best_times(fns: dict, *, reps: int, budget: float, clock) -> dict:
 def plain_expressions(topo, x):
     """name -> zero-argument function computing W @ x with plain torch (within the caps)."""
     n, d = x.shape
-    W = torch.tensor(topo.W, dtype=x.dtype)
+    W = torch.tensor(topo.W, dtype=x.dtype, device=x.device)
     fns = {}
-    if 2.0 * n * n * d <= MAX_DENSE_FLOPS:
+    cuda = x.device.type == "cuda"
+    if 2.0 * n * n * d <= (CUDA_MAX_DENSE_FLOPS if cuda else MAX_DENSE_FLOPS):
         fns["dense"] = lambda: W @ x
-    if topo.nnz * d <= MAX_SPARSE_MACS:
+    if topo.nnz * d <= (CUDA_MAX_SPARSE_MACS if cuda else MAX_SPARSE_MACS):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             Wcsr = W.to_sparse_csr()
@@ -161,13 +169,13 @@ def baseline_mixer(kernels, topo, x):
 def run_case(name, topo, d, threads, reps, budget, clock, baseline=None):
     torch.set_num_threads(threads)
     n = topo.n
-    x = torch.randn(n, d, dtype=torch.float64)
-    comm = SimComm(n)
+    x = torch.randn(n, d, dtype=torch.float64, device=DEVICE)
+    comm = SimComm(n, device=DEVICE)
     plan = mix_plan(topo, comm.device, x.dtype, d=d)
     out = torch.empty_like(x)
     plain = plain_expressions(topo, x)
     cols = min(d, 16)  # the result checked on a few columns against the dense product
-    ref = torch.tensor(topo.W, dtype=x.dtype) @ x[:, :cols]
+    ref = torch.tensor(topo.W, dtype=x.dtype, device=DEVICE) @ x[:, :cols]
     assert torch.allclose(comm.neighbor_allreduce(x, topo)[:, :cols], ref, atol=1e-12), name
     fns = {"sim": lambda: comm.neighbor_allreduce(x, topo), "copy": lambda: out.copy_(x),
            "clone": lambda: x.clone()}
@@ -201,6 +209,14 @@ def run_case(name, topo, d, threads, reps, budget, clock, baseline=None):
         flush=True,
     )
     return r_best, r_copy
+
+
+def _synchronized(clock):
+    """``clock`` read after every queued CUDA kernel has finished."""
+    def read():
+        torch.cuda.synchronize()
+        return clock()
+    return read
 
 
 def summary(worst: dict) -> int:
@@ -238,7 +254,12 @@ def main(argv=None):
                     help="also time the kernels of this copy of comm/sim/kernels.py, same rounds")
     ap.add_argument("--default-allocator", action="store_true",
                     help="keep glibc's malloc defaults (DECLEARN_TUNE_ALLOCATOR=0)")
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = ap.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch {torch.__version__} sees no CUDA GPU.")
     if args.default_allocator:
         os.environ["DECLEARN_TUNE_ALLOCATOR"] = "0"
     print("malloc tuned for reuse (declearn.comm.memory):", ensure_cpu_allocator_tuned())
@@ -248,21 +269,32 @@ def main(argv=None):
         ns, ds, reps, budget = [16, 256, 4096], [100, 10_000], 3, 0.05
     else:
         ns, ds, reps, budget = [16, 64, 256, 1024, 4096], [10, 1000, 10_000, 100_000], 7, 0.3
+    max_elements = MAX_ELEMENTS
+    if DEVICE.type == "cuda":
+        ds, max_elements = [100, 10_000, 1_000_000], CUDA_MAX_ELEMENTS
+        if not args.quick:
+            ds = [10, 1000, 100_000, 1_000_000]
     ns = args.n or ns
     ds = args.d or ds
-    threads = args.threads or sorted({1, all_threads})
-    print(f"torch {torch.__version__}, {os.cpu_count()} cpus, float64, best of <= {reps}, "
-          f"{args.clock} clock, n*d <= {MAX_ELEMENTS}; targets for n >= 256: "
+    threads = args.threads or (sorted({1, all_threads}) if DEVICE.type == "cpu" else [1])
+    if DEVICE.type == "cuda":
+        where = f"{torch.cuda.get_device_name(DEVICE)} (CUDA {torch.version.cuda})"
+    else:
+        where = f"{os.cpu_count()} cpus"
+    print(f"torch {torch.__version__}, {where}, float64, best of <= {reps}, "
+          f"{args.clock} clock, n*d <= {max_elements}; targets for n >= 256: "
           f"sim/best <= 1, sim/copy <= {TARGET_COPY:g}")
     worst: dict = {}
     for thr in threads:
         clock = time.thread_time if args.clock == "cpu" and thr == 1 else time.perf_counter
+        if DEVICE.type == "cuda":
+            clock = _synchronized(time.perf_counter)
         for n in ns:
             for name, topo in topologies(n).items():
                 if args.only and name not in args.only and name.split("[")[0] not in args.only:
                     continue
                 for d in ds:
-                    if n * d > MAX_ELEMENTS:
+                    if n * d > max_elements:
                         continue
                     _, r_copy = run_case(name, topo, d, thr, reps, budget, clock, baseline)
                     if n >= 256 and r_copy > worst.get((name, n, thr), (-1.0,))[0]:

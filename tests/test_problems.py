@@ -294,7 +294,7 @@ def test_float32_oracles_follow_the_input_dtype():
         assert oracle.grad(X.float()).dtype == torch.float32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_oracles_on_a_gpu_simulator_equal_the_cpu_ones():
     for p in (LeastSquares(6, seed=1, sigma=0.2), LeastSquares(6, d=30, m=8, seed=1),
               LogisticRegression(6, seed=1, nonconvex_reg=0.1), RandomQuadratics(6, seed=1)):

@@ -328,7 +328,7 @@ def test_auto_choice_on_the_benchmarked_rows():
     assert width(make("erdos_renyi", 4096, p=0.004, seed=0), 1000) < 1000  # scattered
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 def test_cuda_kernels_match_oracle(small_cache):
     """On CUDA the sparse product is one cuSPARSE call (never blocked)."""
     for topo in (make("erdos_renyi", 48, p=0.2, seed=3), make("ring", 48),

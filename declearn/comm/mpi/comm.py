@@ -46,6 +46,7 @@ from declearn.comm.mpi.planes import (
     BufferCache,
     HostPlane,
     NcclPlane,
+    refuse_shared_gpus,
 )
 from declearn.comm.mpi.registry import _LIVE, _ORPHANS, _SERIAL
 from declearn.comm.mpi.resync import ResyncProtocol
@@ -150,6 +151,7 @@ class MPIComm(HeaderExchange, NeighborOps, InlineOps, InFlightOps, ResyncProtoco
         self._serial = next(_SERIAL)
         _LIVE.add(self)
         if data_plane == "nccl":
+            refuse_shared_gpus(self._device, lambda t: self.allgather(t, tag="nccl-gpus"))
             self._gpu = NcclPlane(self._bufs)
             self._gpu.init(
                 self._rank, self._size, lambda t: self.broadcast(t, 0), self._device,

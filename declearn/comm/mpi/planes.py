@@ -54,6 +54,9 @@ __all__ = [
     "StagedPlane",
     "NcclPlane",
     "as_bytes",
+    "gpu_identity",
+    "refuse_shared_gpus",
+    "shared_gpus",
 ]
 
 DATA_PLANES = ("auto", "cuda-aware", "staged", "nccl")
@@ -284,6 +287,45 @@ class StagedPlane(HostPlane):
 
     def session(self) -> Session:
         return _StagedSession(self)
+
+
+def gpu_identity(device: torch.device) -> str:
+    """A name of the physical GPU behind ``device``, the same in every process that uses it:
+    the host name and the device's UUID (``CUDA_VISIBLE_DEVICES`` renumbers devices per
+    process, so ``cuda:0`` of two processes may be two GPUs, or one)."""
+    import socket
+
+    props = torch.cuda.get_device_properties(device)
+    uuid = getattr(props, "uuid", None)
+    return f"{socket.gethostname()}/{uuid if uuid is not None else device}"
+
+
+def shared_gpus(identities: list[str]) -> dict[str, list[int]]:
+    """The GPUs that more than one rank would use, each with those ranks (``identities[r]``
+    is rank r's :func:`gpu_identity`)."""
+    ranks: dict[str, list[int]] = {}
+    for rank, ident in enumerate(identities):
+        ranks.setdefault(ident, []).append(rank)
+    return {ident: rs for ident, rs in ranks.items() if len(rs) > 1}
+
+
+def refuse_shared_gpus(device: torch.device, allgather, id_bytes: int = 192) -> None:
+    """Raise ValueError on every rank when ranks would share a GPU under NCCL, which refuses
+    two ranks of one communicator on one GPU (it fails, or hangs, in its set-up).
+    ``allgather(t)`` stacks every rank's uint8 tensor ``t`` (MPIComm's, deadline-bounded)."""
+    name = gpu_identity(device).encode()[:id_bytes]
+    mine = torch.zeros(id_bytes, dtype=torch.uint8)
+    mine[: len(name)] = torch.frombuffer(bytearray(name), dtype=torch.uint8)
+    rows = allgather(mine)
+    shared = shared_gpus([bytes(row.tolist()).rstrip(b"\0").decode() for row in rows])
+    if shared:
+        which = "; ".join(f"ranks {', '.join(map(str, rs))} on {ident}"
+                          for ident, rs in shared.items())
+        raise ValueError(
+            f"data_plane='nccl' needs one GPU per rank, but some ranks share one ({which}): "
+            "NCCL refuses two ranks on one GPU. Use data_plane='staged' (or 'auto') to share "
+            "GPUs, or start as many engines as there are GPUs."
+        )
 
 
 def _master_address() -> str:
