@@ -23,7 +23,7 @@ STAMP := $(VENV)/.declearn-installed
 TEST_STAMP := $(VENV)/.declearn-test-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: env lab lint typecheck test bench gpu-check gpu-wheels doctor clean
+.PHONY: env lab lint typecheck test bench gpu-check gpu-wheels hosts hosts-down doctor clean
 
 env: $(STAMP)
 
@@ -74,6 +74,14 @@ gpu-wheels: $(STAMP)
 	  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
 	  $(shell $(BIN)/python -m pip list --format=freeze 2>/dev/null | grep -iE '^($(subst $() ,|,$(GPU_WHEELS)))==')
 	@du -sh .whl
+
+# Test hosts for multi-machine demos (root): HOSTS network namespaces joined by a virtual
+# switch, each with an sshd (tools/netns_hosts.py; the tests make their own and remove them).
+HOSTS ?= 2
+hosts: $(STAMP)
+	$(BIN)/python tools/netns_hosts.py up -n $(HOSTS) --sshd
+hosts-down:
+	$(BIN)/python tools/netns_hosts.py down
 
 doctor: $(STAMP)
 	$(BIN)/declearn doctor
