@@ -9,9 +9,10 @@ as the nodes of a cluster share a home directory.
 
 :class:`TestHosts` (a context manager) creates them, optionally runs an ``sshd`` in each (keys
 it generates; for MPICH's Hydra ``ssh`` launcher), gives what an MPI job across them needs
-(:meth:`TestHosts.mpiexec_args`), takes links down and up, shapes them with ``tc netem``
-(latency, bandwidth) and reads the interfaces' byte counters; on exit (also after a failure)
-it stops the sshds and removes every namespace it made, which removes their interfaces.
+(:meth:`TestHosts.mpiexec_args`), takes links down and up, shapes them with ``tc`` (latency
+with netem where the kernel has it, a bandwidth cap) and reads the interfaces' byte counters;
+on exit (also after a failure) it stops the sshds and removes every namespace it made, which
+removes their interfaces.
 
 Needs root and ``ip`` (iproute2); ``sshd`` for :meth:`TestHosts.start_sshd`; ``tc`` for
 :meth:`TestHosts.shape`. :func:`unavailable` says what is missing.
@@ -76,6 +77,25 @@ def sshd_unavailable() -> str | None:
     for tool in ("sshd", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             return f"{tool} is missing (apt-get install openssh-server openssh-client)"
+    return None
+
+
+def netem_unavailable() -> str | None:
+    """Why ``tc netem`` (added latency) cannot be used here, or None. Some kernels (e.g. a
+    minimal VM's, without loadable modules) lack ``sch_netem``; ``tbf`` (a rate) may remain."""
+    if shutil.which("tc") is None:
+        return "tc is missing (apt-get install iproute2)"
+    probe = f"{PREFIX}-netem-{os.getpid()}"
+    _ip("netns", "add", probe, check=False)
+    try:
+        out = subprocess.run(["ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo",
+                              "root", "netem", "delay", "1ms"], capture_output=True, text=True,
+                             check=False, timeout=30)
+    finally:
+        _ip("netns", "del", probe, check=False)
+    if out.returncode:
+        return (f"this kernel ({os.uname().release}) has no netem qdisc (sch_netem): "
+                f"{out.stderr.strip()}")
     return None
 
 
@@ -248,20 +268,25 @@ class TestHosts:
 
     def shape(self, i: int, *, delay_ms: float | None = None,
               rate_mbit: float | None = None) -> None:
-        """``tc netem`` on host i's outgoing traffic: added latency and/or a bandwidth cap
-        (both None: remove the shaping)."""
+        """Shape host i's outgoing traffic: added latency (``tc netem``, which needs the
+        kernel's ``sch_netem``) and/or a bandwidth cap (``netem rate``, or ``tc tbf`` where
+        netem is missing); both None removes the shaping."""
         dev = ["dev", self.hosts[i].iface]
         if delay_ms is None and rate_mbit is None:
             self.run(i, ["tc", "qdisc", "del", *dev, "root"])
             return
-        spec = []
         if delay_ms is not None:
-            spec += ["delay", f"{delay_ms}ms"]
-        if rate_mbit is not None:
-            spec += ["rate", f"{rate_mbit}mbit"]
-        out = self.run(i, ["tc", "qdisc", "replace", *dev, "root", "netem", *spec])
+            reason = netem_unavailable()
+            if reason:
+                raise RuntimeError(f"cannot add latency on {self.hosts[i].netns}: {reason}")
+            spec = ["netem", "delay", f"{delay_ms}ms"]
+            if rate_mbit is not None:
+                spec += ["rate", f"{rate_mbit}mbit"]
+        else:  # a token bucket: the rate, bursts of 64 KiB, up to 2 s of queue
+            spec = ["tbf", "rate", f"{rate_mbit}mbit", "burst", "64kb", "latency", "2s"]
+        out = self.run(i, ["tc", "qdisc", "replace", *dev, "root", *spec])
         if out.returncode:
-            raise RuntimeError(f"tc netem on {self.hosts[i].netns}: {out.stderr.strip()}")
+            raise RuntimeError(f"tc {spec[0]} on {self.hosts[i].netns}: {out.stderr.strip()}")
 
     def counters(self, i: int) -> dict[str, int]:
         """Bytes and packets through host i's interface so far (the kernel's counters)."""

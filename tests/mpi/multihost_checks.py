@@ -16,10 +16,23 @@ with ``MULTIHOST-OK rank r``.
     the payload its ranks sent to the other host, plus headers (measured by the host's first
     rank, from the kernel's counters).
 ``unplug``
-    ranks exchange over a ring in a loop (timeout 3 s) and write ``OUTDIR/running`` once under
-    way; the test then unplugs host 1's cable. Every rank must raise CollectiveTimeoutError
-    naming only ranks of the other host; it records it and leaves with ``os._exit`` (MPI
-    cannot finalize over a dead link).
+    ranks exchange in a loop (timeout 3 s) with one partner each on the other host (pairs
+    0-2, 1-3: no rank waits for a rank of its own host, so whom a rank names depends only on
+    the cut) and write ``OUTDIR/running`` once under way; the test then unplugs host 1's
+    cable. Every rank must raise CollectiveTimeoutError naming its partner; it records it and
+    leaves with ``os._exit`` (MPI cannot finalize over a dead link).
+``overlap WIDTH``
+    (the test slows both hosts' links with ``tc``: latency or a bandwidth cap) chapter 08's
+    experiment with real packets instead of ``DelayedComm``: the seconds per round of Local SGD
+    and of Overlap-Local-SGD training a ``Linear(1000, WIDTH)`` model, ``TAU`` local steps of
+    ``COMPUTE_S`` each, the latter twice: as in the chapter, and calling ``comm.progress()``
+    during the compute (``overlap_polled``); and the time of one allreduce of its parameters
+    over the slowed links (the chapter's delta). The last allreduce (``finish()``, with no
+    compute left to hide it) is not in the rounds' time.
+``straggler NUMEL``
+    (the test slows host 1's outgoing link) chapter 09's synchronous averaging on a chain, of
+    float64 vectors of NUMEL entries: the end time of every step on every rank, from which the
+    test reads the first slow step of each rank.
 """
 
 from __future__ import annotations
@@ -41,6 +54,7 @@ from declearn.comm.mpi import MPIComm
 from declearn.comm.ring import ring_allreduce
 from declearn.comm.sim import SimComm
 from declearn.errors import CollectiveTimeoutError
+from declearn.topology import Topology
 
 world = MPI.COMM_WORLD
 RANK, N = world.Get_rank(), world.Get_size()
@@ -108,12 +122,15 @@ def exchange() -> None:
 
 def unplug() -> None:
     comm = MPIComm(timeout=3)
-    ring = T.make("ring", N)
+    W = np.eye(N) / 2
+    for r in range(N):
+        W[r, (r + N // 2) % N] = 0.5
+    pairs = Topology.from_matrix(W, name="cross_host_pairs", allow_disconnected=True)
     x = torch.full((1000,), float(RANK), dtype=torch.float64)
     t0 = time.monotonic()
     try:
         for k in range(100_000):
-            comm.neighbor_allreduce(x, ring)
+            comm.neighbor_allreduce(x, pairs)
             if k == 20 and RANK == 0:
                 (OUT / "running").write_text("yes")
             time.sleep(0.005)
@@ -123,8 +140,80 @@ def unplug() -> None:
                              "after_s": time.monotonic() - t0}
 
 
+TAU, COMPUTE_S, ROUNDS = 8, 0.04, 4
+
+
+def overlap() -> None:
+    import declearn.optim as O
+
+    comm = MPIComm(timeout=60)
+    width = int(sys.argv[4])
+    x = torch.zeros(1001 * width)  # the model's parameters, flat
+    for _ in range(2):
+        comm.allreduce(x)  # connections set up
+    times = []
+    for _ in range(5):
+        comm.barrier()
+        t0 = time.perf_counter()
+        comm.allreduce(x)
+        times.append(time.perf_counter() - t0)
+    FINDINGS["allreduce_s"] = float(np.median(times))
+    times = []
+    for _ in range(5):
+        comm.barrier()
+        t0 = time.perf_counter()
+        pending = comm.iallreduce(x)
+        while not pending.done():
+            time.sleep(0.001)
+        times.append(time.perf_counter() - t0)
+    FINDINGS["iallreduce_s"] = float(np.median(times))
+    builds = {"local": lambda p: O.LocalSGD(p, comm, lr=0.1, tau=TAU),
+              "overlap": lambda p: O.OverlapLocalSGD(p, comm, lr=0.1, tau=TAU, alpha=0.6),
+              "overlap_polled": lambda p: O.OverlapLocalSGD(p, comm, lr=0.1, tau=TAU,
+                                                            alpha=0.6)}
+    for name, build in builds.items():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(1000, width)
+        opt = build(model.parameters())
+        comm.barrier()
+        start, busy, syncs = time.perf_counter(), 0.0, []
+        for _ in range(ROUNDS * TAU):
+            tick = time.perf_counter()
+            opt.zero_grad()
+            model(torch.randn(8, 1000)).pow(2).mean().backward()
+            if name == "overlap_polled":  # MPI moves data only inside MPI calls
+                for _ in range(20):
+                    time.sleep(COMPUTE_S / 20)
+                    comm.progress()
+            else:
+                time.sleep(COMPUTE_S)
+            opt.step()
+            busy += time.perf_counter() - tick
+            tick = time.perf_counter()
+            opt.average()
+            syncs.append(round(time.perf_counter() - tick, 3))
+        elapsed = time.perf_counter() - start
+        opt.finish()  # the last allreduce, with no compute left to hide it: not in the rounds
+        FINDINGS[name] = {"round_s": elapsed / ROUNDS,
+                          "compute_s": busy / ROUNDS, "syncs": [t for t in syncs if t > 0.005]}
+
+
+def straggler() -> None:
+    comm = MPIComm(timeout=60)
+    chain = T.make("chain", N)
+    x = torch.full((int(sys.argv[4]),), float(RANK), dtype=torch.float64)
+    for _ in range(3):
+        x = comm.neighbor_allreduce(x, chain)  # connections set up, before the clock starts
+    comm.barrier()
+    start, ends = time.perf_counter(), []
+    for _ in range(12):
+        x = comm.neighbor_allreduce(x, chain)
+        ends.append(time.perf_counter() - start)
+    FINDINGS["ends"] = ends
+
+
 def main() -> None:
-    {"exchange": exchange, "unplug": unplug}[MODE]()
+    {"exchange": exchange, "unplug": unplug, "overlap": overlap, "straggler": straggler}[MODE]()
     (OUT / f"rank{RANK}.json").write_text(json.dumps(FINDINGS))
     print(f"MULTIHOST-OK rank {RANK}", flush=True)
     if MODE == "unplug":
