@@ -177,7 +177,8 @@ def test_cli_stop_of_a_dead_cluster_removes_its_files_and_only_its(ipython_dir):
     for other in others:
         other.write_text("{}")
     before = {p for p in profile_dir.rglob("*") if p.is_file()}
-    mine = before - set(others) - {profile_dir / "startup" / "README"}
+    mine = before - set(others) - {profile_dir / "startup" / "README",
+                                   profile_dir / "ipcluster_config.py"}  # the profile's
     assert {"cluster-dead.json", "declearn-cluster-dead.json", "ipcontroller-dead-client.json",
             "ipcontroller-dead-engine.json", "enginesdead.json"} <= {p.name for p in mine}
     for pid in pids:  # all started by this test

@@ -20,8 +20,7 @@ from ipyparallel import interactive
 
 import declearn.cluster as dc
 from declearn.cluster.checks import ENGINE_MEMORY_BYTES, check_capacity
-from declearn.cluster.launch import _launch_args
-from declearn.cluster.mpiexec import MPIRuntime
+from declearn.cluster.mpiexec import MPIRuntime, launch_args
 from declearn.errors import ClusterError
 
 pytestmark = pytest.mark.cluster
@@ -322,14 +321,14 @@ def test_missing_mpiexec_says_how_to_fix(monkeypatch, tmp_path):
 def test_launch_args_per_mpi_flavor(monkeypatch):
     mpich = MPIRuntime("/x/mpiexec", "mpich", "Version: 5")
     openmpi = MPIRuntime("/x/mpiexec", "openmpi", "mpiexec (Open MPI) 5.0")
-    assert _launch_args(mpich, ["-ppn", "2"], oversubscribe=True) == ["-ppn", "2"]
+    assert launch_args(mpich, ["-ppn", "2"], oversubscribe=True) == ["-ppn", "2"]
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert _launch_args(openmpi, [], oversubscribe=True) == [
+    assert launch_args(openmpi, [], oversubscribe=True) == [
         "--oversubscribe", "--bind-to", "none"]
-    assert _launch_args(openmpi, ["--bind-to", "core"], oversubscribe=False) == [
+    assert launch_args(openmpi, ["--bind-to", "core"], oversubscribe=False) == [
         "--bind-to", "core"]
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    assert _launch_args(openmpi, [], oversubscribe=False) == [
+    assert launch_args(openmpi, [], oversubscribe=False) == [
         "--allow-run-as-root", "--bind-to", "none"]
 
 

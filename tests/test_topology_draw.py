@@ -208,3 +208,87 @@ def test_draw_graph_returns_what_it_added():
     assert set(map(id, ax.collections)) == {id(art.edges), id(art.heads), id(art.nodes)}
     assert [t.get_text() for t in art.labels] == [str(i) for i in range(8)]
     assert len(art.all) == 3 + 8
+
+
+# ---------------------------------------------------------------------- the torus
+def _grid_positions(nrow, ncol):
+    """Node r * ncol + c at column c, row r (row 0 on top), scaled into [-1, 1]^2."""
+    r, c = np.divmod(np.arange(nrow * ncol), ncol)
+    pos = np.stack([c - (ncol - 1) / 2, (nrow - 1) / 2 - r], axis=1).astype(float)
+    return pos / (max(nrow, ncol) - 1) * 2
+
+
+def _drawn_links(geo):
+    """{link id: (node at its first point, node at its last point)}, from the pieces."""
+    ends = {}
+    for k in np.unique(geo.piece_link):
+        pieces = geo.segments[geo.piece_link == k]
+        first, last = pieces[0, 0], pieces[-1, 1]
+        ends[int(k)] = tuple(sorted(int(np.argmin(np.linalg.norm(geo.pos - p, axis=1)))
+                                    for p in (first, last)))
+    return ends
+
+
+def test_torus_wrap_links_are_arcs_clear_of_the_grid_links_and_nodes():
+    from declearn.topology import grid
+    from declearn.topology.draw import graph_geometry
+
+    nrow, ncol = 4, 4
+    topo = grid(16, shape=(nrow, ncol), torus=True)
+    geo = graph_geometry(topo, layout_positions(topo))
+    np.testing.assert_allclose(geo.pos, _grid_positions(nrow, ncol), atol=1e-12)
+    idx = np.arange(16).reshape(nrow, ncol)
+    wraps = {tuple(sorted((int(idx[r, 0]), int(idx[r, -1])))) for r in range(nrow)}
+    wraps |= {tuple(sorted((int(idx[0, c]), int(idx[-1, c])))) for c in range(ncol)}
+    drawn = _drawn_links(geo)
+    W = topo.W
+    edges = {(int(j), int(i)) for i, j in zip(*np.nonzero(np.triu(W, 1).T))}
+    assert sorted(drawn.values()) == sorted(edges)  # every link once, nothing else
+    straight = [geo.segments[geo.piece_link == k][0] for k, e in drawn.items()
+                if e not in wraps]
+    assert len(straight) == 24 and all(
+        (geo.piece_link == k).sum() == 1 for k, e in drawn.items() if e not in wraps)
+    for k, (u, v) in drawn.items():
+        if (u, v) not in wraps:
+            continue
+        pieces = geo.segments[geo.piece_link == k]
+        assert len(pieces) > 1  # a curve, not the straight line along the row/column
+        np.testing.assert_allclose(pieces[1:, 0], pieces[:-1, 1])  # one unbroken polyline
+        others = np.delete(geo.pos, [u, v], axis=0)
+        points = pieces.reshape(-1, 2)
+        assert np.linalg.norm(points[:, None] - others[None], axis=-1).min() > geo.radius
+        for piece in pieces:  # never runs along a grid link (crossing one is fine)
+            d = piece[1] - piece[0]
+            for seg in straight:
+                e = seg[1] - seg[0]
+                parallel = abs(d[0] * e[1] - d[1] * e[0]) < 0.05 * np.linalg.norm(d) * \
+                    np.linalg.norm(e)
+                t = np.clip(np.dot((piece[0] + piece[1]) / 2 - seg[0], e) / np.dot(e, e), 0, 1)
+                near = np.linalg.norm((piece[0] + piece[1]) / 2 - (seg[0] + t * e))
+                assert not (parallel and near < 0.5 * geo.radius), (u, v, piece, seg)
+
+
+def _pixels(topo):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = draw(topo, title="")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return fig, np.asarray(canvas.buffer_rgba())[..., :3].astype(int)
+
+
+def test_the_torus_and_the_grid_of_the_same_size_look_different():
+    from declearn.topology import grid
+
+    _, grid_px = _pixels(grid(16, shape=(4, 4)))
+    fig_t, torus_px = _pixels(grid(16, shape=(4, 4), torus=True))
+    assert grid_px.shape == torus_px.shape
+    assert (np.abs(grid_px - torus_px).sum(-1) > 60).sum() > 500
+    # above the top row's nodes: white for the grid, the wrap arcs of the columns for the torus
+    ax = fig_t.axes[0]
+    r = 0.11
+    (x0, y0), (x1, y1) = ax.transData.transform([(-0.9, 1 + 1.1 * r), (0.9, 1 + 1.8 * r)])
+    h = torus_px.shape[0]
+    band = (slice(int(h - y1), int(h - y0)), slice(int(x0), int(x1)))
+    ink = lambda px: (px[band].sum(-1) < 600).sum()
+    assert ink(grid_px) == 0 and ink(torus_px) > 20

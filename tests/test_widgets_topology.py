@@ -28,6 +28,7 @@ from declearn.topology import (
     rho,
     transient_iterations,
 )
+from declearn.topology.draw import ARC_PIECES
 from widgets import SpectralGapExplorer, TopologyExplorer, TopologyPicker
 from widgets._render import RedrawWorker
 from widgets.spectral_gap import n_grid, sweep
@@ -240,7 +241,8 @@ def test_explorer_shows_rho_gap_degree_and_W(explorer, family, n, params):
     assert ex.values["rho"] == pytest.approx(r, rel=1e-12, abs=1e-15)
     assert shown_number(ex.degree_label.value) == max_out_degree(topo.W)
     np.testing.assert_array_equal(ex.heatmap_data, topo.W)
-    assert ex.graph_segments.shape == (links(topo.W), 2, 2)
+    wraps = 7 if family == "grid" else 0  # the 3 x 4 torus: 3 row and 4 column wrap arcs
+    assert ex.graph_segments.shape == (links(topo.W) + (ARC_PIECES - 1) * wraps, 2, 2)
     assert ex.product_data is None and ex.k_box.layout.display == "none"
     png = bytes(ex.image.value)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

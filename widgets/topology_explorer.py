@@ -179,8 +179,8 @@ class ExplorerFigure:
         gw = 3.3 / width  # a square graph panel
         self.graph = fig.add_axes((0.01, 0.03, gw, 3.3 / h))
         g = self.graph
-        g.set_xlim(-1.15, 1.15)
-        g.set_ylim(-1.15, 1.15)
+        g.set_xlim(-1.2, 1.2)  # a torus's wrap-around arcs reach about 1.154
+        g.set_ylim(-1.2, 1.2)
         g.set_aspect("equal")
         g.set_axis_off()
         self.edges = LineCollection([], colors="0.45", zorder=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from declearn.cluster.launchers import detach_output
 from declearn.cluster.processes import cluster_processes, end_processes
 from declearn.cluster.record import cluster_files, remove_cluster_files
 from declearn.errors import ClusterError
@@ -120,6 +121,8 @@ def stop_engines(ipp_cluster, *, grace: float = 3.0) -> None:
     wait until init reaps them, seconds on some systems.
     """
     sets = list(ipp_cluster.engines.values())
+    for es in sets:  # before any signal: see declearn.cluster.launchers
+        detach_output(es)
     if sets and all(_local_child(es) for es in sets):
         try:
             ipp_cluster.stop_engines_sync()
@@ -139,8 +142,10 @@ def shutdown_cluster(ipp_cluster, *, grace: float = 3.0) -> list:
     """End every process of the cluster, engines first (a controller that vanishes first
     makes engines wait for it), remove its files; return the processes that survived."""
     files = cluster_files(ipp_cluster.profile_dir, ipp_cluster.cluster_id)  # named in them
-    stop_engines(ipp_cluster, grace=grace)
     controller = ipp_cluster.controller
+    if controller is not None:
+        detach_output(controller)
+    stop_engines(ipp_cluster, grace=grace)
     if controller is not None:
         if _local_child(controller):
             try:

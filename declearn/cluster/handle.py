@@ -42,7 +42,7 @@ from declearn.cluster.shm import sweep_stale_segments
 from declearn.cluster.view import ClusterView, _engine_died
 from declearn.errors import ClusterError
 
-__all__ = ["Cluster", "ClusterView"]
+__all__ = ["Cluster", "ClusterView", "stop_advice"]
 
 _POLL = 0.02  # seconds between two looks at the engine registry
 #: Seconds cluster.resync() waits for the engines' answers beyond their own resync deadline.
@@ -162,10 +162,17 @@ class Cluster:
         ranks = sorted(info["rank"] for info in results)
         sizes = {info["size"] for info in results}
         if ranks != list(range(self.n)) or sizes != {self.n}:
+            if sizes == {1}:
+                why = ("these engines were not started as one MPI job (each is an MPI world of "
+                       "its own), as JupyterLab's IPython Parallel sidebar or `ipcluster start` "
+                       "start them from a profile without declearn's ipcluster_config.py")
+            else:
+                why = "engines of another MPI job are registered with this controller"
             raise ClusterError(
                 f"Expected the {self.n} engines of one MPI job (ranks 0..{self.n - 1}), found "
-                f"ranks {ranks} with COMM_WORLD sizes {sorted(sizes)}: engines of another job "
-                "are registered with this controller. Stop this cluster and start a fresh one."
+                f"ranks {ranks} with COMM_WORLD sizes {sorted(sizes)}: {why}. Stop them: "
+                f"{stop_advice(self.profile_dir)}; then run declearn.cluster.connect({self.n}) "
+                "again, which starts a cluster of MPI engines."
             )
         self.info = sorted(results, key=lambda info: info["rank"])
         view = ClusterView(client=self.client, socket=self.client._mux_stream,
@@ -443,6 +450,23 @@ class Cluster:
         ]
         where = f" on {hosts.pop()}" if len(hosts) == 1 else ""
         return head + where + "\n" + "\n".join(lines) + ">"
+
+
+def stop_advice(profile_dir: str) -> str:
+    """How to stop the clusters of ``profile_dir``: the shell command and its Python twin."""
+    from IPython.paths import get_ipython_dir
+
+    from declearn.cluster.profile import DEFAULT_PROFILE
+
+    parent, name = os.path.split(os.path.abspath(profile_dir).rstrip(os.sep))
+    if parent == os.path.abspath(get_ipython_dir()) and name.startswith("profile_"):
+        profile = name[len("profile_"):]
+        option = "" if profile == DEFAULT_PROFILE else f" --profile {profile}"
+        call = "" if profile == DEFAULT_PROFILE else f"profile={profile!r}"
+    else:
+        option, call = f" --profile-dir {profile_dir}", f"profile_dir={profile_dir!r}"
+    return (f"`declearn cluster stop{option}` in a terminal (or "
+            f"declearn.cluster.stop_clusters({call}) here)")
 
 
 def _show_outputs_by_rank(shell) -> None:

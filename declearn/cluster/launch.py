@@ -27,6 +27,7 @@ import ipaddress
 import logging
 import os
 import socket
+import sys
 import time
 import warnings
 
@@ -39,12 +40,19 @@ from declearn.cluster.checks import (
 from declearn.cluster.handle import Cluster, shutdown_cluster, wait_for_engines
 from declearn.cluster.mpiexec import (
     check_loopback_args,
+    launch_args,
     loopback_env,
     loopback_runtime,
     mpi_runtime,
     mpiexec_env,
 )
 from declearn.cluster.processes import cluster_processes, end_processes, pid_alive
+from declearn.cluster.profile import (
+    DEFAULT_PROFILE,
+    HEARTBEAT_MISSES,
+    HEARTBEAT_MS,
+    resolve_profile_dir,
+)
 from declearn.cluster.record import ClusterRecord, cluster_files, remove_cluster_files
 from declearn.cluster.shm import sweep_stale_segments
 from declearn.errors import ClusterError
@@ -52,38 +60,6 @@ from declearn.errors import ClusterError
 __all__ = ["start", "attach", "list_clusters", "stop_clusters", "forget_stale",
            "resolve_profile_dir", "DEFAULT_PROFILE"]
 
-#: The IPython profile declearn uses unless told otherwise (kept apart from profile_default).
-DEFAULT_PROFILE = "declearn"
-HEARTBEAT_MS = 500
-HEARTBEAT_MISSES = 60
-
-
-def resolve_profile_dir(profile: str | None = None, profile_dir: str | None = None) -> str:
-    """The profile directory to use, created if missing: ``profile_dir`` if given, else
-    ``$IPYTHONDIR/profile_<profile>`` (default profile: ``declearn``)."""
-    from IPython.core.profiledir import ProfileDir, ProfileDirError
-    from IPython.paths import get_ipython_dir
-
-    if profile_dir:
-        profile_dir = os.path.abspath(os.path.expanduser(profile_dir))
-        return ProfileDir.create_profile_dir(profile_dir).location
-    name = profile or DEFAULT_PROFILE
-    try:
-        return ProfileDir.find_profile_dir_by_name(get_ipython_dir(), name).location
-    except ProfileDirError:
-        return ProfileDir.create_profile_dir_by_name(get_ipython_dir(), name).location
-
-
-def _launch_args(runtime, mpi_args, oversubscribe: bool) -> list[str]:
-    """mpiexec arguments: the user's, plus what this MPI needs (oversubscription, root,
-    Open MPI's default one-core binding undone so torch sees every core)."""
-    args = [str(a) for a in mpi_args]
-    extra = list(runtime.root_args())
-    if oversubscribe:
-        extra += runtime.oversubscribe_args()
-    if runtime.flavor == "openmpi" and not any(a.startswith("--bind-to") for a in args):
-        extra += ["--bind-to", "none"]
-    return [a for a in extra if a not in args] + args
 
 
 def _config(runtime, mpi_args, env=None):
@@ -97,6 +73,8 @@ def _config(runtime, mpi_args, env=None):
     # Hydra finds its proxy next to mpiexec; the kernel's PATH may not have that directory.
     path = mpiexec_env(runtime.mpiexec)["PATH"]
     cfg.MPIEngineSetLauncher.environment = {"PATH": path, **(env or {})}
+    # the profile's ipcluster_config.py (declearn.cluster.profile) may name another Python
+    cfg.MPIEngineSetLauncher.engine_cmd = [sys.executable, "-m", "ipyparallel.engine"]
     return cfg
 
 
@@ -168,7 +146,10 @@ def _ipp_logger(level: int) -> logging.Logger:
 def _ipp_cluster(**kwargs):
     import ipyparallel as ipp
 
-    return ipp.Cluster(engines="mpi", log=_ipp_logger(logging.ERROR), **kwargs)
+    from declearn.cluster.launchers import QuietControllerLauncher, QuietMPIEngineSetLauncher
+
+    return ipp.Cluster(engines=QuietMPIEngineSetLauncher, controller=QuietControllerLauncher,
+                       log=_ipp_logger(logging.ERROR), **kwargs)
 
 
 def _running_cluster_ids(profile_dir: str) -> list[str]:
@@ -250,7 +231,7 @@ def start(
         over = check_capacity(n, oversubscribe=oversubscribe)
     else:
         over = oversubscribe is True
-    args = _launch_args(runtime, mpi_args, over or oversubscribe is True)
+    args = launch_args(runtime, mpi_args, over or oversubscribe is True)
     pdir = resolve_profile_dir(profile, profile_dir)
     if cluster_id is not None and cluster_id in _running_cluster_ids(pdir):
         if _attachable(pdir, cluster_id):

@@ -130,6 +130,18 @@ def mpi_runtime() -> MPIRuntime:
     return _probe(path)
 
 
+def launch_args(runtime: MPIRuntime, mpi_args, oversubscribe: bool) -> list[str]:
+    """mpiexec arguments: the user's, plus what this MPI needs (oversubscription, root,
+    Open MPI's default one-core binding undone so torch sees every core)."""
+    args = [str(a) for a in mpi_args]
+    extra = list(runtime.root_args())
+    if oversubscribe:
+        extra += runtime.oversubscribe_args()
+    if runtime.flavor == "openmpi" and not any(a.startswith("--bind-to") for a in args):
+        extra += ["--bind-to", "none"]
+    return [a for a in extra if a not in args] + args
+
+
 def mpiexec_env(mpiexec: str | None = None, base: dict | None = None) -> dict:
     """Environment for launching ``mpiexec``: its own directory first on PATH (so Hydra finds
     its proxy next to it), and ``PYTHONUNBUFFERED`` so rank output arrives promptly."""

@@ -104,7 +104,8 @@ def cluster_files(profile_dir: str, cluster_id: str) -> list[str]:
     # rewrites it as soon as it sees the processes gone): ipyparallel names them
     # <name>[-<cluster id>][-<engine set id>]-<pid>.log, which tells cluster ids apart.
     cid = f"{re.escape(cluster_id)}-" if cluster_id else ""
-    own_log = re.compile(rf"(ipcontroller-{cid}\d+|ipengine-{cid}\d+-\d+)\.log")
+    # (-stopping.log once a stop has begun: declearn.cluster.launchers.detach_output)
+    own_log = re.compile(rf"(ipcontroller-{cid}\d+|ipengine-{cid}\d+-\d+)(-stopping)?\.log")
     log_dir = os.path.join(profile_dir, "log")
     try:
         paths += [os.path.join(log_dir, name) for name in sorted(os.listdir(log_dir))

@@ -12,8 +12,9 @@ points, anything else with a spring layout of fixed seed (same picture every tim
 nodes and on a circle beyond.
 
 The picture's parts are computed apart from matplotlib, so that the widgets draw exactly what
-``draw`` draws: :func:`layout_positions` (where the nodes go), :func:`graph_geometry` (link
-segments, widths, arrowheads, node radius), :func:`node_colors`; :func:`draw_graph` paints them
+``draw`` draws: :func:`layout_positions` (where the nodes go),
+:func:`~declearn.topology.geometry.graph_geometry` (link segments, widths, arrowheads, node
+radius; in :mod:`declearn.topology.geometry`), :func:`node_colors`; :func:`draw_graph` paints them
 into an Axes and returns the artists.
 """
 
@@ -27,11 +28,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from declearn.errors import TopologyError
+from declearn.topology.geometry import (
+    ARC_PIECES,
+    GRAPH_MAX_NODES,
+    LABELLED_MAX_NODES,
+    GraphGeometry,
+    graph_geometry,
+    self_weights,
+)
 
 if TYPE_CHECKING:  # a topology draws itself with this module: no import back at run time
     from declearn.topology.base import Topology
 
 __all__ = [
+    "ARC_PIECES",
+    "GRAPH_MAX_NODES",
+    "LABELLED_MAX_NODES",
     "GraphArtists",
     "GraphGeometry",
     "draw",
@@ -43,12 +55,8 @@ __all__ = [
     "self_weights",
 ]
 
-#: Beyond this many nodes ``draw`` shows the heatmap of W instead of the graph.
-GRAPH_MAX_NODES = 64
 #: Beyond this many nodes the heatmap sums W over square blocks (one pixel per block).
 HEATMAP_MAX_PIXELS = 512
-#: Node numbers are written up to this many nodes (by default).
-LABELLED_MAX_NODES = 32
 #: Beyond this many nodes a graph without a natural layout goes on a circle: a spring
 #: layout costs about 0.1 s at n = 256 and tangles that many nodes anyway.
 SPRING_MAX_NODES = 96
@@ -272,84 +280,7 @@ def _normalise(pos: np.ndarray) -> np.ndarray:
     return pos / span if span > 0 else pos
 
 
-# ---------------------------------------------------------------------- geometry
-@dataclass
-class GraphGeometry:
-    """Where the parts of a graph picture go, in layout coordinates (no matplotlib)."""
-
-    pos: np.ndarray  # (n, 2) node centres
-    radius: float  # node radius
-    segments: np.ndarray  # (m, 2, 2) one segment per drawn link, from node rim to arrow base
-    widths: np.ndarray  # (m,) line widths in points, growing with the weight
-    heads: np.ndarray  # (m, 3, 2) arrowhead triangles at the receivers (empty if symmetric)
-    alpha: float  # opacity of the links (lower when there are many)
-    links: int  # links in the graph (a symmetric pair counts once)
-    drawn: bool  # False when there were more than ``max_links`` links: nodes only
-    directed: bool
-
-
-def graph_geometry(step: Topology, pos: np.ndarray, *, max_links: int | None = None
-                   ) -> GraphGeometry:
-    """Segments, widths and arrowheads of the links of ``step`` at node positions ``pos``.
-
-    Link ``j -> i`` for ``W[i, j] > 0`` (j sends to i): one segment per pair when W is
-    symmetric; otherwise an arrowhead at the receiver, and a two-way pair gets two segments
-    shifted sideways by ``0.3 r`` so neither hides the other. The node radius ``r`` is a share
-    of the median nearest-neighbour distance (more room for links beyond 32 nodes), the line
-    width ``(0.8 + 2.2 w / max w) * max(c, 0.4)`` with ``c = min(1, 6 / sqrt(links))``.
-    Beyond ``max_links`` links (None: no limit) nothing is drawn but the nodes.
-    """
-    pos = np.asarray(pos, dtype=np.float64)
-    n = step.n
-    if n > 1:
-        d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)
-        np.fill_diagonal(d2, np.inf)
-        spacing = float(np.median(np.sqrt(d2.min(axis=1))))
-    else:
-        spacing = 1.0
-    share = 0.32 if n <= LABELLED_MAX_NODES else 0.2  # room for numbers, or for links
-    r = float(np.clip(share * spacing, 0.008, 0.11))
-    off = step.rows != step.indices
-    dst, src, w = step.rows[off], step.indices[off], step.data[off]  # link src -> dst
-    directed = not step.is_symmetric
-    if not directed:
-        keep = src < dst
-        dst, src, w = dst[keep], src[keep], w[keep]
-    links = int(w.size)
-    crowd = min(1.0, 6.0 / math.sqrt(max(links, 1)))
-    alpha = max(0.5, crowd)
-    if links == 0 or (max_links is not None and links > max_links):
-        return GraphGeometry(pos, r, np.zeros((0, 2, 2)), np.zeros(0), np.zeros((0, 3, 2)),
-                             alpha, links, links == 0, directed)
-    widths = (0.8 + 2.2 * w / w.max()) * max(crowd, 0.4)
-    a, b = pos[src], pos[dst]
-    vec = b - a
-    length = np.linalg.norm(vec, axis=1, keepdims=True)
-    unit = vec / np.where(length > 0, length, 1.0)
-    heads = np.zeros((0, 3, 2))
-    if directed:
-        both = np.isin(dst * n + src, src * n + dst)  # the reverse link exists too
-        normal = np.stack([unit[:, 1], -unit[:, 0]], axis=1)
-        shift = normal * (0.3 * r) * both[:, None]
-        a, b = a + shift, b + shift
-        tip = b - unit * r
-        size = min(1.2 * r, 0.08)
-        base = tip - unit * size
-        side = normal * size * 0.45
-        heads = np.stack([tip, base + side, base - side], axis=1)
-        b = base
-    segments = np.stack([a + unit * r, b], axis=1)
-    return GraphGeometry(pos, r, segments, widths, heads, alpha, links, True, directed)
-
-
-def self_weights(step: Topology) -> np.ndarray:
-    """The diagonal of W (what each node keeps of its own value), shape (n,)."""
-    diag = np.zeros(step.n)
-    on = step.rows == step.indices
-    diag[step.rows[on]] = step.data[on]
-    return diag
-
-
+# ---------------------------------------------------------------------- node colours
 def node_colors(keep: np.ndarray) -> np.ndarray:
     """RGBA node colours: light blue, darker for a node that keeps more of its own value
     (``keep``: the self-weights, clipped to [0, 1])."""
@@ -400,7 +331,8 @@ def draw_graph(ax, step: Topology, pos: np.ndarray, *, labels: bool,
         size = float(np.clip(r * 90, 5, 10))
         texts = [ax.text(x, y, str(i), ha="center", va="center", fontsize=size, zorder=4)
                  for i, (x, y) in enumerate(geo.pos)]
-    pad = r + 0.08
+    reach = float(np.abs(geo.segments).max()) if geo.segments.size else 1.0
+    pad = max(r + 0.08, reach - 1 + 0.04)  # arcs of a torus go around its outer rows
     ax.set_xlim(-1 - pad, 1 + pad)
     ax.set_ylim(-1 - pad, 1 + pad)
     ax.set_aspect("equal")
