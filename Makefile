@@ -5,6 +5,7 @@
 # and for whoever changes the code:
 #   make lint   ruff over the code, tests and notebooks, then mypy over the Communicator
 #               protocol and the algorithms (both configured in pyproject.toml)
+#   make book   the chapters as a static website, with their outputs: build/book/html/index.html
 #   make gpu-check   on a machine with an NVIDIA GPU: every GPU check and benchmark, with a
 #               report in bench/results/ (CONTRIBUTING.md, "The GPU check")
 #
@@ -21,9 +22,10 @@ PYTEST_ARGS ?=
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.declearn-installed
 TEST_STAMP := $(VENV)/.declearn-test-installed
+BOOK_STAMP := $(VENV)/.declearn-book-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: env lab lint typecheck test bench gpu-check gpu-wheels hosts hosts-down doctor clean
+.PHONY: env lab lint typecheck test book bench gpu-check gpu-wheels hosts hosts-down doctor clean
 
 env: $(STAMP)
 
@@ -56,6 +58,16 @@ typecheck: $(TEST_STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Sphinx, myst-nb and the book theme (the [book] extra): for `make book` only.
+$(BOOK_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[book]"
+	@touch $(BOOK_STAMP)
+
+# The chapters as a static website (reading mode), from the executed copies in test-artifacts/
+# (`make test` writes them); a chapter without a current copy is executed first, real engines.
+book: $(BOOK_STAMP)
+	$(BIN)/python -m book.build --out build/book --executed test-artifacts
+
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
@@ -87,4 +99,4 @@ doctor: $(STAMP)
 	$(BIN)/declearn doctor
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-artifacts build/book
