@@ -30,6 +30,7 @@ from netns_hosts import (  # noqa: E402
 )
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+sys.path.insert(0, str(ROOT / "tests"))
 HOSTS = ["dl-h0", "dl-h0", "dl-h1", "dl-h1"]
 
 
@@ -188,3 +189,79 @@ def test_a_slow_link_slows_each_rank_one_hop_later_as_chapter_09_shows(hosts, tm
     distance = [abs(r - 1) for r in range(4)]  # on the chain, to rank 1
     assert first_slow == [1 + d for d in distance], (first_slow, took.round(3).tolist())
     assert (took[:, 4:] > 0.7 * delay).all(), took.round(3).tolist()
+
+
+# ---------------------------------------------------------------- clusters across the hosts
+def _on_host(hosts: TestHosts, i: int, *args: str, timeout: float = 240):
+    env = dict(os.environ, UCX_TLS="self,tcp")  # see _job
+    out = hosts.run(i, [sys.executable, str(ROOT / "tests" / "multihost_cluster.py"), *args],
+                    env=env, timeout=timeout, cwd=ROOT)
+    return out.returncode, out.stdout.strip().splitlines()[-1] if out.stdout.strip() else \
+        out.stderr[-3000:]
+
+
+@pytest.mark.cluster
+def test_engines_on_two_hosts_attached_from_the_second(hosts, tmp_path):
+    """declearn.cluster.start(hosts=..., interface=..., ip=<host 0's link address>) on host 0;
+    the notebook attaches from host 1 with the profile's connection files (their key)."""
+    from cluster_helpers import processes_mentioning
+
+    h0, h1 = (h.address for h in hosts.hosts)
+    pdir = str(tmp_path / "profile_hosts")
+    options = dict(n=4, hosts=[f"{h0}:2", f"{h1}:2"], interface="eth0", ip=h0,
+                   open_network=True, mpi_args=["-launcher-exec", hosts.ssh_wrapper],
+                   check_resources=False, timeout=120)
+    try:
+        rc, line = _on_host(hosts, 0, "start", pdir, json.dumps(options))
+        assert rc == 0, line
+        assert json.loads(line) == HOSTS
+        client = json.loads(next((tmp_path / "profile_hosts" / "security").glob(
+            "ipcontroller-*-client.json")).read_text())
+        assert client["interface"] == f"tcp://{h0}" and client["key"], client
+        rc, line = _on_host(hosts, 1, "attach", pdir)
+        assert rc == 0, line
+        found = json.loads(line)
+        assert found["attached_from"] == "dl-h1"
+        assert [r["host"] for r in found["ranks"]] == HOSTS
+        assert all(r["mix_error"] < 1e-12 and r["sum_error"] < 1e-11 for r in found["ranks"])
+        deadline = time.monotonic() + 30
+        while processes_mentioning(pdir) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not list((tmp_path / "profile_hosts" / "security").glob("*.json"))
+        left = [" ".join(p.cmdline())[:150] for p in processes_mentioning(pdir)]
+        assert not left, left
+    finally:
+        subprocess.run([sys.executable, "-m", "declearn.cli", "cluster", "stop", "--all",
+                        "--profile-dir", pdir], capture_output=True, timeout=60, check=False)
+        for p in processes_mentioning(pdir):
+            p.kill()
+
+
+@pytest.mark.cluster
+def test_an_unreachable_host_is_named_with_its_port(hosts, tmp_path):
+    h0 = hosts.hosts[0].address
+    options = dict(n=4, hosts=[f"{h0}:2", "10.231.0.99:2"], ip=h0, open_network=True,
+                   check_resources=False)
+    t0 = time.monotonic()
+    rc, line = _on_host(hosts, 0, "start", str(tmp_path / "profile_x"), json.dumps(options))
+    assert rc == 1 and "ClusterRequestError" in line, line
+    assert "Host 10.231.0.99 cannot be reached on port 22" in line, line
+    assert time.monotonic() - t0 < 60
+
+
+@pytest.mark.cluster
+def test_a_controller_address_on_no_interface_is_refused_before_anything_starts(tmp_path):
+    import declearn.cluster as dc
+    from declearn.cluster.checks import ClusterRequestError
+
+    pdir = tmp_path / "profile_ip"
+    with pytest.raises(ClusterRequestError, match=r"cannot listen on ip='10\.231\.0\.77'.*"
+                       r"not an address of any interface.*127\.0\.0\.1"):
+        dc.start(2, ip="10.231.0.77", open_network=True, profile_dir=str(pdir))
+    assert not (pdir / "security").exists() or not list((pdir / "security").iterdir())
+    with pytest.raises(ClusterRequestError, match="need open_network=True"):
+        dc.start(2, hosts=["10.231.0.1:2"], profile_dir=str(pdir))
+    with pytest.raises(ClusterRequestError, match="'host' or 'host:slots'"):
+        dc.start(2, hosts=["10.231.0.1:x"], open_network=True, profile_dir=str(pdir))
+    with pytest.raises(ClusterRequestError, match="not a network interface of this machine"):
+        dc.start(2, interface="nosuch0", open_network=True, profile_dir=str(pdir))

@@ -38,6 +38,7 @@ from declearn.cluster.faults import (
     read_hydra_report,
 )
 from declearn.cluster.processes import cluster_processes
+from declearn.cluster.record import ClusterRecord, cluster_files, remove_cluster_files
 from declearn.cluster.shm import sweep_stale_segments
 from declearn.cluster.view import ClusterView, _engine_died
 from declearn.errors import ClusterError
@@ -322,11 +323,25 @@ class Cluster:
         self._stopped = True
         self._detached = not shutdown
         self._stop_watch()
+        remote = shutdown and self._started_on_another_host()
+        if remote:  # its pids are another machine's: ask the controller to end it all
+            try:
+                self.client.shutdown(targets="all", hub=True, block=True)
+            except Exception as exc:
+                raise ClusterError(
+                    f"Could not shut down cluster {self.cluster_id!r} from this host: {exc}. "
+                    f"Stop it on the host that started it: {stop_advice(self.profile_dir)}."
+                ) from exc
         try:
             self.client.close()
         except Exception:
             pass
         if not shutdown:
+            return
+        if remote:
+            remove_cluster_files(self.profile_dir, self.cluster_id,
+                                 cluster_files(self.profile_dir, self.cluster_id))
+            self.ipp.remove_cluster_file()
             return
         survivors = shutdown_cluster(self.ipp, grace=grace)
         if survivors:
@@ -334,6 +349,12 @@ class Cluster:
                 f"Processes {[p.pid for p in survivors]} of cluster {self.cluster_id!r} "
                 "survived SIGKILL; end them by pid (kill -9)."
             )
+
+    def _started_on_another_host(self) -> bool:
+        """Whether the controller and mpiexec of this cluster run on another machine (one
+        that shares the profile's folder): their pids mean nothing here."""
+        record = ClusterRecord.load(self.profile_dir, self.cluster_id)
+        return record is not None and record.host != socket.gethostname()
 
     def restart(self, timeout: float | None = None) -> Cluster:
         """Stop the engines (whatever state they are in: one killed takes the whole MPI job

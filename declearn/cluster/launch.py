@@ -38,6 +38,7 @@ from declearn.cluster.checks import (
     check_gpus,
 )
 from declearn.cluster.handle import Cluster, shutdown_cluster, wait_for_engines
+from declearn.cluster.hosts import check_controller_address, host_launch
 from declearn.cluster.mpiexec import (
     check_loopback_args,
     launch_args,
@@ -174,6 +175,8 @@ def start(
     check_resources: bool = True,
     persistent: bool = False,
     open_network: bool = False,
+    hosts=None,
+    interface: str | None = None,
 ) -> Cluster:
     """Start a controller and ``n`` MPI engines, wait until all are registered, set them up,
     and return a :class:`Cluster` handle (which stops them all on ``stop()`` / ``with`` exit /
@@ -214,6 +217,14 @@ def start(
         False (default): every process of the cluster listens on loopback only (see the
         module docstring). True: launch with the MPI's own ``mpiexec``, which listens on
         every network interface, as engines on other hosts need; only on a trusted network.
+    hosts : list of str, optional
+        Engines on several hosts as one MPI job, ranks numbered host by host: each entry
+        ``"address"`` or ``"address:slots"`` (Hydra's ``-hosts``, started over ssh; see
+        :mod:`declearn.cluster.hosts`). Needs ``open_network=True`` and an ``ip`` the hosts
+        reach; each host must answer on its ssh port (checked before anything starts).
+    interface : str, optional
+        The network interface (same name on every host) that carries the job's traffic:
+        Hydra's ``-iface`` and the ranks' UCX/libfabric settings.
     """
     n = check_engine_count(n)
     gpus = check_gpus(gpus)
@@ -221,10 +232,18 @@ def start(
         raise ClusterError(f"timeout must be a positive number of seconds, got {timeout!r}.")
     if not isinstance(open_network, bool):
         raise ClusterRequestError(f"open_network must be True or False, got {open_network!r}.")
+    if (hosts is not None or interface is not None) and not open_network:
+        raise ClusterRequestError(
+            "hosts= and interface= put the MPI job on a network, so they need "
+            "open_network=True as well (`--open-network`), on a trusted network, with an ip= "
+            "the hosts reach.")
     runtime = mpi_runtime()
     engine_env = {}
     if not open_network:
         runtime, engine_env = _loopback_launch(runtime, mpi_args, ip)
+    else:
+        check_controller_address(ip)
+        mpi_args, engine_env = host_launch(hosts, interface, mpi_args)
     if check_resources:
         _check_gpus_visible(gpus)
     if check_resources:

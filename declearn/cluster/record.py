@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -27,7 +28,8 @@ class ClusterRecord:
     given to start(); ``started_by`` is "python" or "cli"; ``persistent`` clusters outlive the
     process that started them; ``open_network`` as given to start() (None: a record written
     before declearn had it); ``mpi_env``: the variables added to the engines' environment
-    (the loopback confinement), given again on restart."""
+    (the loopback confinement), given again on restart; ``host``: the machine whose processes
+    ``pid`` and the launchers' pids are (the controller's and mpiexec's)."""
 
     profile_dir: str
     cluster_id: str
@@ -42,6 +44,7 @@ class ClusterRecord:
     mpi_env: dict = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
+    host: str = field(default_factory=socket.gethostname)
 
     @staticmethod
     def path_for(profile_dir: str, cluster_id: str) -> str:
