@@ -25,7 +25,7 @@ TEST_STAMP := $(VENV)/.declearn-test-installed
 BOOK_STAMP := $(VENV)/.declearn-book-installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: env lab lint typecheck test book bench gpu-check gpu-wheels hosts hosts-down doctor clean
+.PHONY: env lab present lint typecheck test book bench gpu-check gpu-wheels hosts hosts-down doctor clean
 
 env: $(STAMP)
 
@@ -47,6 +47,11 @@ $(TEST_STAMP): $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/declearn lab --tutorials tutorials --work work
+
+# Lecture mode: a chapter's figures and widgets without code, for a projector (Voila).
+CHAPTER ?= 00
+present: $(STAMP)
+	$(BIN)/declearn present $(CHAPTER)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

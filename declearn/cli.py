@@ -8,6 +8,7 @@
     declearn cluster stop [--profile declearn] [--all]
     declearn doctor [--quick]                          # is this machine ready for the chapters?
     declearn lab [--refresh 03] [--work work] [-- JUPYTER ARGS]   # what `make lab` runs
+    declearn present 02 [--scale 1.5] [--port 8866] [--no-browser] [--original] [-- VOILA ARGS]
 
 A notebook uses a cluster started here with ``cluster = declearn.cluster.attach()``.
 """
@@ -72,13 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "interface (engines on other hosts, host files, -ppn); by default "
                         "every process listens on loopback only. Only on a trusted network")
     p.add_argument("--mpi-args", default="", help="extra mpiexec arguments, one quoted string")
+    p.add_argument("--hosts", default=None,
+                   help="engines on several hosts, ranks host by host: 'addr:slots,addr:slots' "
+                        "(Hydra over ssh; with --open-network and an --ip they reach)")
+    p.add_argument("--interface", default=None,
+                   help="network interface that carries the job's traffic (e.g. eth0)")
     p.add_argument("--no-resource-check", action="store_true",
                    help="skip the local core/memory rules (engines on other hosts)")
 
     p = csub.add_parser("status", help="list the clusters of a profile, their engines, ranks")
     _add_profile_args(p)
 
-    p = csub.add_parser("stop", help="stop clusters started with `declearn cluster start`")
+    p = csub.add_parser("stop", help="stop the clusters of a profile (one a live notebook "
+                                     "started only with --all or --cluster-id)")
     _add_profile_args(p)
     p.add_argument("--cluster-id", default=None, help="stop only this cluster")
     p.add_argument("--all", action="store_true",
@@ -94,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "yours as a backup, then stop")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
                    help="after --: arguments for jupyter lab (e.g. -- --no-browser --port 8890)")
+
+    p = sub.add_parser("present", help="show a chapter's text, figures and widgets without its "
+                                      "code, for a projector (Voila)",
+                       epilog="Arguments after -- go to voila (e.g. -- --theme=dark).")
+    p.add_argument("chapter", nargs="?", default=None, help="the chapter's number, e.g. 02")
+    p.add_argument("--scale", default=None, metavar="FACTOR",
+                   help="size of text, figures and widgets relative to JupyterLab's "
+                        "(default 1.5; 2 for a large room)")
+    p.add_argument("--port", type=int, default=None, help="the server's port (default 8866, "
+                                                         "the next free one if taken)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--tutorials", default="tutorials",
+                   help="the course's chapter notebooks (default: tutorials)")
+    p.add_argument("--work", default="work",
+                   help="your working copies: a chapter found there is shown (default: work)")
+    p.add_argument("--original", action="store_true",
+                   help="show the chapter of --tutorials even when --work has a copy")
 
     p = sub.add_parser("doctor", help="check Python, MPI, engines, GPUs and JupyterLab widgets")
     p.add_argument("--quick", action="store_true", help="skip starting a 2-engine cluster")
@@ -114,6 +138,8 @@ def _cluster_start(args) -> int:
             mpi_args=shlex.split(args.mpi_args), activate=False, ip=args.ip,
             check_resources=not args.no_resource_check, persistent=True,
             open_network=args.open_network,
+            hosts=args.hosts.split(",") if args.hosts else None,
+            interface=args.interface,
         )
     except ClusterError as exc:
         print(f"declearn cluster start: {exc}", file=sys.stderr)
@@ -217,10 +243,44 @@ def _lab(args) -> int:
     return subprocess.call(cmd, cwd=args.work, env=lab_environment())
 
 
+def _present(args) -> int:
+    from pathlib import Path
+
+    from declearn.present import DEFAULT_SCALE, find_chapter, parse_scale, serve
+
+    try:
+        scale = DEFAULT_SCALE if args.scale is None else parse_scale(args.scale)
+        notebook = find_chapter(args.chapter, args.tutorials,
+                                None if args.original else args.work)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"declearn present: {exc}", file=sys.stderr)
+        return 2
+    where = ("the original" if notebook.parent.resolve() == Path(args.tutorials).resolve()
+             else "your working copy; --original shows the original")
+    print(f"Presenting {notebook} ({where}) at scale {scale:g}; Ctrl+C stops the server.\n"
+          "Its connect() cell attaches to the running cluster of the declearn profile or starts "
+          "its own for the page (`declearn cluster start -n 8` first keeps one for every "
+          "chapter).")
+    try:
+        return serve(notebook, scale=scale, port=args.port, open_browser=not args.no_browser,
+                     extra=args.voila_args)
+    except FileNotFoundError as exc:  # no voila
+        print(f"declearn present: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    voila_args = []
+    if argv[:1] == ["present"] and "--" in argv:  # not a REMAINDER: it would eat the options
+        cut = argv.index("--")
+        argv, voila_args = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    args.voila_args = voila_args
     if args.command == "lab":
         return _lab(args)
+    if args.command == "present":
+        return _present(args)
     if args.command == "doctor":
         from declearn.doctor import run_doctor
 
