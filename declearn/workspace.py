@@ -8,6 +8,12 @@ chapters the working folder does not have yet (a new chapter after a pull), neve
 student's file. ``declearn lab --refresh 03`` puts a fresh copy of chapter 03 in place and
 keeps the student's as ``03_....backup-<time>.ipynb``.
 
+A copy opens in JupyterLab as unmodified: on connecting to its kernel JupyterLab writes the
+kernel's full ``language_info`` (Python version, lexer, ...) and its spec's display name into
+the notebook's metadata, which would mark a chapter that only says ``{"name": "python"}`` as
+changed; the copies get that metadata from this environment's kernel when they are made
+(:func:`copy_chapter`).
+
 Run as root (containers, VMs, Binder-like images), JupyterLab refuses to start unless given
 ``--allow-root``; ``declearn lab`` adds it and says so once. The terminals JupyterLab opens
 inherit this process's ``PATH``, which starts with the environment's ``bin`` folder, so
@@ -16,13 +22,15 @@ inherit this process's ``PATH``, which starts with the environment's ``bin`` fol
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["seed_workspace", "refresh_chapter", "lab_command", "CHAPTER_GLOB"]
+__all__ = ["seed_workspace", "refresh_chapter", "copy_chapter", "kernel_language_info",
+           "lab_command", "CHAPTER_GLOB"]
 
 #: The chapter notebooks of the tutorials folder.
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
@@ -37,6 +45,45 @@ def _chapters(tutorials: Path) -> list[Path]:
     return found
 
 
+def kernel_language_info() -> dict | None:
+    """What this environment's Python kernel (ipykernel) reports as ``language_info``."""
+    try:
+        from ipykernel.ipkernel import IPythonKernel
+    except ImportError:
+        return None
+    return json.loads(json.dumps(IPythonKernel.language_info))
+
+
+def _kernel_spec(name: str) -> dict | None:
+    """The ``kernelspec`` metadata JupyterLab writes for the installed kernel ``name``."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except (ImportError, NoSuchKernel):
+        return None
+    return {"display_name": spec.display_name, "language": spec.language, "name": name}
+
+
+def copy_chapter(source: Path, target: Path) -> None:
+    """Copy a chapter notebook, with the kernel's ``language_info`` in its metadata (in the
+    format JupyterLab saves); any other file, or a file that is not a notebook, as it is."""
+    info = kernel_language_info() if source.suffix == ".ipynb" else None
+    try:
+        nb = json.loads(source.read_text(encoding="utf-8")) if info else None
+    except (OSError, ValueError):
+        nb = None
+    if not (isinstance(nb, dict) and "nbformat" in nb and isinstance(nb.get("metadata"), dict)):
+        shutil.copy2(source, target)
+        return
+    nb["metadata"]["language_info"] = info
+    spec = nb["metadata"].get("kernelspec")
+    if isinstance(spec, dict) and spec.get("name"):
+        spec.update(_kernel_spec(spec["name"]) or {})
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n",
+                      encoding="utf-8")
+
+
 def seed_workspace(tutorials: Path, work: Path) -> list[str]:
     """Copy into ``work`` every chapter (and the tutorials' README) it does not have yet;
     return the names copied. Never overwrites a file."""
@@ -46,7 +93,7 @@ def seed_workspace(tutorials: Path, work: Path) -> list[str]:
     for source in [*_chapters(tutorials), tutorials / "README.md"]:
         target = work / source.name
         if source.is_file() and not target.exists():
-            shutil.copy2(source, target)
+            copy_chapter(source, target)
             copied.append(source.name)
     return copied
 
@@ -70,7 +117,7 @@ def refresh_chapter(tutorials: Path, work: Path, chapter: str) -> tuple[Path, Pa
         backup = target.with_name(f"{target.stem}.backup-{stamp}.ipynb")
         target.rename(backup)
     Path(work).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source, target)
+    copy_chapter(source, target)
     return target, backup
 
 

@@ -208,3 +208,39 @@ def test_the_other_widgets_render_and_the_player_steps(tmp_path):
             browser.close()
     assert after[2] != images[2], "the player's picture did not change with its step slider"
     assert after[1] == images[1], "the spectral-gap picture changed without input"
+
+
+def _dirty_tabs(page) -> list[str]:
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.lm-TabBar-tab.jp-mod-dirty')]"
+        ".map(t => t.textContent.trim())")
+
+
+def test_an_untouched_working_copy_opens_unmodified(tmp_path):
+    """A chapter copied into the student's working folder (as `make lab` does) opens in
+    JupyterLab, kernel connected, without being marked as changed; the original chapter, whose
+    metadata names only the language, is (which is why the copies carry the kernel's
+    language_info)."""
+    from playwright.sync_api import sync_playwright
+
+    from declearn.workspace import seed_workspace
+
+    root = tmp_path / "work"
+    seed_workspace(Path(__file__).resolve().parents[1] / "tutorials", root)
+    original = json.loads((Path(__file__).resolve().parents[1] / "tutorials"
+                           / "00_getting_started.ipynb").read_text())
+    (root / "original.ipynb").write_text(json.dumps(original))
+    with JupyterLab(root) as lab, sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            page = browser.new_page()
+            open_notebook(page, lab, "00_getting_started.ipynb")
+            time.sleep(2)  # metadata from the kernel arrives after it is idle
+            assert _dirty_tabs(page) == [], "an untouched working copy shows as modified"
+            open_notebook(page, lab, "original.ipynb")
+            time.sleep(2)
+            assert _dirty_tabs(page) == ["original.ipynb"], _dirty_tabs(page)
+        finally:
+            browser.close()
+    assert json.loads((root / "00_getting_started.ipynb").read_text())["cells"] == \
+        original["cells"]
