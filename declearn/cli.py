@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(Hydra over ssh; with --open-network and an --ip they reach)")
     p.add_argument("--interface", default=None,
                    help="network interface that carries the job's traffic (e.g. eth0)")
+    p.add_argument("--slurm", nargs="?", const="", default=None, metavar="OPTIONS",
+                   help="start the engines as one Slurm job (sbatch + srun); OPTIONS: sbatch "
+                        "options as 'time=01:00:00,partition=debug'")
     p.add_argument("--no-resource-check", action="store_true",
                    help="skip the local core/memory rules (engines on other hosts)")
 
@@ -126,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _slurm_options(text: str | None):
+    """``--slurm``'s value: None (not given), True (no options) or a dict of sbatch options."""
+    if text is None:
+        return None
+    if not text.strip():
+        return True
+    options = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        options[key.strip()] = value.strip() if sep else True
+    return options
+
+
 def _cluster_start(args) -> int:
     from declearn.cluster import start
     from declearn.errors import ClusterError
@@ -139,7 +155,7 @@ def _cluster_start(args) -> int:
             check_resources=not args.no_resource_check, persistent=True,
             open_network=args.open_network,
             hosts=args.hosts.split(",") if args.hosts else None,
-            interface=args.interface,
+            interface=args.interface, slurm=_slurm_options(args.slurm),
         )
     except ClusterError as exc:
         print(f"declearn cluster start: {exc}", file=sys.stderr)

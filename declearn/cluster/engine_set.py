@@ -123,6 +123,13 @@ def stop_engines(ipp_cluster, *, grace: float = 3.0) -> None:
     sets = list(ipp_cluster.engines.values())
     for es in sets:  # before any signal: see declearn.cluster.launchers
         detach_output(es)
+    for es in [es for es in sets if getattr(es, "job_id", "")]:  # a batch job: its scheduler's
+        try:
+            es.stop()  # scancel (or qdel...), whoever submitted it
+        except Exception:
+            pass
+        sets.remove(es)
+        ipp_cluster.engines.pop(es.engine_set_id if hasattr(es, "engine_set_id") else None, None)
     if sets and all(_local_child(es) for es in sets):
         try:
             ipp_cluster.stop_engines_sync()

@@ -1,6 +1,7 @@
-"""Engines on several hosts as one MPI job: the options :func:`declearn.cluster.start` takes for
-it (``hosts``, ``interface``, the controller's ``ip``) turned into Hydra arguments and the ranks'
-environment, with the checks that catch a wrong address before anything starts.
+"""Where the engines' MPI job runs: on this machine's loopback interface only (the default,
+:func:`loopback_launch`), or on several hosts, from the options :func:`declearn.cluster.start`
+takes for it (``hosts``, ``interface``, the controller's ``ip``), turned into Hydra arguments and
+the ranks' environment, with the checks that catch a wrong address before anything starts.
 
 ``hosts=["10.0.0.1:2", "10.0.0.2:2"]`` runs ranks 0-1 on the first host and 2-3 on the second
 (Hydra's ``-hosts``; a host without ``:slots`` takes one rank per turn). Hydra starts the ranks
@@ -21,11 +22,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import warnings
 from collections.abc import Sequence
 
 from declearn.cluster.checks import ClusterRequestError
+from declearn.cluster.mpiexec import check_loopback_args, loopback_env, loopback_runtime
 
-__all__ = ["SSH_PORT", "check_controller_address", "check_hosts_reachable", "host_launch"]
+__all__ = ["SSH_PORT", "check_controller_address", "check_hosts_reachable", "host_launch",
+           "loopback_launch"]
 
 #: Where Hydra's ssh launcher reaches a host (unless the user's ssh settings say otherwise).
 SSH_PORT = 22
@@ -125,3 +129,39 @@ def host_launch(hosts, interface: str | None, mpi_args: Sequence[str], *,
             check_hosts_reachable(hosts)
         args += ["-hosts", ",".join(f"{h}:{s}" if s else h for h, s in parsed)]
     return args, env
+
+
+def _is_loopback(ip: str) -> bool:
+    """Whether the controller address ``ip`` (an address or a host name) is on loopback."""
+    if ip == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(ip)).is_loopback
+        except (OSError, ValueError):
+            return False
+
+
+def loopback_launch(runtime, mpi_args, ip: str):
+    """The runtime and engine environment that keep a one-machine cluster on loopback; raise
+    ClusterRequestError where an argument asks for more (``ip``, Hydra-only mpi_args)."""
+    if not _is_loopback(ip):
+        raise ClusterRequestError(
+            f"ip={ip!r} makes the controller listen beyond this machine, but the cluster is "
+            "confined to loopback by default. For engines on other hosts pass "
+            f"open_network=True as well (`--open-network`), on a trusted network; on one "
+            "machine leave ip at its default, 127.0.0.1."
+        )
+    local = loopback_runtime(runtime)
+    if local is None:
+        warnings.warn(
+            f"declearn knows no launcher of this MPI ({runtime.flavor}: {runtime.mpiexec}) "
+            "that keeps a job on the loopback interface: its mpiexec and ranks may listen on "
+            "every network interface while the cluster runs. The mpich wheel has one "
+            "(pip install mpich); pass open_network=True to accept this MPI as it is.",
+            RuntimeWarning, stacklevel=3)
+        return runtime, {}
+    check_loopback_args(mpi_args, local.mpiexec)
+    return local, loopback_env()

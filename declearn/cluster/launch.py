@@ -23,13 +23,11 @@ unregistration window stays at ipyparallel's 30 s (60 missed pings).
 from __future__ import annotations
 
 import glob
-import ipaddress
 import logging
 import os
 import socket
 import sys
 import time
-import warnings
 
 from declearn.cluster.checks import (
     ClusterRequestError,
@@ -38,12 +36,9 @@ from declearn.cluster.checks import (
     check_gpus,
 )
 from declearn.cluster.handle import Cluster, shutdown_cluster, wait_for_engines
-from declearn.cluster.hosts import check_controller_address, host_launch
+from declearn.cluster.hosts import check_controller_address, host_launch, loopback_launch
 from declearn.cluster.mpiexec import (
-    check_loopback_args,
     launch_args,
-    loopback_env,
-    loopback_runtime,
     mpi_runtime,
     mpiexec_env,
 )
@@ -56,6 +51,8 @@ from declearn.cluster.profile import (
 )
 from declearn.cluster.record import ClusterRecord, cluster_files, remove_cluster_files
 from declearn.cluster.shm import sweep_stale_segments
+from declearn.cluster.slurm import check_slurm, slurm_config
+from declearn.cluster.slurm import timeout_error as slurm_timeout_error
 from declearn.errors import ClusterError
 
 __all__ = ["start", "attach", "list_clusters", "stop_clusters", "forget_stale",
@@ -63,7 +60,7 @@ __all__ = ["start", "attach", "list_clusters", "stop_clusters", "forget_stale",
 
 
 
-def _config(runtime, mpi_args, env=None):
+def _config(runtime, mpi_args, env=None, slurm=None):
     """ipyparallel configuration that launches the engines with ``runtime.mpiexec`` and
     ``mpi_args``, with the variables ``env`` added to their environment."""
     from traitlets.config import Config
@@ -76,43 +73,9 @@ def _config(runtime, mpi_args, env=None):
     cfg.MPIEngineSetLauncher.environment = {"PATH": path, **(env or {})}
     # the profile's ipcluster_config.py (declearn.cluster.profile) may name another Python
     cfg.MPIEngineSetLauncher.engine_cmd = [sys.executable, "-m", "ipyparallel.engine"]
+    if slurm is not None:
+        slurm_config(cfg, slurm, [sys.executable, "-m", "ipyparallel.engine"], env or {})
     return cfg
-
-
-def _is_loopback(ip: str) -> bool:
-    """Whether the controller address ``ip`` (an address or a host name) is on loopback."""
-    if ip == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        try:
-            return ipaddress.ip_address(socket.gethostbyname(ip)).is_loopback
-        except (OSError, ValueError):
-            return False
-
-
-def _loopback_launch(runtime, mpi_args, ip: str):
-    """The runtime and engine environment that keep a one-machine cluster on loopback; raise
-    ClusterRequestError where an argument asks for more (``ip``, Hydra-only mpi_args)."""
-    if not _is_loopback(ip):
-        raise ClusterRequestError(
-            f"ip={ip!r} makes the controller listen beyond this machine, but the cluster is "
-            "confined to loopback by default. For engines on other hosts pass "
-            f"open_network=True as well (`--open-network`), on a trusted network; on one "
-            "machine leave ip at its default, 127.0.0.1."
-        )
-    local = loopback_runtime(runtime)
-    if local is None:
-        warnings.warn(
-            f"declearn knows no launcher of this MPI ({runtime.flavor}: {runtime.mpiexec}) "
-            "that keeps a job on the loopback interface: its mpiexec and ranks may listen on "
-            "every network interface while the cluster runs. The mpich wheel has one "
-            "(pip install mpich); pass open_network=True to accept this MPI as it is.",
-            RuntimeWarning, stacklevel=3)
-        return runtime, {}
-    check_loopback_args(mpi_args, local.mpiexec)
-    return local, loopback_env()
 
 
 def _check_gpus_visible(gpus) -> None:
@@ -144,12 +107,13 @@ def _ipp_logger(level: int) -> logging.Logger:
     return log
 
 
-def _ipp_cluster(**kwargs):
+def _ipp_cluster(*, slurm: bool = False, **kwargs):
     import ipyparallel as ipp
 
     from declearn.cluster.launchers import QuietControllerLauncher, QuietMPIEngineSetLauncher
 
-    return ipp.Cluster(engines=QuietMPIEngineSetLauncher, controller=QuietControllerLauncher,
+    engines = "slurm" if slurm else QuietMPIEngineSetLauncher
+    return ipp.Cluster(engines=engines, controller=QuietControllerLauncher,
                        log=_ipp_logger(logging.ERROR), **kwargs)
 
 
@@ -177,6 +141,7 @@ def start(
     open_network: bool = False,
     hosts=None,
     interface: str | None = None,
+    slurm=None,
 ) -> Cluster:
     """Start a controller and ``n`` MPI engines, wait until all are registered, set them up,
     and return a :class:`Cluster` handle (which stops them all on ``stop()`` / ``with`` exit /
@@ -225,6 +190,12 @@ def start(
     interface : str, optional
         The network interface (same name on every host) that carries the job's traffic:
         Hydra's ``-iface`` and the ranks' UCX/libfabric settings.
+    slurm : True or dict, optional
+        Start the engines as one Slurm job (``sbatch``, then ``srun --mpi=pmi2``) instead of
+        ``mpiexec``: True, or a dict of sbatch options such as ``{"time": "01:00:00",
+        "partition": "debug"}`` (see :mod:`declearn.cluster.slurm`). A job still queued when
+        ``timeout`` passes is cancelled, saying what it waited for. ``mpi_args``, ``hosts`` and
+        the local core rules do not apply.
     """
     n = check_engine_count(n)
     gpus = check_gpus(gpus)
@@ -237,16 +208,17 @@ def start(
             "hosts= and interface= put the MPI job on a network, so they need "
             "open_network=True as well (`--open-network`), on a trusted network, with an ip= "
             "the hosts reach.")
+    options = None if slurm is None else check_slurm(slurm)
     runtime = mpi_runtime()
     engine_env = {}
     if not open_network:
-        runtime, engine_env = _loopback_launch(runtime, mpi_args, ip)
+        runtime, engine_env = loopback_launch(runtime, mpi_args, ip)
     else:
         check_controller_address(ip)
         mpi_args, engine_env = host_launch(hosts, interface, mpi_args)
     if check_resources:
         _check_gpus_visible(gpus)
-    if check_resources:
+    if check_resources and options is None:
         over = check_capacity(n, oversubscribe=oversubscribe)
     else:
         over = oversubscribe is True
@@ -266,14 +238,14 @@ def start(
                   controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}",
                                    f"--HeartMonitor.max_heartmonitor_misses={HEARTBEAT_MISSES}",
                                    *map(str, controller_args)],
-                  config=_config(runtime, args, engine_env))
+                  config=_config(runtime, args, engine_env, options))
     if cluster_id is not None:
         kwargs["cluster_id"] = str(cluster_id)
-    ipp_cluster = _ipp_cluster(**kwargs)
+    ipp_cluster = _ipp_cluster(slurm=options is not None, **kwargs)
     record = ClusterRecord(profile_dir=pdir, cluster_id=ipp_cluster.cluster_id, n=n,
                            mpiexec=runtime.mpiexec, mpi_args=args, gpus=gpus, ip=ip,
                            started_by="cli" if persistent else "python", persistent=persistent,
-                           open_network=open_network, mpi_env=engine_env)
+                           open_network=open_network, mpi_env=engine_env, slurm=options)
     deadline = time.monotonic() + timeout
     handle = None
     try:
@@ -284,15 +256,21 @@ def start(
         client = ipp_cluster.connect_client_sync()
         handle = Cluster(ipp_cluster, client, n=n, owned=not persistent, gpus=gpus,
                          timeout=timeout, activate=activate)
+        how = "as a Slurm job" if options is not None else f"with {runtime.mpiexec}"
         ids = wait_for_engines(client, n, deadline, ipp_cluster,
-                               what=f"Starting {n} engines with {runtime.mpiexec}")
+                               what=f"Starting {n} engines {how}")
         handle._setup(deadline, ids)
-    except BaseException:
+    except BaseException as exc:
+        error = None
+        if options is not None and isinstance(exc, ClusterError):
+            error = slurm_timeout_error(ipp_cluster, n, timeout, exc)  # before scancel
         if handle is not None:
             handle.stop(shutdown=True)
         else:
             shutdown_cluster(ipp_cluster)
             record.remove()
+        if error is not None:
+            raise error from exc
         raise
     return handle
 
@@ -307,7 +285,7 @@ def _load(pdir: str, cluster_id: str):
         from declearn.cluster.mpiexec import MPIRuntime
 
         runtime = MPIRuntime(record.mpiexec, "unknown", "")
-        kwargs["config"] = _config(runtime, record.mpi_args, record.mpi_env)
+        kwargs["config"] = _config(runtime, record.mpi_args, record.mpi_env, record.slurm)
     path = os.path.join(pdir, "security", f"cluster-{cluster_id}.json")
     return ipp.Cluster.from_file(path, **kwargs), record
 

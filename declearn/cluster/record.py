@@ -45,6 +45,7 @@ class ClusterRecord:
     started_at: float = field(default_factory=time.time)
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
+    slurm: dict | None = None  # sbatch options of engines started as a Slurm job
 
     @staticmethod
     def path_for(profile_dir: str, cluster_id: str) -> str:
