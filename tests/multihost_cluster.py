@@ -1,8 +1,9 @@
 """Run on a test host by tests/test_multihost.py: ``start PROFILE_DIR JSON`` starts a persistent
-cluster with ``declearn.cluster.start(**JSON)`` and prints each rank's host name; ``attach
-PROFILE_DIR`` attaches to it (from another host), checks a neighbor_allreduce and chapter 00's
-ring allreduce on the engines against numpy, prints the result as JSON, and shuts the cluster
-down (from the other host: through its controller).
+cluster with ``declearn.cluster.start(**JSON)`` and prints each rank's host name; ``connect
+PROFILE_DIR`` (from another host) attaches to it as a chapter's first cell does
+(``declearn.cluster.connect``, which must neither forget it nor start another), checks a
+neighbor_allreduce and chapter 00's ring allreduce on the engines against numpy, prints the
+result as JSON and detaches, leaving the cluster running.
 Failures print ``ERROR <type>: <message>`` and exit 1."""
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ def main() -> None:
             cluster = dc.start(profile_dir=pdir, persistent=True, **json.loads(sys.argv[3]))
             print(json.dumps(cluster.view.apply_sync(socket.gethostname)))
         else:
-            cluster = dc.attach(profile_dir=pdir, timeout=60)
-            found = {"attached_from": socket.gethostname(), "ranks": cluster.view.apply_sync(_mix)}
-            cluster.stop(shutdown=True)  # from the other host: through the controller
+            cluster = dc.connect(4, profile_dir=pdir, timeout=60)
+            found = {"attached_from": socket.gethostname(), "ranks": cluster.view.apply_sync(_mix),
+                     "owned": cluster.owned}
+            cluster.stop()
             print(json.dumps(found))
     except Exception as exc:  # noqa: BLE001 - the test reads the error
         print(f"ERROR {type(exc).__name__}: {exc}")

@@ -203,7 +203,9 @@ def _on_host(hosts: TestHosts, i: int, *args: str, timeout: float = 240):
 @pytest.mark.cluster
 def test_engines_on_two_hosts_attached_from_the_second(hosts, tmp_path):
     """declearn.cluster.start(hosts=..., interface=..., ip=<host 0's link address>) on host 0;
-    the notebook attaches from host 1 with the profile's connection files (their key)."""
+    a notebook on host 1 connects with the profile's connection files (their key) and
+    detaches; `declearn cluster stop` on host 1 ends the cluster through its controller (its
+    pids are host 0's)."""
     from cluster_helpers import processes_mentioning
 
     h0, h1 = (h.address for h in hosts.hosts)
@@ -218,12 +220,16 @@ def test_engines_on_two_hosts_attached_from_the_second(hosts, tmp_path):
         client = json.loads(next((tmp_path / "profile_hosts" / "security").glob(
             "ipcontroller-*-client.json")).read_text())
         assert client["interface"] == f"tcp://{h0}" and client["key"], client
-        rc, line = _on_host(hosts, 1, "attach", pdir)
+        rc, line = _on_host(hosts, 1, "connect", pdir)
         assert rc == 0, line
         found = json.loads(line)
-        assert found["attached_from"] == "dl-h1"
+        assert found["attached_from"] == "dl-h1" and found["owned"] is False
         assert [r["host"] for r in found["ranks"]] == HOSTS
         assert all(r["mix_error"] < 1e-12 and r["sum_error"] < 1e-11 for r in found["ranks"])
+        assert processes_mentioning(pdir), "detaching from host 1 must leave the cluster running"
+        stop = hosts.run(1, [str(Path(sys.executable).with_name("declearn")), "cluster", "stop",
+                             "--profile-dir", pdir], timeout=120, cwd=ROOT)
+        assert stop.returncode == 0 and "stopped" in stop.stdout.lower(), stop
         deadline = time.monotonic() + 30
         while processes_mentioning(pdir) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -29,7 +29,7 @@ from declearn.cluster.checks import ClusterRequestError
 from declearn.cluster.mpiexec import check_loopback_args, loopback_env, loopback_runtime
 
 __all__ = ["SSH_PORT", "check_controller_address", "check_hosts_reachable", "host_launch",
-           "loopback_launch"]
+           "loopback_launch", "started_elsewhere", "controller_answers", "shutdown_remote"]
 
 #: Where Hydra's ssh launcher reaches a host (unless the user's ssh settings say otherwise).
 SSH_PORT = 22
@@ -165,3 +165,39 @@ def loopback_launch(runtime, mpi_args, ip: str):
         return runtime, {}
     check_loopback_args(mpi_args, local.mpiexec)
     return local, loopback_env()
+
+
+# ------------------------------------------------------------------ a cluster of another host
+def started_elsewhere(record) -> bool:
+    """Whether the cluster of ``record`` (a ClusterRecord, or None) was started on another
+    machine sharing the profile folder: its pids are that machine's, not this one's."""
+    return record is not None and record.host != socket.gethostname()
+
+
+def controller_answers(profile_dir: str, cluster_id: str, timeout: float = 3.0) -> bool:
+    """Whether the controller of a cluster accepts a TCP connection on its registration port
+    (read from its connection file): how a cluster of another host is known to run."""
+    import json
+    import os
+
+    path = os.path.join(profile_dir, "security", f"ipcontroller-{cluster_id}-client.json")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        address = info["interface"].split("://", 1)[1]
+        if address in WILDCARDS:
+            address = info.get("location") or "127.0.0.1"
+        socket.create_connection((address, int(info["registration"])), timeout=timeout).close()
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+    return True
+
+
+def shutdown_remote(ipp_cluster) -> None:
+    """End a cluster of another machine through its controller: the engines, then the
+    controller itself (whose mpiexec ends with its ranks)."""
+    client = ipp_cluster.connect_client_sync()
+    try:
+        client.shutdown(targets="all", hub=True, block=True)
+    finally:
+        client.close()

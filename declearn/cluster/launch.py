@@ -36,7 +36,14 @@ from declearn.cluster.checks import (
     check_gpus,
 )
 from declearn.cluster.handle import Cluster, shutdown_cluster, wait_for_engines
-from declearn.cluster.hosts import check_controller_address, host_launch, loopback_launch
+from declearn.cluster.hosts import (
+    check_controller_address,
+    controller_answers,
+    host_launch,
+    loopback_launch,
+    shutdown_remote,
+    started_elsewhere,
+)
 from declearn.cluster.mpiexec import (
     launch_args,
     mpi_runtime,
@@ -293,14 +300,17 @@ def _load(pdir: str, cluster_id: str):
 def _attachable(pdir: str, cluster_id: str) -> bool:
     """Whether the controller of that cluster file still runs."""
     try:
-        ipp_cluster, _ = _load(pdir, cluster_id)
+        ipp_cluster, record = _load(pdir, cluster_id)
     except Exception:
         return False
-    return _controller_running(ipp_cluster)
+    return _controller_running(ipp_cluster, record)
 
 
-def _controller_running(ipp_cluster) -> bool:
-    """Whether the cluster's controller process runs (a zombie does not)."""
+def _controller_running(ipp_cluster, record=None) -> bool:
+    """Whether the cluster's controller process runs (a zombie does not); for a cluster of
+    another machine, whether its controller answers."""
+    if started_elsewhere(record):
+        return controller_answers(ipp_cluster.profile_dir, ipp_cluster.cluster_id)
     controller = ipp_cluster.controller
     return (controller is not None and controller.running
             and pid_alive(getattr(controller, "pid", None)))
@@ -309,8 +319,9 @@ def _controller_running(ipp_cluster) -> bool:
 def _forget(pdir: str, cluster_id: str, files: list[str] | None = None) -> None:
     """End the leftovers of a cluster whose controller is gone, and remove its files (``files``
     as listed by :func:`~declearn.cluster.record.cluster_files` before anything was removed,
-    plus whatever of them exists now)."""
-    end_processes(cluster_processes(pdir, cluster_id))
+    plus whatever of them exists now). Leftovers are looked for on this machine only."""
+    if not started_elsewhere(ClusterRecord.load(pdir, cluster_id)):
+        end_processes(cluster_processes(pdir, cluster_id))
     remove_cluster_files(pdir, cluster_id, [*(files or ()), *cluster_files(pdir, cluster_id)])
 
 
@@ -366,7 +377,7 @@ def attach(
     pdir = resolve_profile_dir(profile, profile_dir)
     cid = _pick_cluster_id(pdir, cluster_id)
     ipp_cluster, record = _load(pdir, cid)
-    if not _controller_running(ipp_cluster):
+    if not _controller_running(ipp_cluster, record):
         raise ClusterError(
             f"The controller of cluster {cid!r} in {pdir} is not running (a stale file). "
             "`declearn cluster stop` cleans it up; then start a new cluster."
@@ -411,7 +422,7 @@ def list_clusters(profile: str | None = None, *, profile_dir: str | None = None,
             continue
         if record is not None:
             entry.update(n=record.n, started_by=record.started_by)
-        entry["running"] = _controller_running(ipp_cluster)
+        entry["running"] = _controller_running(ipp_cluster, record)
         if entry["running"]:
             try:
                 client = ipp_cluster.connect_client_sync()
@@ -444,11 +455,19 @@ def stop_clusters(profile: str | None = None, cluster_id: str | None = None, *,
     for cid in ids:
         files = cluster_files(pdir, cid)  # shutdown_cluster removes the file that names some
         try:
-            ipp_cluster, _ = _load(pdir, cid)
+            ipp_cluster, record = _load(pdir, cid)
         except Exception:
             _forget(pdir, cid, files)
             continue
         was_running = ipp_cluster.controller is not None or bool(ipp_cluster.engines)
+        if started_elsewhere(record):  # its pids are another machine's
+            was_running = controller_answers(pdir, cid)
+            if was_running:
+                shutdown_remote(ipp_cluster)
+            remove_cluster_files(pdir, cid, [*files, *cluster_files(pdir, cid)])
+            if was_running:
+                stopped.append(cid)
+            continue
         shutdown_cluster(ipp_cluster)
         _forget(pdir, cid, files)
         if was_running:
