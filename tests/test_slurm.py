@@ -1,11 +1,13 @@
 """The README's Slurm recipe against a real single-node Slurm (tests/slurm_fixture.py): the
 engines as one Slurm job (sbatch, then srun --mpi=pmi2) started by ``declearn cluster start
---slurm``, attached from Python, a collective run on them, the job cancelled by ``declearn
+--slurm``, attached from a notebook (a real kernel, as a chapter's first cell), a collective
+run on them with ``%%px``, the job cancelled by ``declearn
 cluster stop``, nothing left in the queue or among the processes; a job that cannot start in
 time is cancelled, and the error says what Slurm said it waits for."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -13,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from cluster_helpers import processes_mentioning
-from ipyparallel import interactive
 from slurm_fixture import CPUS, TestSlurm, unavailable
 
 import declearn.cluster as dc
@@ -34,19 +35,23 @@ def slurm():
         yield s
 
 
-@interactive
-def _ranks_and_mix():
-    import numpy as np
-    import torch
+def _run_notebook(tmp_path, sources) -> list[str]:
+    """Execute a notebook of these cells in a real kernel (nbclient); each cell's text output."""
+    import nbformat
+    from nbclient import NotebookClient
 
-    import declearn.topology as T
-    from declearn.comm.mpi import MPIComm
+    from browser_lab import notebook
 
-    comm = MPIComm(timeout=30)
-    X = np.random.default_rng(1).standard_normal((comm.size, 100))
-    ring = T.make("ring", comm.size)
-    y = comm.neighbor_allreduce(torch.as_tensor(X[comm.rank]), ring)
-    return comm.rank, comm.size, float(np.abs(y.numpy() - ring.W[comm.rank] @ X).max())
+    nb = nbformat.from_dict(notebook(*sources))
+    NotebookClient(nb, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    texts = []
+    for cell in nb.cells:
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, errors
+        texts.append("".join(o.get("text", "") or str(o.get("data", {}).get("text/plain", ""))
+                             for o in cell.outputs))
+    return texts
 
 
 def _wait_gone(slurm, pdir: str, timeout: float = 30) -> list:
@@ -68,11 +73,21 @@ def test_the_readme_recipe_runs_engines_as_one_slurm_job(slurm, tmp_path):
         assert start.returncode == 0, start.stdout + start.stderr
         running = [j for j in slurm.jobs() if "ipengine" in j]
         assert len(running) == 1 and running[0].endswith("RUNNING"), slurm.jobs()
-        cluster = dc.attach(profile_dir=pdir, timeout=60)
-        answers = cluster.view.apply_sync(_ranks_and_mix)
-        assert [a[:2] for a in answers] == [(r, 4) for r in range(4)]
-        assert max(a[2] for a in answers) < 1e-12
-        cluster.stop()  # detach: the cluster belongs to the command that started it
+        outputs = _run_notebook(tmp_path, (
+            f"import declearn.cluster as dc\ncluster = dc.connect(4, profile_dir={pdir!r})",
+            "%%px\nimport numpy as np, torch\nimport declearn.topology as T\n"
+            "from declearn.comm.mpi import MPIComm\ncomm = MPIComm(timeout=30)\n"
+            "X = np.random.default_rng(1).standard_normal((comm.size, 100))\n"
+            "ring = T.make('ring', comm.size)\n"
+            "y = comm.neighbor_allreduce(torch.as_tensor(X[comm.rank]), ring)\n"
+            "print('rank', comm.rank, 'of', comm.size, 'error',\n"
+            "      float(np.abs(y.numpy() - ring.W[comm.rank] @ X).max()))",
+            "cluster.stop()  # detach: the cluster belongs to the command that started it",
+        ))
+        assert "Attached to the running cluster" in outputs[0], outputs
+        ranks = re.findall(r"rank (\d) of 4 error ([0-9.e+-]+)", outputs[1])
+        assert [int(r) for r, _ in ranks] == [0, 1, 2, 3], outputs[1]
+        assert max(float(e) for _, e in ranks) < 1e-12
     finally:
         stop = subprocess.run([DECLEARN, "cluster", "stop", "--profile-dir", pdir],
                               capture_output=True, text=True, timeout=120)
