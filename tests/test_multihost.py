@@ -1,6 +1,7 @@
 """One MPI job across two test hosts with real network stacks (tools/netns_hosts.py): network
 namespaces joined by veth pairs and a bridge, an sshd on each, Hydra's ssh launcher, UCX over
-TCP on the hosts' ``eth0``. Ranks 0-1 run on host dl-h0, ranks 2-3 on dl-h1.
+TCP on the hosts' ``eth0``. Ranks 0-1 run on host 0, ranks 2-3 on host 1 (their names carry
+this process's id, so that two test runs at once do not share hosts).
 
 Needs root, iproute2 and openssh (server and client); without them the tests skip, saying
 which is missing. Nothing leaves the namespaces: their addresses exist only on their links.
@@ -31,7 +32,8 @@ from netns_hosts import (  # noqa: E402
 
 pytestmark = [pytest.mark.mpi, pytest.mark.slow]
 sys.path.insert(0, str(ROOT / "tests"))
-HOSTS = ["dl-h0", "dl-h0", "dl-h1", "dl-h1"]
+PREFIX = f"dl{os.getpid() % 100000}"  # names of this run's namespaces (interfaces: <= 15 chars)
+HOSTS = [f"{PREFIX}-h0", f"{PREFIX}-h0", f"{PREFIX}-h1", f"{PREFIX}-h1"]  # by rank
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def hosts():
     reason = unavailable() or sshd_unavailable()
     if reason:
         pytest.skip(reason)
-    with TestHosts(2) as th:
+    with TestHosts(2, prefix=PREFIX) as th:
         th.start_sshd()
         yield th
 
@@ -172,13 +174,13 @@ def test_a_slowed_network_is_hidden_by_overlap_local_sgd_as_chapter_08_models_it
 @pytest.mark.parametrize("shaping", list(SHAPINGS))
 def test_a_slow_link_slows_each_rank_one_hop_later_as_chapter_09_shows(hosts, tmp_path,
                                                                        shaping):
-    """Host 1's outgoing link is slowed by about 0.1 s per message; on a chain 0-1-2-3 only
+    """Host 1's outgoing link is slowed by about 0.3 s per message; on a chain 0-1-2-3 only
     the message 2 -> 1 crosses it. Rank i's first slow step is 1 + its distance in the graph
     to rank 1, the receiver, and from then on every step waits for the link."""
-    how = {"latency": {"delay_ms": 100}, "bandwidth": {"rate_mbit": 10}}[shaping]
+    how = {"latency": {"delay_ms": 300}, "bandwidth": {"rate_mbit": 10}}[shaping]
     _shaping(shaping)
-    numel = 100 if shaping == "latency" else 15_625  # 125 kB: 0.1 s at 10 Mbit/s
-    delay = 0.1
+    numel = 100 if shaping == "latency" else 46_875  # 375 kB: 0.3 s at 10 Mbit/s
+    delay = 0.3  # well above a step's time on a loaded machine
     hosts.shape(1, **how)
     try:
         found = _run(hosts, "straggler", tmp_path, str(numel))
@@ -223,7 +225,7 @@ def test_engines_on_two_hosts_attached_from_the_second(hosts, tmp_path):
         rc, line = _on_host(hosts, 1, "connect", pdir)
         assert rc == 0, line
         found = json.loads(line)
-        assert found["attached_from"] == "dl-h1" and found["owned"] is False
+        assert found["attached_from"] == HOSTS[2] and found["owned"] is False
         assert [r["host"] for r in found["ranks"]] == HOSTS
         assert all(r["mix_error"] < 1e-12 and r["sum_error"] < 1e-11 for r in found["ranks"])
         assert processes_mentioning(pdir), "detaching from host 1 must leave the cluster running"

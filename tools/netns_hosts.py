@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -99,15 +100,19 @@ def netem_unavailable() -> str | None:
     return None
 
 
-def remove_stale(prefix: str = PREFIX) -> list[str]:
-    """Delete namespaces left by a run that could not clean up (killed); their names."""
+def remove_stale(prefix: str = PREFIX, *, family: bool = False) -> list[str]:
+    """Delete namespaces left by a run that could not clean up (killed); their names. Those
+    of ``prefix``, or with ``family`` those of every prefix ``<prefix><digits>`` too (the tests
+    add their process id to theirs)."""
+    pattern = re.compile(rf"^{re.escape(prefix)}{r'[0-9]*' if family else ''}-")
     out = _ip("netns", "list", check=False).stdout.split()
-    stale = [name for name in out if name.startswith(f"{prefix}-")]
+    stale = [name for name in out if pattern.match(name)]
     for name in stale:
         _kill_netns_processes(name)
         _ip("netns", "del", name, check=False)
-    for folder in Path("/etc/netns").glob(f"{prefix}-*"):
-        shutil.rmtree(folder, ignore_errors=True)
+    for folder in Path("/etc/netns").glob(f"{prefix}*-*"):
+        if pattern.match(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
     return stale
 
 
@@ -305,8 +310,8 @@ def main(argv=None) -> int:
     sub.add_parser("down", help="remove the hosts")
     args = ap.parse_args(argv)
     if args.cmd == "down":
-        gone = remove_stale()
-        for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}-hosts-*"):
+        gone = remove_stale(family=True)
+        for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-hosts-*"):
             shutil.rmtree(folder, ignore_errors=True)
         print(f"removed: {', '.join(gone) or 'nothing'}")
         return 0
