@@ -1,8 +1,8 @@
 """Shared by the test files that start real clusters: ``processes_mentioning(text)`` finds the
 ipyparallel/MPI processes a test may have left behind.
 
-pytest puts tests/ on ``sys.path``, so test files write
-``from cluster_helpers import processes_mentioning``.
+``kill_processes_mentioning(text)`` ends them (SIGKILL). pytest puts tests/ on ``sys.path``, so
+test files write ``from cluster_helpers import processes_mentioning``.
 """
 
 from __future__ import annotations
@@ -25,3 +25,12 @@ def processes_mentioning(text: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+def kill_processes_mentioning(text: str) -> None:
+    """SIGKILL every process :func:`processes_mentioning` finds (a test's leftovers)."""
+    for proc in processes_mentioning(text):
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 
-import psutil
 import pytest
-from cluster_helpers import processes_mentioning
+from cluster_helpers import kill_processes_mentioning
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -29,11 +28,7 @@ def test_px_outputs_come_in_rank_order_labelled_by_rank(tmp_path, monkeypatch):
     try:
         nbclient.NotebookClient(nb, timeout=180, kernel_name="python3").execute()
     finally:
-        for proc in processes_mentioning(str(tmp_path)):
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        kill_processes_mentioning(str(tmp_path))
 
     def text(cell):  # streams, and what a streaming %px displays as it arrives
         return "".join(out.get("text", "") or out.get("data", {}).get("text/plain", "") + "\n"

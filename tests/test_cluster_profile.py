@@ -14,9 +14,8 @@ import subprocess
 import sys
 import urllib.request
 
-import psutil
 import pytest
-from cluster_helpers import processes_mentioning
+from cluster_helpers import kill_processes_mentioning
 from ipyparallel import interactive
 
 import declearn.cluster as dc
@@ -98,11 +97,7 @@ def _world():
 
 
 def _kill_leftovers(tmp_path) -> None:
-    for proc in processes_mentioning(str(tmp_path)):
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
+    kill_processes_mentioning(str(tmp_path))
 
 
 @pytest.mark.cluster

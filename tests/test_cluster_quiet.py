@@ -14,9 +14,8 @@ import time
 import urllib.request
 import uuid
 
-import psutil
 import pytest
-from cluster_helpers import processes_mentioning
+from cluster_helpers import kill_processes_mentioning
 
 from browser_lab import JupyterLab
 
@@ -122,8 +121,4 @@ def test_stop_prints_nothing_and_a_killed_engine_is_still_reported(tmp_path, mon
             assert "MPIJobEndedError" in errors and "rank 1" in errors, failed
             _run(lab, kernel, "cluster.stop()")
     finally:
-        for proc in processes_mentioning(str(tmp_path)):
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+        kill_processes_mentioning(str(tmp_path))
