@@ -205,8 +205,8 @@ def _on_host(hosts: TestHosts, i: int, *args: str, timeout: float = 240):
 @pytest.mark.cluster
 def test_engines_on_two_hosts_attached_from_the_second(hosts, tmp_path):
     """declearn.cluster.start(hosts=..., interface=..., ip=<host 0's link address>) on host 0;
-    a notebook on host 1 connects with the profile's connection files (their key) and
-    detaches; `declearn cluster stop` on host 1 ends the cluster through its controller (its
+    a notebook (a real kernel) on host 1 connects with the profile's connection files (their
+    key), runs the collectives on the engines and detaches; `declearn cluster stop` on host 1 ends the cluster through its controller (its
     pids are host 0's)."""
     from cluster_helpers import processes_mentioning
 
