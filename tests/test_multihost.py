@@ -175,8 +175,11 @@ def test_a_slowed_network_is_hidden_by_overlap_local_sgd_as_chapter_08_models_it
 def test_a_slow_link_slows_each_rank_one_hop_later_as_chapter_09_shows(hosts, tmp_path,
                                                                        shaping):
     """Host 1's outgoing link is slowed by about 0.3 s per message; on a chain 0-1-2-3 only
-    the message 2 -> 1 crosses it. Rank i's first slow step is 1 + its distance in the graph
-    to rank 1, the receiver, and from then on every step waits for the link."""
+    the message 2 -> 1 crosses it. Its receiver, rank 1, is slow from step 1; its sender, rank
+    2, may be too (a message that leaves slowly can hold the sender's step, depending on how
+    the transport buffers it). From there the delay travels one hop per step, as chapter 09's
+    straggler does: rank i is first slow at a step between 1 + its distance to the nearer end
+    of the link and 1 + its distance to rank 1; afterwards every step waits for the link."""
     how = {"latency": {"delay_ms": 300}, "bandwidth": {"rate_mbit": 10}}[shaping]
     _shaping(shaping)
     numel = 100 if shaping == "latency" else 46_875  # 375 kB: 0.3 s at 10 Mbit/s
@@ -188,8 +191,12 @@ def test_a_slow_link_slows_each_rank_one_hop_later_as_chapter_09_shows(hosts, tm
         hosts.shape(1)
     took = np.diff(np.array([f["ends"] for f in found]), axis=1, prepend=0.0)
     first_slow = ((took > delay / 2).argmax(1) + 1).tolist()
-    distance = [abs(r - 1) for r in range(4)]  # on the chain, to rank 1
-    assert first_slow == [1 + d for d in distance], (first_slow, took.round(3).tolist())
+    print(f"{how}: first slow steps {first_slow}")
+    to_receiver = [abs(r - 1) for r in range(4)]  # graph distances on the chain
+    to_link = [min(abs(r - 1), abs(r - 2)) for r in range(4)]
+    assert first_slow[1] == 1, (first_slow, took.round(3).tolist())
+    for r in range(4):
+        assert 1 + to_link[r] <= first_slow[r] <= 1 + to_receiver[r], (r, first_slow)
     assert (took[:, 4:] > 0.7 * delay).all(), took.round(3).tolist()
 
 
@@ -206,8 +213,8 @@ def _on_host(hosts: TestHosts, i: int, *args: str, timeout: float = 240):
 def test_engines_on_two_hosts_attached_from_the_second(hosts, tmp_path):
     """declearn.cluster.start(hosts=..., interface=..., ip=<host 0's link address>) on host 0;
     a notebook (a real kernel) on host 1 connects with the profile's connection files (their
-    key), runs the collectives on the engines and detaches; `declearn cluster stop` on host 1 ends the cluster through its controller (its
-    pids are host 0's)."""
+    key), runs the collectives on the engines and detaches; `declearn cluster stop` on host 1
+    ends the cluster through its controller (its pids are host 0's)."""
     from cluster_helpers import processes_mentioning
 
     h0, h1 = (h.address for h in hosts.hosts)
