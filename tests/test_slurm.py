@@ -93,6 +93,7 @@ def test_the_readme_recipe_runs_engines_as_one_slurm_job(slurm, tmp_path):
                               capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0, stop.stdout + stop.stderr
     assert _wait_gone(slurm, pdir) == [], "the Slurm job or its processes were left behind"
+    assert not list(Path.cwd().glob("*.sbatch")), "a batch script was left in the current folder"
 
 
 def test_a_job_still_pending_at_the_timeout_is_cancelled_and_says_why(slurm, tmp_path):

@@ -67,7 +67,7 @@ __all__ = ["start", "attach", "list_clusters", "stop_clusters", "forget_stale",
 
 
 
-def _config(runtime, mpi_args, env=None, slurm=None):
+def _config(runtime, mpi_args, env=None, slurm=None, profile_dir: str = "."):
     """ipyparallel configuration that launches the engines with ``runtime.mpiexec`` and
     ``mpi_args``, with the variables ``env`` added to their environment."""
     from traitlets.config import Config
@@ -81,7 +81,8 @@ def _config(runtime, mpi_args, env=None, slurm=None):
     # the profile's ipcluster_config.py (declearn.cluster.profile) may name another Python
     cfg.MPIEngineSetLauncher.engine_cmd = [sys.executable, "-m", "ipyparallel.engine"]
     if slurm is not None:
-        slurm_config(cfg, slurm, [sys.executable, "-m", "ipyparallel.engine"], env or {})
+        slurm_config(cfg, slurm, [sys.executable, "-m", "ipyparallel.engine"], env or {},
+                     profile_dir)
     return cfg
 
 
@@ -245,7 +246,7 @@ def start(
                   controller_args=[f"--HeartMonitor.period={HEARTBEAT_MS}",
                                    f"--HeartMonitor.max_heartmonitor_misses={HEARTBEAT_MISSES}",
                                    *map(str, controller_args)],
-                  config=_config(runtime, args, engine_env, options))
+                  config=_config(runtime, args, engine_env, options, pdir))
     if cluster_id is not None:
         kwargs["cluster_id"] = str(cluster_id)
     ipp_cluster = _ipp_cluster(slurm=options is not None, **kwargs)
@@ -292,7 +293,7 @@ def _load(pdir: str, cluster_id: str):
         from declearn.cluster.mpiexec import MPIRuntime
 
         runtime = MPIRuntime(record.mpiexec, "unknown", "")
-        kwargs["config"] = _config(runtime, record.mpi_args, record.mpi_env, record.slurm)
+        kwargs["config"] = _config(runtime, record.mpi_args, record.mpi_env, record.slurm, pdir)
     path = os.path.join(pdir, "security", f"cluster-{cluster_id}.json")
     return ipp.Cluster.from_file(path, **kwargs), record
 

@@ -72,10 +72,14 @@ def batch_template(options: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def slurm_config(cfg, options: dict, engine_cmd: list[str], env: dict) -> None:
-    """Configure ipyparallel's Slurm engine launcher in ``cfg``: the batch script, the
-    engines' command (``--mpi``: engine ids are the MPI ranks) and their extra environment."""
+def slurm_config(cfg, options: dict, engine_cmd: list[str], env: dict,
+                 profile_dir: str) -> None:
+    """Configure ipyparallel's Slurm engine launcher in ``cfg``: the batch script (written in
+    the profile's log folder, not in the current directory), the engines' command (``--mpi``:
+    engine ids are the MPI ranks) and their extra environment."""
     cfg.SlurmEngineSetLauncher.batch_template = batch_template(options)
+    cfg.SlurmEngineSetLauncher.batch_file_name = os.path.join(
+        os.path.abspath(profile_dir), "log", "slurm_engines.sbatch")
     cfg.SlurmEngineSetLauncher.engine_cmd = list(engine_cmd)
     cfg.SlurmEngineSetLauncher.engine_args = ["--mpi"]
     cfg.SlurmEngineSetLauncher.environment = dict(env)
