@@ -280,3 +280,9 @@ def test_a_controller_address_on_no_interface_is_refused_before_anything_starts(
         dc.start(2, hosts=["10.231.0.1:x"], open_network=True, profile_dir=str(pdir))
     with pytest.raises(ClusterRequestError, match="not a network interface of this machine"):
         dc.start(2, interface="nosuch0", open_network=True, profile_dir=str(pdir))
+    from declearn.cluster.hosts import host_launch
+    from declearn.cluster.mpiexec import MPIRuntime
+
+    open_mpi = MPIRuntime("/usr/bin/mpirun", "openmpi", "mpirun (Open MPI) 5.0")
+    with pytest.raises(ClusterRequestError, match="pass its own options through mpi_args"):
+        host_launch(["10.0.0.1:2"], None, [], runtime=open_mpi)

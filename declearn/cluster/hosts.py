@@ -106,12 +106,19 @@ def _uses_ssh(mpi_args: Sequence[str]) -> bool:
     return True
 
 
-def host_launch(hosts, interface: str | None, mpi_args: Sequence[str], *,
+def host_launch(hosts, interface: str | None, mpi_args: Sequence[str], *, runtime=None,
                 check: bool = True) -> tuple[list[str], dict]:
     """``(mpi_args, env)`` of a job across ``hosts`` on ``interface`` (either may be None),
     after checking the interface exists here and, with ssh as the launcher, that every host
-    answers on its ssh port."""
+    answers on its ssh port. ``runtime`` (an MPIRuntime) must be Hydra's (MPICH, Intel MPI)
+    when either is given."""
     args, env = [str(a) for a in mpi_args], {}
+    if (hosts is not None or interface is not None) and runtime is not None \
+            and runtime.flavor not in ("mpich", "intel"):
+        raise ClusterRequestError(
+            f"hosts= and interface= become Hydra's -hosts and -iface (the mpiexec of MPICH or "
+            f"Intel MPI), but this MPI is {runtime.flavor} ({runtime.mpiexec}): pass its own "
+            "options through mpi_args instead.")
     if interface is not None:
         import psutil
 

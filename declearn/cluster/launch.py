@@ -223,7 +223,7 @@ def start(
         runtime, engine_env = loopback_launch(runtime, mpi_args, ip)
     else:
         check_controller_address(ip)
-        mpi_args, engine_env = host_launch(hosts, interface, mpi_args)
+        mpi_args, engine_env = host_launch(hosts, interface, mpi_args, runtime=runtime)
     if check_resources:
         _check_gpus_visible(gpus)
     if check_resources and options is None:
