@@ -4,12 +4,14 @@ stop them, rather than hand the notebook a view whose ranks repeat."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from cluster_helpers import processes_mentioning
+from cluster_helpers import kill_processes_mentioning, processes_mentioning
 
 import declearn.cluster as dc
 from declearn.cluster.mpiexec import local_job
@@ -37,8 +39,11 @@ def test_engines_of_a_second_job_on_one_controller_are_refused(tmp_path):
         assert "engines of another MPI job" in text and "ranks [0, 0, 1, 1]" in text, text
         assert f"declearn cluster stop --profile-dir {pdir}" in text, text
     finally:
-        dc.stop_clusters(profile_dir=pdir)
-        subprocess.run(["pkill", "-9", "-f", pdir], check=False)
-        second.wait(timeout=30)
+        try:
+            dc.stop_clusters(profile_dir=pdir)
+        finally:  # whatever happened above: no engine of either job outlives the test
+            kill_processes_mentioning(pdir)
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait(timeout=30)
     time.sleep(1)
     assert not processes_mentioning(pdir)
